@@ -1,0 +1,3 @@
+"""flatjax: Train Flat, Then Compress (Na, Mehta, Strubell 2022) in JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,309 @@
+"""BERT in Flax, numerically the network of Hugging Face's PyTorch ``BertModel``.
+
+The model is a pure function of ``(params, batch)``: ``module.apply({"params":
+params}, input_ids, attention_mask, token_type_ids, ...)``. Parameter paths
+mirror the Hugging Face module names, e.g.
+``bert/encoder/layer/3/attention/self/query/kernel``, so pruning scopes,
+sharding rules and checkpoint conversion are written against names.
+
+Dropout draws from the ``"dropout"`` rng collection and is off when
+``deterministic=True``. ``dtype`` is the compute dtype (``bfloat16`` for mixed
+precision); parameters, LayerNorm statistics and the softmax stay in float32.
+``head_gates`` (``[num_layers, num_heads]``, ones by default) scales each
+head's attention probabilities, like Hugging Face's ``head_mask``; structured
+pruning (CoFi) feeds its gates through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flatjax.errors import FlatjaxInputError
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+  """The architecture fields of a Hugging Face ``BertConfig``."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  hidden_act: str = "gelu"
+  hidden_dropout_prob: float = 0.1
+  attention_probs_dropout_prob: float = 0.1
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  initializer_range: float = 0.02
+  layer_norm_eps: float = 1e-12
+  pad_token_id: int = 0
+  classifier_dropout: float | None = None
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_attention_heads:
+      raise FlatjaxInputError(
+          f"hidden_size {self.hidden_size} is not a multiple of "
+          f"num_attention_heads {self.num_attention_heads}")
+    if self.hidden_act not in _ACTIVATIONS:
+      raise FlatjaxInputError(
+          f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_attention_heads
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "BertConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    pet = d.get("position_embedding_type", "absolute")
+    if pet != "absolute":
+      raise FlatjaxInputError(f"position_embedding_type {pet!r} is not supported (only 'absolute')")
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# Hugging Face's ACT2FN names: "gelu" is the exact erf form, "gelu_new" the tanh form.
+_ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def _dense(config: BertConfig, features: int, dtype, name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name,
+                  kernel_init=nn.initializers.normal(config.initializer_range))
+
+
+def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
+  # Statistics in float32 whatever the compute dtype: bf16 variance is too coarse.
+  return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32,
+                      param_dtype=jnp.float32, name=name)
+
+
+class BertEmbeddings(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
+    cfg = self.config
+    init = nn.initializers.normal(cfg.initializer_range)
+    words = nn.Embed(cfg.vocab_size, cfg.hidden_size, embedding_init=init,
+                     param_dtype=jnp.float32, name="word_embeddings")(input_ids)
+    positions = nn.Embed(cfg.max_position_embeddings, cfg.hidden_size, embedding_init=init,
+                         param_dtype=jnp.float32, name="position_embeddings")(position_ids)
+    types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
+                     param_dtype=jnp.float32, name="token_type_embeddings")(token_type_ids)
+    x = _layer_norm(cfg, "LayerNorm")(words + positions + types)
+    x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    return x.astype(self.dtype)
+
+
+class BertSelfAttention(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, head_gate, deterministic: bool):
+    cfg = self.config
+    batch, length, _ = x.shape
+    heads, dim = cfg.num_attention_heads, cfg.head_dim
+
+    def project(name):
+      y = _dense(cfg, cfg.hidden_size, self.dtype, name)(x)
+      return y.reshape(batch, length, heads, dim)
+
+    q, k, v = project("query"), project("key"), project("value")
+    # Scale q before the product (as PyTorch's SDPA does): one [B,L,H,D] multiply
+    # instead of one over the [B,H,L,L] scores.
+    q = q * jnp.asarray(1.0 / math.sqrt(dim), q.dtype)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    if head_gate is not None:
+      probs = probs * head_gate[None, :, None, None]
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+    return context.reshape(batch, length, cfg.hidden_size)
+
+
+class BertSelfOutput(nn.Module):
+  """Dense + dropout + residual LayerNorm; also serves as the FFN's ``output``."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, residual, deterministic: bool):
+    cfg = self.config
+    y = _dense(cfg, cfg.hidden_size, self.dtype, "dense")(x)
+    y = nn.Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    return _layer_norm(cfg, "LayerNorm")(y + residual).astype(self.dtype)
+
+
+class BertAttention(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, head_gate, deterministic: bool):
+    context = BertSelfAttention(self.config, self.dtype, name="self")(
+        x, bias, head_gate, deterministic)
+    return BertSelfOutput(self.config, self.dtype, name="output")(context, x, deterministic)
+
+
+class BertIntermediate(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    y = _dense(cfg, cfg.intermediate_size, self.dtype, "dense")(x)
+    return _ACTIVATIONS[cfg.hidden_act](y)
+
+
+class BertLayer(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, head_gate, deterministic: bool):
+    a = BertAttention(self.config, self.dtype, name="attention")(x, bias, head_gate, deterministic)
+    h = BertIntermediate(self.config, self.dtype, name="intermediate")(a)
+    return BertSelfOutput(self.config, self.dtype, name="output")(h, a, deterministic)
+
+
+class BertEncoder(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, head_gates, deterministic: bool, output_hidden_states: bool):
+    hidden_states = [x]
+    # Layers are named "0", "1", ... under "layer" so paths read encoder/layer/3/...
+    layers = BertLayerStack(self.config, self.dtype, name="layer")
+    for i in range(self.config.num_hidden_layers):
+      gate = None if head_gates is None else head_gates[i]
+      x = layers(i, x, bias, gate, deterministic)
+      hidden_states.append(x)
+    return x, tuple(hidden_states) if output_hidden_states else None
+
+
+class BertLayerStack(nn.Module):
+  """Holds the layers as children "0".."N-1" of one scope named ``layer``."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.layers = [BertLayer(self.config, self.dtype, name=str(i))
+                   for i in range(self.config.num_hidden_layers)]
+
+  def __call__(self, i, x, bias, head_gate, deterministic):
+    return self.layers[i](x, bias, head_gate, deterministic)
+
+
+class BertPooler(nn.Module):
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.tanh(_dense(self.config, self.config.hidden_size, self.dtype, "dense")(x[:, 0]))
+
+
+def attention_bias(attention_mask: Array) -> Array:
+  """[B, L] 1/0 mask -> additive [B, 1, 1, L] bias (0 kept, float32 min masked).
+
+  float32's most negative finite value, as Hugging Face uses: a fully masked row
+  still gives a finite softmax instead of NaN.
+  """
+  keep = attention_mask[:, None, None, :].astype(bool)
+  return jnp.where(keep, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+
+
+class BertModel(nn.Module):
+  """Embeddings, encoder and (optionally) pooler: Hugging Face's ``BertModel``.
+
+  Returns a dict with ``last_hidden_state`` [B, L, H], ``pooler_output`` [B, H]
+  (absent without a pooler) and, if asked, ``hidden_states`` (embeddings
+  output then each layer's, ``num_layers + 1`` arrays).
+  """
+  config: BertConfig
+  dtype: Any = jnp.float32
+  add_pooling_layer: bool = True
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+               head_gates=None, *, deterministic: bool = True,
+               output_hidden_states: bool = False):
+    if attention_mask is None:
+      attention_mask = jnp.ones_like(input_ids)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if position_ids is None:
+      position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    x = BertEmbeddings(self.config, self.dtype, name="embeddings")(
+        input_ids, token_type_ids, position_ids, deterministic)
+    x, hidden_states = BertEncoder(self.config, self.dtype, name="encoder")(
+        x, attention_bias(attention_mask), head_gates, deterministic, output_hidden_states)
+    out = {"last_hidden_state": x}
+    if self.add_pooling_layer:
+      out["pooler_output"] = BertPooler(self.config, self.dtype, name="pooler")(x)
+    if output_hidden_states:
+      out["hidden_states"] = hidden_states
+    return out
+
+
+class BertForSequenceClassification(nn.Module):
+  """Pooled [CLS] -> dropout -> dense; ``num_labels == 1`` is regression (STS-B).
+
+  Adds ``logits`` [B, num_labels] (float32) to :class:`BertModel`'s outputs.
+  """
+  config: BertConfig
+  num_labels: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+               head_gates=None, *, deterministic: bool = True,
+               output_hidden_states: bool = False):
+    cfg = self.config
+    out = BertModel(cfg, self.dtype, name="bert")(
+        input_ids, attention_mask, token_type_ids, position_ids, head_gates,
+        deterministic=deterministic, output_hidden_states=output_hidden_states)
+    rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+    x = nn.Dropout(rate)(out["pooler_output"], deterministic=deterministic)
+    out["logits"] = _dense(cfg, self.num_labels, self.dtype, "classifier")(x).astype(jnp.float32)
+    return out
+
+
+class BertForQuestionAnswering(nn.Module):
+  """Per-token dense to (start, end) logits, as Hugging Face's QA head (no pooler)."""
+  config: BertConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+               head_gates=None, *, deterministic: bool = True,
+               output_hidden_states: bool = False):
+    out = BertModel(self.config, self.dtype, add_pooling_layer=False, name="bert")(
+        input_ids, attention_mask, token_type_ids, position_ids, head_gates,
+        deterministic=deterministic, output_hidden_states=output_hidden_states)
+    logits = _dense(self.config, 2, self.dtype, "qa_outputs")(out["last_hidden_state"])
+    logits = logits.astype(jnp.float32)
+    out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
+    return out

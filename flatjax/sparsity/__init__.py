@@ -1,0 +1,3 @@
+"""Sparsity: masks as pytrees."""
+
+from flatjax.sparsity.masks import apply_mask

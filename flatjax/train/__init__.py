@@ -1,0 +1,1 @@
+"""Training: the train state, losses, jitted steps and the fit driver."""

@@ -1,0 +1,58 @@
+"""The jitted train and eval steps.
+
+``train_step(state, batch) -> (state, metrics)`` is the spine every later
+feature plugs into: pruning changes ``state.mask``, SAM changes the optimizer,
+sharding changes the shardings given to ``jax.jit``; the step stays the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from flatjax.sparsity.masks import apply_mask
+from flatjax.train.losses import MODEL_INPUTS, LossFn
+from flatjax.train.state import TrainState, step_key
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
+                    schedule: optax.Schedule | None = None) -> Callable:
+  """A pure ``train_step(state, batch) -> (state, metrics)`` (jit it yourself).
+
+  The loss sees ``apply_mask(params, state.mask)``, so pruned weights get zero
+  gradient. ``grad_fn`` handed to the optimizer evaluates the same masked loss
+  on the same batch and dropout key at other params (what SAM needs).
+  """
+  def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = step_key(state)
+
+    def masked_loss(params, batch=batch):
+      return loss_fn(apply_mask(params, state.mask), batch, rng)
+
+    grad_of = jax.value_and_grad(masked_loss, has_aux=True)
+    (loss, aux), grads = grad_of(state.params)
+
+    def grad_fn(params, batch=batch):
+      return grad_of(params, batch)[1]
+
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    if schedule is not None:
+      metrics["learning_rate"] = schedule(state.step)
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+  return train_step
+
+
+def make_eval_step(module: nn.Module) -> Callable:
+  """``eval_step(params, mask, batch) -> outputs`` with dropout off; only the
+  logits are returned so the host copies little."""
+  def eval_step(params: Any, mask: Any, batch: dict) -> dict:
+    out = module.apply({"params": apply_mask(params, mask)},
+                       *(batch[k] for k in MODEL_INPUTS), deterministic=True)
+    return {k: v for k, v in out.items() if k.endswith("logits")}
+  return eval_step
