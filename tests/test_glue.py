@@ -148,7 +148,8 @@ def mnli_folder(tmp_path):
   ))
   write(folder / "dev_matched.tsv", tsv(
       MNLI_DEV_HEADER,
-      _mnli_row(0, "The new rights are nice enough", "Everyone really likes them.", "neutral", True),
+      _mnli_row(0, "The new rights are nice enough", "Everyone really likes them.", "neutral",
+                True),
       _mnli_row(1, "This site includes a list.", "The Government publishes it.", "contradiction",
                 True),
   ))
@@ -420,12 +421,14 @@ def test_tsv_wrong_column_count(tmp_path):
 
 
 def test_cola_wrong_column_count(tmp_path):
-  path = write(tmp_path / "CoLA" / "train.tsv", tsv(("gj04", "1", "", "ok"), ("gj04", "1", "ok")))
+  path = write(tmp_path / "CoLA" / "train.tsv",
+               tsv(("gj04", "1", "", "ok"), ("gj04", "1", "ok")))
   raises_input_error(load_glue, "cola", tmp_path, match_all=(f"{path}:2", "expected 4"))
 
 
 def test_tsv_header_missing_column(tmp_path):
-  path = write(tmp_path / "train.tsv", tsv(("index", "question", "sentence", "lbl"), ("0", "q", "s", "1")))
+  path = write(tmp_path / "train.tsv",
+               tsv(("index", "question", "sentence", "lbl"), ("0", "q", "s", "1")))
   raises_input_error(load_glue, "qnli", path, match_all=(f"{path}:1", "'label'"))
 
 
@@ -512,7 +515,8 @@ def test_parquet_bad_file_and_missing_column(tmp_path):
   raises_input_error(load_glue, "sst2", tmp_path / "v.parquet",
                      match_all=("v.parquet row 2", "label 7"))
   pq.write_table(pa.table({"text": ["a"], "label": [0]}), tmp_path / "w.parquet")
-  raises_input_error(load_glue, "sst2", tmp_path / "w.parquet", match_all=("w.parquet", "'sentence'"))
+  raises_input_error(load_glue, "sst2", tmp_path / "w.parquet",
+                     match_all=("w.parquet", "'sentence'"))
 
 
 def test_invalid_utf8_reports_line(tmp_path):
