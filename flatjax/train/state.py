@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+DEFAULT_PRNG_IMPL = "threefry2x32"
+
 
 @struct.dataclass
 class TrainState:
@@ -21,11 +23,11 @@ class TrainState:
   mask: Any
   step: jax.Array
   rng: jax.Array
-  prng_impl: str = struct.field(pytree_node=False, default="threefry2x32")
+  prng_impl: str = struct.field(pytree_node=False, default=DEFAULT_PRNG_IMPL)
 
 
 def create(params: Any, tx: optax.GradientTransformation, seed: int, mask: Any = None,
-           prng_impl: str = "threefry2x32") -> TrainState:
+           prng_impl: str = DEFAULT_PRNG_IMPL) -> TrainState:
   key = jax.random.key(seed, impl=prng_impl)
   return TrainState(params=params, opt_state=tx.init(params), mask=mask,
                     step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(key),

@@ -41,7 +41,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics

@@ -1,0 +1,5 @@
+import sys
+
+from flatjax.cli import main
+
+sys.exit(main())

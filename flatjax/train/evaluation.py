@@ -1,0 +1,40 @@
+"""Evaluation: a model's task metrics on its validation split(s)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from flatjax.data import pipeline
+from flatjax.data.tasks import TaskSpec
+from flatjax.models import pretrained
+from flatjax.train import losses, steps
+
+
+def evaluate(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> dict[str, float]:
+  """The task's metrics of ``params`` (under ``mask``) on one split.
+
+  ``eval_step`` is ``jax.jit(steps.make_eval_step(module))``.
+  """
+  outputs = []
+  for batch in split.batcher.epoch(0):
+    model_batch = {k: batch[k] for k in losses.MODEL_INPUTS}
+    outputs.append((batch["example_index"],
+                    jax.device_get(eval_step(params, mask, model_batch))))
+  return split.score(outputs)
+
+
+def evaluate_model(model: str, task: TaskSpec, data: Any, *, max_length: int,
+                   batch_size: int = 64, max_examples: int | None = None, seed: int = 0,
+                   doc_stride: int = 128, dtype: str = "float32") -> dict[str, dict[str, float]]:
+  """Loads ``model`` (a folder such as ``RUN/best``) and scores every eval split of ``task``."""
+  from flatjax.train.loop import DTYPES
+  loaded = pretrained.from_pretrained(model, task, dtype=DTYPES[dtype])
+  tokenizer = pretrained.load_tokenizer(loaded.tokenizer_dir)
+  splits = [pipeline.load_split(task, tokenizer, data, name, batch_size=batch_size,
+                                max_length=max_length, shuffle=False, seed=seed,
+                                max_examples=max_examples, doc_stride=doc_stride)
+            for name in task.eval_splits]
+  eval_step = jax.jit(steps.make_eval_step(loaded.module))
+  return {s.split: evaluate(eval_step, loaded.params, None, s) for s in splits}

@@ -1,0 +1,364 @@
+"""The fine-tuning driver: data -> jitted steps -> evaluation -> checkpoints.
+
+This is the edge where side effects live (files, progress bar, logging); the
+steps it calls are pure. A run folder holds::
+
+  config.json        the TrainConfig and library versions
+  metrics.jsonl      one JSON object per log interval and per evaluation
+  checkpoints/       orbax checkpoints of the whole TrainState (for --resume)
+  best/              Hugging Face folder of the best params on validation
+  final/             Hugging Face folder of the last params
+  results.json       the summary: best and final metrics, steps, time
+
+A run interrupted at any point (Ctrl-C, a preempted machine, or
+``stop_after_steps``) and restarted with ``resume=True`` continues from its
+last checkpoint and, on the same machine and seed, ends with bitwise the same
+parameters as an uninterrupted run: the data order depends only on (seed,
+epoch), the dropout key only on (seed, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flatjax.data import pipeline
+from flatjax.data.tasks import TaskSpec, get_task
+from flatjax.errors import FlatjaxInputError
+from flatjax.models import pretrained
+from flatjax.optim import registry
+from flatjax.train import losses, state as state_lib, steps
+from flatjax.train.evaluation import evaluate
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+  """Everything that defines a fine-tuning run (the CLI's flags map 1:1).
+
+  Defaults are the paper's GLUE recipe (Na et al. 2022): batch 32, max length
+  128, Adam at 2e-5 decaying linearly to 0, no warmup; evaluation each epoch,
+  keeping the best checkpoint on the validation metric.
+  """
+  task: str
+  output: str
+  model: str = "minilm"
+  data: str | None = None               # hub name, GLUE folder, or file; None: the hub
+  eval_data: str | None = None          # defaults to ``data``
+  optimizer: str = "adam"
+  epochs: float = 3.0
+  batch_size: int = 32
+  eval_batch_size: int = 64
+  max_length: int = 128
+  doc_stride: int = 128                 # SQuAD windows
+  lr: float = 2e-5
+  weight_decay: float = 0.0
+  warmup_steps: int = 0
+  clip_norm: float | None = None
+  optimizer_args: dict[str, float] = dataclasses.field(default_factory=dict)
+  seed: int = 0
+  max_train_examples: int | None = None
+  max_eval_examples: int | None = None
+  eval_every: int | None = None         # steps; None: at the end of every epoch
+  save_every: int | None = None         # steps; checkpoints are also saved at every eval
+  log_every: int = 20
+  keep_best: bool = True
+  pad_to: str = "longest"
+  dtype: str = "float32"
+  prng_impl: str = state_lib.DEFAULT_PRNG_IMPL
+  stop_after_steps: int | None = None   # stop early (checkpointed), as if interrupted
+  progress: bool = True
+
+  def validate(self) -> None:
+    if self.batch_size <= 0 or self.eval_batch_size <= 0:
+      raise FlatjaxInputError(f"batch size must be positive, got {self.batch_size}")
+    if self.epochs <= 0:
+      raise FlatjaxInputError(f"epochs must be positive, got {self.epochs}")
+    if self.lr <= 0:
+      raise FlatjaxInputError(f"learning rate must be positive, got {self.lr}")
+    for name in ("max_train_examples", "max_eval_examples", "eval_every", "save_every",
+                 "stop_after_steps"):
+      value = getattr(self, name)
+      if value is not None and value <= 0:
+        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive, got {value}")
+    if self.dtype not in DTYPES:
+      raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+    if self.seed < 0:
+      raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
+    get_task(self.task)
+
+  def optimizer_config(self) -> registry.OptimizerConfig:
+    return registry.OptimizerConfig(
+        name=self.optimizer, learning_rate=self.lr, weight_decay=self.weight_decay,
+        warmup_steps=self.warmup_steps, clip_norm=self.clip_norm,
+        extra=tuple(sorted(self.optimizer_args.items())))
+
+
+# Fields that may differ between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"progress", "stop_after_steps", "log_every", "eval_batch_size"}
+
+
+@dataclasses.dataclass
+class RunData:
+  task: TaskSpec
+  tokenizer: Any
+  train: pipeline.SplitData
+  evals: list[pipeline.SplitData]
+
+
+def load_data(config: TrainConfig, model: pretrained.Pretrained) -> RunData:
+  """The run's train split and every evaluation split of its task."""
+  task = get_task(config.task)
+  tokenizer = pretrained.load_tokenizer(model.tokenizer_dir)
+  common = dict(max_length=config.max_length, pad_to=config.pad_to, seed=config.seed,
+                doc_stride=config.doc_stride)
+  train = pipeline.load_split(task, tokenizer, config.data, task.train_split,
+                              batch_size=config.batch_size, shuffle=True,
+                              max_examples=config.max_train_examples, **common)
+  eval_source = config.eval_data if config.eval_data is not None else config.data
+  evals = [pipeline.load_split(task, tokenizer, eval_source, split,
+                               batch_size=config.eval_batch_size, shuffle=False,
+                               max_examples=config.max_eval_examples, **common)
+           for split in task.eval_splits]
+  return RunData(task, tokenizer, train, evals)
+
+
+def _device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  return {k: v for k, v in batch.items() if k in pipeline.LOSS_KEYS}
+
+
+class _Checkpointer:
+  """orbax CheckpointManager for the TrainState plus a JSON of loop bookkeeping."""
+
+  def __init__(self, directory: Path):
+    import orbax.checkpoint as ocp
+    self._ocp = ocp
+    self.manager = ocp.CheckpointManager(
+        directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+  def save(self, step: int, state: state_lib.TrainState, meta: dict) -> None:
+    ocp = self._ocp
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    self.manager.wait_until_finished()
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore(self, step: int, like: state_lib.TrainState) -> tuple[state_lib.TrainState, dict]:
+    ocp = self._ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return out["state"], out["meta"]
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _versions() -> dict[str, str]:
+  import flax
+  import optax
+  import transformers
+  import flatjax
+  return {"flatjax": flatjax.__version__, "jax": jax.__version__, "flax": flax.__version__,
+          "optax": optax.__version__, "transformers": transformers.__version__,
+          "device": str(jax.devices()[0].device_kind)}
+
+
+def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
+  """Checks the output folder before anything is written; returns (path, resuming)."""
+  out = Path(config.output)
+  saved = out / "config.json"
+  if out.exists() and not out.is_dir():
+    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  if not saved.exists():
+    if out.exists() and any(out.iterdir()):
+      raise FlatjaxInputError(f"output folder {out} is not empty and holds no flatjax run")
+    return out, False
+  previous = json.loads(saved.read_text())["config"]
+  current = dataclasses.asdict(config)
+  changed = sorted(k for k in current
+                   if k not in _RESUMABLE_CHANGES and previous.get(k) != current[k])
+  if changed:
+    raise FlatjaxInputError(
+        f"output folder {out} holds a run with different settings ({', '.join(changed)}); "
+        "use another --output")
+  return out, True
+
+
+class _Log:
+  def __init__(self, path: Path, keep_until_step: int | None):
+    rows = []
+    if keep_until_step is not None and path.exists():
+      # Rows logged after the checkpoint we resume from are redone: drop them.
+      rows = [r for r in path.read_text().splitlines()
+              if r.strip() and json.loads(r).get("step", 0) <= keep_until_step]
+    path.write_text("".join(r + "\n" for r in rows))
+    self.path = path
+
+  def write(self, row: dict) -> None:
+    with self.path.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+
+
+def fit(config: TrainConfig, resume: bool = False) -> dict:
+  """Fine-tunes ``config.model`` on ``config.task``; returns the results summary.
+
+  Every input is checked (task, files, rows, labels, model folder, sizes)
+  before the output folder is touched, so bad input leaves nothing behind.
+  """
+  config.validate()
+  out, has_run = _prepare_output(config)
+  if has_run and not resume:
+    raise FlatjaxInputError(f"output folder {out} already holds a run; pass --resume to "
+                            "continue it or pick another --output")
+  if resume and not has_run:
+    raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
+
+  task = get_task(config.task)
+  model = pretrained.from_pretrained(config.model, task, seed=config.seed,
+                                     dtype=DTYPES[config.dtype])
+  data = load_data(config, model)
+  steps_per_epoch = data.train.batcher.num_batches
+  total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+  tx = registry.make_optimizer(config.optimizer_config(), total_steps)
+  schedule = registry.linear_schedule(config.optimizer_config(), total_steps)
+  state = state_lib.create(model.params, tx, config.seed, prng_impl=config.prng_impl)
+
+  loss_fn = losses.make_loss_fn(model.module, task)
+  train_step = jax.jit(steps.make_train_step(loss_fn, tx, schedule), donate_argnums=0)
+  eval_step = jax.jit(steps.make_eval_step(model.module))
+
+  out.mkdir(parents=True, exist_ok=True)
+  ckpt = _Checkpointer(out / "checkpoints")
+  meta = {"best_metric": None, "best_step": None, "evals": 0}
+  if resume and ckpt.latest_step() is not None:
+    state, meta = ckpt.restore(ckpt.latest_step(), state)
+  start = int(state.step)
+  if not has_run:
+    (out / "config.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(config), "versions": _versions(),
+         "model_source": str(model.source_dir), "initialized": model.initialized,
+         "unexpected": model.unexpected, "train_examples": data.train.num_examples,
+         "train_source": data.train.source,
+         "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
+  log = _Log(out / "metrics.jsonl", start if resume else None)
+
+  main = task.main_metric
+  eval_every = config.eval_every or steps_per_epoch
+  stop_at = total_steps if config.stop_after_steps is None else min(
+      total_steps, config.stop_after_steps)
+  if start < stop_at:
+    _print(f"{task.name}: {data.train.num_examples} training examples, {steps_per_epoch} "
+           f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
+           + (f", resuming at step {start}" if start else ""))
+
+  def run_eval(step: int) -> dict:
+    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval"}
+    for split in data.evals:
+      scores = evaluate(eval_step, state.params, state.mask, split)
+      row.update({f"{split.split}/{k}": v for k, v in scores.items()})
+    value = row[f"{data.evals[0].split}/{main}"]
+    improved = meta["best_metric"] is None or value > meta["best_metric"]
+    if improved:
+      meta.update(best_metric=value, best_step=step)
+      if config.keep_best:
+        pretrained.save_pretrained(out / "best", state.params, model.config, task,
+                                   model.tokenizer_dir)
+    meta["evals"] += 1
+    row["best"] = improved
+    log.write(row)
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
+    _print(f"step {step} (epoch {row['epoch']:.2f}): {shown}" + (" (best)" if improved else ""))
+    return row
+
+  t0, window_t, window_n = time.time(), time.time(), 0
+  pending = []
+  bar = _progress(config.progress, total_steps, start)
+  step = start
+  try:
+    while step < stop_at:
+      epoch, offset = divmod(step, steps_per_epoch)
+      for batch in data.train.batcher.epoch(epoch, start=offset):
+        state, metrics = train_step(state, _device_batch(batch))
+        step += 1
+        pending.append(metrics)
+        window_n += int(batch["example_weight"].sum())
+        if step % config.log_every == 0 or step == stop_at:
+          fetched = jax.device_get(pending)
+          now = time.time()
+          row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "train",
+                 **{k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]},
+                 "examples_per_s": window_n / max(now - window_t, 1e-9)}
+          log.write(row)
+          pending, window_t, window_n = [], now, 0
+          if bar is not None:
+            bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_s']:.0f}")
+        if bar is not None:
+          bar.update(1)
+        evaluated = step % eval_every == 0 or step == total_steps
+        if evaluated:
+          run_eval(step)
+        if evaluated or (config.save_every and step % config.save_every == 0):
+          ckpt.save(step, state, meta)
+        if step >= stop_at:
+          break
+  except KeyboardInterrupt:
+    ckpt.save(step, state, meta)
+    ckpt.close()
+    _print(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+    raise
+  finally:
+    if bar is not None:
+      bar.close()
+
+  ckpt.save(step, state, meta)
+  ckpt.close()
+  elapsed = time.time() - t0
+  if step < total_steps:
+    _print(f"stopped at step {step} of {total_steps}; continue with --resume")
+    return {"step": step, "total_steps": total_steps, "finished": False}
+
+  pretrained.save_pretrained(out / "final", state.params, model.config, task,
+                             model.tokenizer_dir)
+  final_row = _last_eval(out / "metrics.jsonl")
+  results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
+             "step": step, "total_steps": total_steps, "main_metric": main,
+             "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
+                      meta["best_metric"]},
+             "final": {k: v for k, v in final_row.items() if "/" in k},
+             "train_examples": data.train.num_examples,
+             "train_seconds_this_session": round(elapsed, 1)}
+  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  return results
+
+
+def _last_eval(path: Path) -> dict:
+  rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+  evals = [r for r in rows if r.get("kind") == "eval"]
+  return evals[-1] if evals else {}
+
+
+def _progress(enabled: bool, total: int, initial: int):
+  if not enabled:
+    return None
+  from tqdm.auto import tqdm
+  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
+
+
+def _print(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)

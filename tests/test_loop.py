@@ -1,0 +1,79 @@
+"""The fit driver: run folder, best checkpoint, and bitwise-exact resumption."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import write_sst2
+from flatjax.errors import FlatjaxInputError
+from flatjax.train.loop import TrainConfig, fit
+
+
+def _config(data, out, tiny_model_dir, **kw):
+  base = dict(task="sst2", output=str(out), model=str(tiny_model_dir), data=str(data),
+              epochs=2, batch_size=8, max_length=32, lr=1e-3, seed=3, log_every=2,
+              save_every=3, progress=False)
+  base.update(kw)
+  return TrainConfig(**base)
+
+
+def _rows(run):
+  return [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_run_is_bitwise_equal(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=44)  # 6 steps/epoch, last batch short
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir))
+  assert full["finished"] and full["step"] == 12
+
+  part = fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=5))
+  assert not part["finished"] and part["step"] == 5
+  assert not (tmp_path / "resumed" / "final").exists()
+  resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir), resume=True)
+  assert resumed["finished"] and resumed["step"] == 12
+
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # The same evaluations, and the same losses at the steps both runs logged (the
+  # interrupted one also logged its partial window at step 5, the other one at 6).
+  strip = lambda rows: [(r["step"], r["kind"], r.get("loss"), r.get("validation/accuracy"))
+                        for r in rows if r["step"] not in (5, 6) or r["kind"] == "eval"]
+  assert strip(_rows(tmp_path / "full")) == strip(_rows(tmp_path / "resumed"))
+  assert len(strip(_rows(tmp_path / "full"))) == 7  # train rows 2 4 8 10 12, evals 6 12
+  assert full["best"] == resumed["best"]
+
+
+def test_run_folder_contents_and_best_checkpoint(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  out = tmp_path / "run"
+  results = fit(_config(data, out, tiny_model_dir, epochs=3, save_every=None))
+  for name in ("config.json", "metrics.jsonl", "results.json", "best/model.safetensors",
+               "final/config.json", "checkpoints"):
+    assert (out / name).exists(), name
+  evals = [r for r in _rows(out) if r["kind"] == "eval"]
+  assert [r["step"] for r in evals] == [5, 10, 15]  # 40 examples / 8 = 5 steps per epoch
+  best = max(evals, key=lambda r: r["validation/accuracy"])  # first max wins ties
+  assert results["best"]["validation/accuracy"] == best["validation/accuracy"]
+  assert results["best"]["step"] == best["step"]
+  saved = json.loads((out / "config.json").read_text())
+  assert saved["config"]["lr"] == 1e-3 and saved["train_examples"] == 40
+  # accuracy is a percentage of the 12 dev sentences
+  assert all(round(r["validation/accuracy"] * 12 / 100, 6).is_integer() for r in evals)
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  out = tmp_path / "run"
+  fit(_config(data, out, tiny_model_dir, epochs=1))
+  with pytest.raises(FlatjaxInputError, match="already holds a run"):
+    fit(_config(data, out, tiny_model_dir, epochs=1))
+  with pytest.raises(FlatjaxInputError, match="different settings .*lr"):
+    fit(_config(data, out, tiny_model_dir, epochs=1, lr=5e-4), resume=True)
+  with pytest.raises(FlatjaxInputError, match="nothing to resume"):
+    fit(_config(data, tmp_path / "fresh", tiny_model_dir), resume=True)
+  assert not (tmp_path / "fresh").exists()

@@ -1,0 +1,71 @@
+"""The optimizer registry and the paper's schedule, against hand-derived values."""
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from flatjax.errors import FlatjaxInputError
+from flatjax.optim import OptimizerConfig, linear_schedule, make_optimizer, names, register
+
+
+def test_linear_decay_to_zero_without_warmup():
+  sched = linear_schedule(OptimizerConfig(learning_rate=2e-5), total_steps=100)
+  # lr_t = 2e-5 * (1 - t/100)
+  for t, want in [(0, 2e-5), (25, 1.5e-5), (50, 1e-5), (99, 2e-7), (100, 0.0)]:
+    assert float(sched(t)) == pytest.approx(want, rel=1e-5, abs=1e-12)
+
+
+def test_warmup_then_linear_decay():
+  sched = linear_schedule(OptimizerConfig(learning_rate=1.0, warmup_steps=10), total_steps=110)
+  # rises 0 -> 1 over 10 steps, then falls 1 -> 0 over the remaining 100.
+  for t, want in [(0, 0.0), (5, 0.5), (10, 1.0), (60, 0.5), (110, 0.0)]:
+    assert float(sched(t)) == pytest.approx(want, abs=1e-6)
+
+
+def test_adam_step_matches_hand_computed_update():
+  # One Adam step from zero moments: m = (1-b1) g, v = (1-b2) g^2, bias-corrected
+  # m_hat = g, v_hat = g^2, so the update is -lr * g / (|g| + eps).
+  tx = make_optimizer(OptimizerConfig("adam", learning_rate=0.1), total_steps=10)
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([0.5, -4.0, 0.0])}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  g = np.array([0.5, -4.0, 0.0])
+  # float32 bias correction (1 - 0.999 rounds) costs ~1e-5 relative.
+  np.testing.assert_allclose(updates["w"], -0.1 * g / (np.abs(g) + 1e-8), rtol=2e-5)
+
+
+def test_adamw_decays_weights_decoupled():
+  tx = make_optimizer(OptimizerConfig("adamw", learning_rate=0.1, weight_decay=0.5), 10)
+  params = {"w": jnp.array([2.0])}
+  updates, _ = tx.update({"w": jnp.array([0.0])}, tx.init(params), params)
+  # zero gradient: only the decoupled decay -lr * wd * w remains.
+  np.testing.assert_allclose(updates["w"], [-0.1 * 0.5 * 2.0], rtol=1e-6)
+
+
+def test_clipping_bounds_the_global_norm():
+  tx = make_optimizer(OptimizerConfig("adamw", learning_rate=1.0, clip_norm=1.0), 10)
+  params = {"w": jnp.zeros(2)}
+  state = tx.init(params)
+  _, state = tx.update({"w": jnp.array([30.0, 40.0])}, state, params)
+  # chain state: (clip, adamw); adam's first moment saw the clipped grad (0.6, 0.8).
+  mu = optax.tree_utils.tree_get(state, "mu")
+  np.testing.assert_allclose(mu["w"], 0.1 * np.array([0.6, 0.8]), rtol=1e-6)
+
+
+def test_extra_grad_fn_argument_is_accepted_by_every_entry():
+  params = {"w": jnp.ones(2)}
+  for name in names():
+    tx = make_optimizer(OptimizerConfig(name), 5)
+    tx.update(params, tx.init(params), params, grad_fn=lambda p, batch=None: p)
+
+
+def test_bad_names_and_values_are_input_errors():
+  with pytest.raises(FlatjaxInputError, match="unknown optimizer 'lamb'"):
+    make_optimizer(OptimizerConfig("lamb"), 10)
+  with pytest.raises(FlatjaxInputError, match="learning rate"):
+    make_optimizer(OptimizerConfig("adam", learning_rate=0.0), 10)
+  with pytest.raises(FlatjaxInputError, match="adamw"):
+    make_optimizer(OptimizerConfig("adam", weight_decay=0.01), 10)
+  with pytest.raises(ValueError, match="already registered"):
+    register("adam")(lambda c, n: None)
