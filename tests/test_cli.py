@@ -1,0 +1,110 @@
+"""The command line: bad input is one line on stderr, exit status 2, nothing written."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_sst2
+from flatjax import cli
+
+
+def _train(tmp_path, *extra, data=None, model=None, out="run"):
+  args = ["train", "--task", "sst2", "--output", str(tmp_path / out), "--epochs", "1",
+          "--batch-size", "8", "--max-length", "32", "--no-progress"]
+  if data is not None:
+    args += ["--data", str(data)]
+  if model is not None:
+    args += ["--model", str(model)]
+  return cli.main(args + list(extra))
+
+
+def _one_line_error(capsys, *needles):
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert err[0].startswith("flatjax: error: ")
+  for needle in needles:
+    assert needle in err[0], err[0]
+
+
+def test_unknown_task(tmp_path, capsys, tiny_model_dir):
+  code = cli.main(["train", "--task", "glue9", "--output", str(tmp_path / "run")])
+  assert code == 2
+  _one_line_error(capsys, "unknown task 'glue9'")
+  assert not (tmp_path / "run").exists()
+
+
+def test_missing_data_folder(tmp_path, capsys, tiny_model_dir):
+  assert _train(tmp_path, data=tmp_path / "nowhere", model=tiny_model_dir) == 2
+  _one_line_error(capsys, "nowhere")
+  assert not (tmp_path / "run").exists()
+
+
+def test_malformed_row_names_file_and_line(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  lines = (data / "train.tsv").read_text().splitlines()
+  lines[4] = "a sentence without a label column"
+  (data / "train.tsv").write_text("\n".join(lines) + "\n")
+  assert _train(tmp_path, data=data, model=tiny_model_dir) == 2
+  _one_line_error(capsys, "train.tsv:5")
+  assert not (tmp_path / "run").exists()
+
+
+def test_label_outside_the_task(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  lines = (data / "dev.tsv").read_text().splitlines()
+  lines[3] = "a fine film\t7"
+  (data / "dev.tsv").write_text("\n".join(lines) + "\n")
+  assert _train(tmp_path, data=data, model=tiny_model_dir) == 2
+  _one_line_error(capsys, "dev.tsv:4", "7")
+  assert not (tmp_path / "run").exists()
+
+
+def test_model_folder_without_config(tmp_path, capsys):
+  data = write_sst2(tmp_path / "sst2")
+  (tmp_path / "empty_model").mkdir()
+  assert _train(tmp_path, data=data, model=tmp_path / "empty_model") == 2
+  _one_line_error(capsys, "config.json")
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-4"),
+                                        ("--epochs", "0"), ("--lr", "abc")])
+def test_non_positive_numbers_are_rejected_by_the_parser(tmp_path, capsys, flag, value):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["train", "--task", "sst2", "--output", str(tmp_path / "run"), flag, value])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err
+  assert flag in err and "Traceback" not in err
+  assert not (tmp_path / "run").exists()
+
+
+def test_unknown_optimizer(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  assert _train(tmp_path, "--optimizer", "lamb", data=data, model=tiny_model_dir) == 2
+  _one_line_error(capsys, "unknown optimizer 'lamb'")
+  assert not (tmp_path / "run").exists()
+
+
+def test_train_then_eval_the_best_model(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  assert _train(tmp_path, "--lr", "1e-3", data=data, model=tiny_model_dir) == 0
+  results = json.loads(capsys.readouterr().out)
+  assert results["finished"] and results["step"] == 5
+  out = tmp_path / "scores.json"
+  assert cli.main(["eval", "--task", "sst2", "--model", str(tmp_path / "run" / "best"),
+                   "--data", str(data), "--max-length", "32", "--output", str(out)]) == 0
+  scores = json.loads(out.read_text())
+  # The best checkpoint re-evaluated from its Hugging Face folder scores what training logged.
+  assert scores["validation"]["accuracy"] == pytest.approx(
+      results["best"]["validation/accuracy"])
+
+
+def test_entry_point_exit_status_without_traceback(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "flatjax", "train", "--task", "nope",
+                         "--output", str(tmp_path / "run")], capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines() == [
+      "flatjax: error: unknown task 'nope'; known tasks: cola, mnli, mrpc, qnli, qqp, rte, "
+      "squad, sst2, stsb"]
