@@ -55,6 +55,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--max-length", type=_positive_int, default=None,
                  help="tokens per sequence (default 128; SQuAD 384)")
   p.add_argument("--doc-stride", type=_positive_int, default=128, help="SQuAD window overlap")
+  p.add_argument("--pad-to", choices=("longest", "max_length"), default="longest",
+                 help="pad each batch to its longest sequence (rounded up to a multiple of 8) "
+                      "or always to --max-length")
   p.add_argument("--max-eval-examples", type=_positive_int, default=None)
   p.add_argument("--eval-batch-size", type=_positive_int, default=64)
   p.add_argument("--seed", type=int, default=0)
@@ -117,7 +120,7 @@ def _train(args) -> None:
       optimizer_args=dict(args.opt_arg), seed=args.seed,
       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
       eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
-      keep_best=not args.no_keep_best, dtype=args.dtype,
+      keep_best=not args.no_keep_best, dtype=args.dtype, pad_to=args.pad_to,
       stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
   results = fit(config, resume=args.resume)
   print(json.dumps(results, indent=2))
@@ -134,7 +137,7 @@ def _eval(args) -> None:
       args.model, task, args.data if args.eval_data is None else args.eval_data,
       max_length=args.max_length or (384 if task.kind == "span" else 128),
       batch_size=args.eval_batch_size, max_examples=args.max_eval_examples, seed=args.seed,
-      doc_stride=args.doc_stride, dtype=args.dtype)
+      doc_stride=args.doc_stride, dtype=args.dtype, pad_to=args.pad_to)
   text = json.dumps(scores, indent=2)
   print(text)
   if args.output is not None:

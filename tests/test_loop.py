@@ -77,3 +77,68 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path, tiny_m
   with pytest.raises(FlatjaxInputError, match="nothing to resume"):
     fit(_config(data, tmp_path / "fresh", tiny_model_dir), resume=True)
   assert not (tmp_path / "fresh").exists()
+
+
+def _jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_mnli_evaluates_matched_and_mismatched(tmp_path, tiny_model_dir):
+  rng = np.random.default_rng(0)
+  words = "a man the dog sits runs is not here there walks".split()
+  sent = lambda: " ".join(rng.choice(words, size=5))
+  folder = tmp_path / "mnli"
+  folder.mkdir()
+  for split, n in [("train", 16), ("validation_matched", 6), ("validation_mismatched", 10)]:
+    _jsonl(folder / f"{split}.jsonl", [{"premise": sent(), "hypothesis": sent(),
+                                         "label": int(rng.integers(0, 3)), "idx": i}
+                                        for i in range(n)])
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="mnli", epochs=1,
+                        pad_to="max_length"))
+  evals = [r for r in _rows(tmp_path / "run") if r["kind"] == "eval"]
+  assert len(evals) == 1
+  # percentages of 6 and 10 examples: the two splits really were scored separately
+  assert round(evals[0]["validation_matched/accuracy"] * 6 / 100, 6).is_integer()
+  assert round(evals[0]["validation_mismatched/accuracy"] * 10 / 100, 6).is_integer()
+  assert results["main_metric"] == "accuracy"
+  assert "validation_matched/accuracy" in results["best"]
+
+
+def test_stsb_regression_reports_pearson_and_spearman(tmp_path, tiny_model_dir):
+  rng = np.random.default_rng(1)
+  folder = tmp_path / "stsb"
+  folder.mkdir()
+  for split, n in [("train", 16), ("validation", 8)]:
+    _jsonl(folder / f"{split}.jsonl", [
+        {"sentence1": "a cat sat", "sentence2": "the cat is sitting " * int(rng.integers(1, 3)),
+         "label": float(rng.uniform(0, 5)), "idx": i} for i in range(n)])
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="stsb", epochs=1,
+                        pad_to="max_length"))
+  final = results["final"]
+  assert set(final) == {"validation/pearson", "validation/spearman"}
+  assert all(-100.0 <= v <= 100.0 for v in final.values())
+
+
+def test_squad_trains_on_windows_and_scores_answers(tmp_path, tiny_model_dir):
+  context = ("The Eiffel Tower is in Paris . It was built in 1889 by Gustave Eiffel . "
+             "Many tourists visit it every year .")
+  qas = [("Where is the Eiffel Tower?", "Paris"), ("When was it built?", "1889"),
+         ("Who built it?", "Gustave Eiffel"), ("Who visits it?", "Many tourists")]
+  data = {"version": "1.1", "data": [{"title": "Eiffel", "paragraphs": [{
+      "context": context,
+      "qas": [{"id": f"q{i}", "question": q,
+               "answers": [{"text": a, "answer_start": context.index(a)}]}
+              for i, (q, a) in enumerate(qas)]}]}]}
+  folder = tmp_path / "squad"
+  folder.mkdir()
+  for name in ("train.json", "dev.json"):
+    (folder / name).write_text(json.dumps(data))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="squad", epochs=1,
+                        batch_size=2, max_length=32, doc_stride=8))
+  # 4 questions in windows of 32 tokens with stride 8: more windows than questions.
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["train_examples"] == 4
+  assert results["step"] > 2
+  final = results["final"]
+  assert set(final) == {"validation/exact_match", "validation/f1"}
+  assert final["validation/exact_match"] in (0.0, 25.0, 50.0, 75.0, 100.0)

@@ -27,14 +27,16 @@ def evaluate(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> di
 
 def evaluate_model(model: str, task: TaskSpec, data: Any, *, max_length: int,
                    batch_size: int = 64, max_examples: int | None = None, seed: int = 0,
-                   doc_stride: int = 128, dtype: str = "float32") -> dict[str, dict[str, float]]:
+                   doc_stride: int = 128, dtype: str = "float32",
+                   pad_to: str = "longest") -> dict[str, dict[str, float]]:
   """Loads ``model`` (a folder such as ``RUN/best``) and scores every eval split of ``task``."""
   from flatjax.train.loop import DTYPES
   loaded = pretrained.from_pretrained(model, task, dtype=DTYPES[dtype])
   tokenizer = pretrained.load_tokenizer(loaded.tokenizer_dir)
   splits = [pipeline.load_split(task, tokenizer, data, name, batch_size=batch_size,
                                 max_length=max_length, shuffle=False, seed=seed,
-                                max_examples=max_examples, doc_stride=doc_stride)
+                                max_examples=max_examples, doc_stride=doc_stride,
+                                pad_to=pad_to)
             for name in task.eval_splits]
   eval_step = jax.jit(steps.make_eval_step(loaded.module))
   return {s.split: evaluate(eval_step, loaded.params, None, s) for s in splits}

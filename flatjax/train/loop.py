@@ -263,7 +263,9 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   stop_at = total_steps if config.stop_after_steps is None else min(
       total_steps, config.stop_after_steps)
   if start < stop_at:
-    _print(f"{task.name}: {data.train.num_examples} training examples, {steps_per_epoch} "
+    windows = (f" ({data.train.num_rows} windows)"
+               if data.train.num_rows != data.train.num_examples else "")
+    _print(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
            f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
            + (f", resuming at step {start}" if start else ""))
 
