@@ -22,9 +22,9 @@ MINILM_PAIRS = [
 
 
 def tokenize_pairs(tokenizer, pairs=MINILM_PAIRS):
+  import numpy as np
   enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
                   return_tensors="np")
-  import numpy as np
   return {k: np.asarray(enc[k], np.int64)
           for k in ("input_ids", "attention_mask", "token_type_ids")}
 
@@ -33,7 +33,9 @@ def tokenize_pairs(tokenizer, pairs=MINILM_PAIRS):
 def minilm_batch(minilm_dir):
   """MINILM_PAIRS through MiniLM's fast tokenizer: padded, with token types (numpy int64)."""
   transformers = pytest.importorskip("transformers")
-  return tokenize_pairs(transformers.AutoTokenizer.from_pretrained(str(minilm_dir)))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+  assert tokenizer.is_fast
+  return tokenize_pairs(tokenizer)
 
 
 # A tiny BERT: big enough to exercise every code path, small enough to run in milliseconds.
@@ -114,14 +116,15 @@ def write_sst2(folder: Path, n_train: int = 40, n_dev: int = 12, seed: int = 0) 
   return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def jax_compile_cache(tmp_path_factory):
   """Turns on JAX's persistent compilation cache (in a temp folder) for the session.
 
-  ``from_pretrained`` jit-compiles a full random init on every call (about 3 s on a
-  small CPU even for a 2-layer model); the cache makes every further load of the
-  same architecture reuse that executable. Results are unchanged: the cache only
-  skips recompiling identical programs. The previous setting is restored afterwards.
+  Every ``fit`` and test builds fresh jitted functions, so the in-memory cache
+  never hits across them; the persistent cache, keyed by the compiled program,
+  lets identical train/eval steps compile once per session. Results are
+  unchanged: it only skips recompiling identical programs. The previous setting
+  is restored afterwards.
   """
   import jax
   from jax.experimental.compilation_cache import compilation_cache as cc

@@ -254,6 +254,11 @@ class BertModel(nn.Module):
       attention_mask = jnp.ones_like(input_ids)
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
+    if input_ids.shape[-1] > self.config.max_position_embeddings:
+      # An out-of-range position lookup would silently give NaNs.
+      raise FlatjaxInputError(
+          f"sequence length {input_ids.shape[-1]} exceeds max_position_embeddings "
+          f"{self.config.max_position_embeddings}")
     if position_ids is None:
       position_ids = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = BertEmbeddings(self.config, self.dtype, name="embeddings")(

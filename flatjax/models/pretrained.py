@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -167,10 +168,37 @@ def build_module(config: bert.BertConfig, task: TaskSpec | None, dtype=jnp.float
   return bert.BertForSequenceClassification(config, task.num_labels, dtype)
 
 
-def init_params(module: nn.Module, seed: int = 0) -> dict[str, Any]:
-  """Freshly initialised params (Hugging Face's init: N(0, initializer_range))."""
-  ids = jnp.zeros((1, 8), jnp.int32)
-  return jax.jit(lambda k: module.init(k, ids)["params"])(jax.random.key(seed))
+def param_shapes(module: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
+  """The module's params as ``{"path/to/leaf": ShapeDtypeStruct}`` (nothing computed)."""
+  ids = jax.ShapeDtypeStruct((1, 8), jnp.int32)
+  tree = jax.eval_shape(lambda k, x: module.init(k, x)["params"], jax.random.key(0), ids)
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def _init_leaf(path: str, shape: tuple[int, ...], std: float, seed: int) -> np.ndarray:
+  # Hugging Face's BertPreTrainedModel._init_weights: N(0, initializer_range)
+  # for Linear and Embedding weights, zeros for biases, ones for LayerNorm scales.
+  leaf = path.rsplit("/", 1)[-1]
+  if leaf == "scale":
+    return np.ones(shape, np.float32)
+  if leaf == "bias":
+    return np.zeros(shape, np.float32)
+  # One stream per path: a param's init does not depend on which others are initialised.
+  rng = np.random.default_rng([seed, zlib.crc32(path.encode())])
+  return (rng.standard_normal(shape) * std).astype(np.float32)
+
+
+def init_params(module: nn.Module, seed: int = 0,
+                paths: list[str] | None = None) -> dict[str, Any]:
+  """Freshly initialised params as Hugging Face initialises BERT (on the host, no compile).
+
+  With ``paths``, only those leaves (flat ``a/b/c`` paths) are returned, flat.
+  """
+  shapes = param_shapes(module)
+  std = module.config.initializer_range
+  chosen = shapes if paths is None else {p: shapes[p] for p in paths}
+  flat = {p: jnp.asarray(_init_leaf(p, s.shape, std, seed)) for p, s in chosen.items()}
+  return traverse_util.unflatten_dict(flat, sep="/") if paths is None else flat
 
 
 def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None = None,
@@ -199,12 +227,15 @@ def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None
         "flatjax loads BERT checkpoints only")
   config = bert.BertConfig.from_dict(hf_config)
   if task is None and hf_config.get("finetuning_task"):
-    task = hf_config["finetuning_task"]
+    try:
+      task = get_task(hf_config["finetuning_task"])
+    except FlatjaxInputError:
+      task = None  # another tool's task name: load the bare encoder
   spec = get_task(task) if isinstance(task, str) else task
   module = build_module(config, spec, dtype)
   state = read_state_dict(model_dir)
 
-  fresh = traverse_util.flatten_dict(init_params(module, seed), sep="/")
+  fresh = param_shapes(module)
   prefix = _head_prefix(module)
   loaded, unexpected = {}, []
   for name, value in state.items():
@@ -227,7 +258,8 @@ def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None
       continue
     loaded[target] = jnp.asarray(value, fresh[target].dtype)
   initialized = sorted(k for k in fresh if k not in loaded)
-  params = traverse_util.unflatten_dict({**fresh, **loaded}, sep="/")
+  params = traverse_util.unflatten_dict(
+      {**init_params(module, seed, initialized), **loaded}, sep="/")
   return Pretrained(module, params, config, spec, model_dir, initialized,
                     sorted(unexpected), hf_config)
 
