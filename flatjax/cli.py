@@ -145,9 +145,27 @@ def _eval(args) -> None:
     Path(args.output).write_text(text + "\n")
 
 
+def _enable_compilation_cache() -> None:
+  """Keeps compiled XLA programs across runs (``~/.cache/flatjax/xla``).
+
+  A run compiles its steps once per padded batch length; a second run of the
+  same model and shapes loads them instead. ``FLATJAX_XLA_CACHE=""`` turns it
+  off; JAX's own ``JAX_COMPILATION_CACHE_DIR`` takes precedence.
+  """
+  import os
+  import jax
+  if jax.config.jax_compilation_cache_dir:
+    return
+  path = os.environ.get("FLATJAX_XLA_CACHE",
+                        os.path.join(os.path.expanduser("~"), ".cache", "flatjax", "xla"))
+  if path:
+    jax.config.update("jax_compilation_cache_dir", path)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)  # argparse itself exits 2 on bad flags
+  _enable_compilation_cache()
   try:
     {"train": _train, "eval": _eval}[args.command](args)
   except FlatjaxInputError as e:

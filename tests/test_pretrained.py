@@ -366,3 +366,34 @@ def test_resolve_minilm_short_name(minilm_dir):
   assert resolve_model_dir("MiniLM").resolve() == minilm_dir.resolve()
   assert (resolve_model_dir("minilm") / "config.json").is_file()
   assert resolve_model_dir(minilm_dir) == minilm_dir
+
+
+def test_hub_id_is_downloaded_with_huggingface_hub(make_tiny_hf, monkeypatch):
+  """A hub id goes through huggingface_hub.snapshot_download (here answered from disk)."""
+  folder, _ = make_tiny_hf("BertForSequenceClassification", seed=3)
+  asked = {}
+
+  def fake_snapshot_download(repo_id, allow_patterns=None, **kw):
+    asked["repo_id"], asked["patterns"] = repo_id, allow_patterns
+    return str(folder)
+
+  import huggingface_hub
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+  pt = from_pretrained("someone/tiny-bert", "rte")
+  assert asked["repo_id"] == "someone/tiny-bert"
+  assert "config.json" in asked["patterns"] and "*.safetensors" in asked["patterns"]
+  assert pt.source_dir == folder and pt.initialized == []
+
+
+def test_unreachable_hub_is_a_one_line_input_error(monkeypatch):
+  import huggingface_hub
+
+  def offline(repo_id, **kw):
+    raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nmore")
+
+  monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+  with pytest.raises(FlatjaxInputError) as exc:
+    from_pretrained("bert-base-uncased", "rte")
+  message = str(exc.value)
+  assert "bert-base-uncased" in message and "couldn't connect" in message
+  assert "\n" not in message
