@@ -8,8 +8,18 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-pipq() { python -m pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+# pip's output goes to a log that is shown only when an install fails.
+pipq() {
+  local log
+  log=$(mktemp)
+  if ! python -m pip install -q --disable-pip-version-check "$@" >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2
+    echo "setup: pip install $* failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
+}
+pipq --upgrade pip
 if [ "${1:-}" = "test" ]; then
   # The PyTorch reference for the tests. Pinned and installed first: where the
   # CPU build 2.13.0 is on disk pip takes it; an unpinned torch pulls a CUDA build.

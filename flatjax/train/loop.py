@@ -106,7 +106,7 @@ class TrainConfig:
 
 
 # Fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"progress", "stop_after_steps", "log_every", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"output", "progress", "stop_after_steps", "log_every", "eval_batch_size"}
 
 
 @dataclasses.dataclass
@@ -289,6 +289,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     return row
 
   t0, window_t, window_n = time.time(), time.time(), 0
+  seconds_before = meta.get("train_seconds", 0.0)
+
+  def save(at_step: int) -> None:
+    meta["train_seconds"] = round(seconds_before + time.time() - t0, 1)
+    ckpt.save(at_step, state, meta)
   pending = []
   bar = _progress(config.progress, total_steps, start)
   step = start
@@ -316,11 +321,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
         if evaluated:
           run_eval(step)
         if evaluated or (config.save_every and step % config.save_every == 0):
-          ckpt.save(step, state, meta)
+          save(step)
         if step >= stop_at:
           break
   except KeyboardInterrupt:
-    ckpt.save(step, state, meta)
+    save(step)
     ckpt.close()
     _print(f"interrupted at step {step}; checkpoint saved, continue with --resume")
     raise
@@ -328,9 +333,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     if bar is not None:
       bar.close()
 
-  ckpt.save(step, state, meta)
+  save(step)
   ckpt.close()
-  elapsed = time.time() - t0
   if step < total_steps:
     _print(f"stopped at step {step} of {total_steps}; continue with --resume")
     return {"step": step, "total_steps": total_steps, "finished": False}
@@ -344,7 +348,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                       meta["best_metric"]},
              "final": {k: v for k, v in final_row.items() if "/" in k},
              "train_examples": data.train.num_examples,
-             "train_seconds_this_session": round(elapsed, 1)}
+             "train_seconds": meta["train_seconds"]}
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
 
