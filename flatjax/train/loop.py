@@ -262,6 +262,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   eval_every = config.eval_every or steps_per_epoch
   stop_at = total_steps if config.stop_after_steps is None else min(
       total_steps, config.stop_after_steps)
+  if start == 0:
+    if model.initialized:
+      _print(f"newly initialised (not in the checkpoint): {', '.join(model.initialized)}")
+    if model.unexpected:
+      _print(f"checkpoint tensors not used: {', '.join(model.unexpected)}")
   if start < stop_at:
     windows = (f" ({data.train.num_rows} windows)"
                if data.train.num_rows != data.train.num_examples else "")
