@@ -72,9 +72,19 @@ class BertConfig:
     return dataclasses.asdict(self)
 
 
+def _gelu_erf(x):
+  """Exact GELU written as PyTorch's kernel computes it, ``x/2 * (1 + erf(x/sqrt 2))``.
+
+  ``jax.nn.gelu(approximate=False)`` goes through ``erfc``, which XLA:CPU expands
+  into an exp plus two rational approximations and a select: ~2.5x the cost of
+  ``erf``'s single rational approximation, ~2% of the MiniLM CPU train step.
+  """
+  return x * 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
 # Hugging Face's ACT2FN names: "gelu" is the exact erf form, "gelu_new" the tanh form.
 _ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": _gelu_erf,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
@@ -89,10 +99,64 @@ def _dense(config: BertConfig, features: int, dtype, name: str) -> nn.Dense:
                   kernel_init=nn.initializers.normal(config.initializer_range))
 
 
+def _apply_dense(dense: nn.Dense, x: Array) -> Array:
+  """``dense`` on [..., in] as one [N, in] x [in, out] matmul.
+
+  Same math as ``dense(x)``; the gain is in the backward pass: the kernel's
+  gradient of a 3-D ``x`` is a dot_general contracting two dimensions, which
+  XLA:CPU runs with extra transposes and a slower dot. The 2-D form made the
+  MiniLM CPU train step (batch 32 x 128) ~11% faster.
+  """
+  y = dense(x.reshape(-1, x.shape[-1]))
+  return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
 def _layer_norm(config: BertConfig, name: str) -> nn.LayerNorm:
   # Statistics in float32 whatever the compute dtype: bf16 variance is too coarse.
   return nn.LayerNorm(epsilon=config.layer_norm_eps, dtype=jnp.float32,
                       param_dtype=jnp.float32, name=name)
+
+
+def _pack_bits(mask: Array) -> Array:
+  """bool [..., n] (n % 8 == 0) -> uint8 [..., n // 8], bit i of byte j = mask[8j + i]."""
+  *lead, n = mask.shape
+  bits = mask.reshape(*lead, n // 8, 8).astype(jnp.uint8) << jnp.arange(8, dtype=jnp.uint8)
+  return jnp.sum(bits, axis=-1, dtype=jnp.uint8)
+
+
+def _unpack_bits(packed: Array, n: int) -> Array:
+  bits = (packed[..., None] >> jnp.arange(8, dtype=jnp.uint8)) & jnp.uint8(1)
+  return bits.reshape(*packed.shape[:-1], n).astype(bool)
+
+
+class Dropout(nn.Module):
+  """``flax.linen.Dropout`` with the same rng stream, mask and output, computed cheaper.
+
+  Inverted dropout: keeps each element with probability ``1 - rate`` (the mask
+  is ``jax.random.bernoulli(make_rng("dropout"), 1 - rate, x.shape)``, exactly
+  Flax's draw, under the same auto name ``Dropout_N``) and scales kept ones by
+  ``1 / (1 - rate)``.
+
+  The difference is speed: the mask is packed 8 per byte by a reduction and
+  unpacked where it is used. Unpacked, XLA:CPU fuses the (cheap-looking, all
+  integer) PRNG rounds into every consumer of the mask, so the backward pass
+  recomputes the whole random stream; the packed mask is a materialised
+  array, 1/32 the size of the float32 activations, drawn once. On MiniLM
+  (batch 32 x 128) that is ~3% of the CPU train step.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    if self.rate == 1.0:  # as Flax: no NaN gradients from 0 * inf
+      return jnp.zeros_like(x)
+    keep_prob = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng("dropout"), p=keep_prob, shape=x.shape)
+    if x.ndim and x.shape[-1] % 8 == 0:
+      mask = _unpack_bits(_pack_bits(mask), x.shape[-1])
+    return jax.lax.select(mask, x / keep_prob, jnp.zeros_like(x))
 
 
 class BertEmbeddings(nn.Module):
@@ -110,7 +174,7 @@ class BertEmbeddings(nn.Module):
     types = nn.Embed(cfg.type_vocab_size, cfg.hidden_size, embedding_init=init,
                      param_dtype=jnp.float32, name="token_type_embeddings")(token_type_ids)
     x = _layer_norm(cfg, "LayerNorm")(words + positions + types)
-    x = nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
+    x = Dropout(cfg.hidden_dropout_prob)(x, deterministic=deterministic)
     return x.astype(self.dtype)
 
 
@@ -125,7 +189,7 @@ class BertSelfAttention(nn.Module):
     heads, dim = cfg.num_attention_heads, cfg.head_dim
 
     def project(name):
-      y = _dense(cfg, cfg.hidden_size, self.dtype, name)(x)
+      y = _apply_dense(_dense(cfg, cfg.hidden_size, self.dtype, name), x)
       return y.reshape(batch, length, heads, dim)
 
     q, k, v = project("query"), project("key"), project("value")
@@ -134,7 +198,7 @@ class BertSelfAttention(nn.Module):
     q = q * jnp.asarray(1.0 / math.sqrt(dim), q.dtype)
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1)
-    probs = nn.Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
+    probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     if head_gate is not None:
       probs = probs * head_gate[None, :, None, None]
     context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
@@ -149,8 +213,8 @@ class BertSelfOutput(nn.Module):
   @nn.compact
   def __call__(self, x, residual, deterministic: bool):
     cfg = self.config
-    y = _dense(cfg, cfg.hidden_size, self.dtype, "dense")(x)
-    y = nn.Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
+    y = _apply_dense(_dense(cfg, cfg.hidden_size, self.dtype, "dense"), x)
+    y = Dropout(cfg.hidden_dropout_prob)(y, deterministic=deterministic)
     return _layer_norm(cfg, "LayerNorm")(y + residual).astype(self.dtype)
 
 
@@ -172,7 +236,7 @@ class BertIntermediate(nn.Module):
   @nn.compact
   def __call__(self, x):
     cfg = self.config
-    y = _dense(cfg, cfg.intermediate_size, self.dtype, "dense")(x)
+    y = _apply_dense(_dense(cfg, cfg.intermediate_size, self.dtype, "dense"), x)
     return _ACTIVATIONS[cfg.hidden_act](y)
 
 
@@ -291,7 +355,7 @@ class BertForSequenceClassification(nn.Module):
         input_ids, attention_mask, token_type_ids, position_ids, head_gates,
         deterministic=deterministic, output_hidden_states=output_hidden_states)
     rate = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-    x = nn.Dropout(rate)(out["pooler_output"], deterministic=deterministic)
+    x = Dropout(rate)(out["pooler_output"], deterministic=deterministic)
     out["logits"] = _dense(cfg, self.num_labels, self.dtype, "classifier")(x).astype(jnp.float32)
     return out
 
@@ -308,7 +372,8 @@ class BertForQuestionAnswering(nn.Module):
     out = BertModel(self.config, self.dtype, add_pooling_layer=False, name="bert")(
         input_ids, attention_mask, token_type_ids, position_ids, head_gates,
         deterministic=deterministic, output_hidden_states=output_hidden_states)
-    logits = _dense(self.config, 2, self.dtype, "qa_outputs")(out["last_hidden_state"])
+    logits = _apply_dense(_dense(self.config, 2, self.dtype, "qa_outputs"),
+                          out["last_hidden_state"])
     logits = logits.astype(jnp.float32)
     out["start_logits"], out["end_logits"] = logits[..., 0], logits[..., 1]
     return out
