@@ -8,7 +8,6 @@ nothing in the output folder; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -106,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _max_length(args, task) -> int:
+  """``--max-length``, else the paper's: 128 for GLUE, 384 for SQuAD."""
+  return args.max_length or (384 if task.kind == "span" else 128)
+
+
 def _train(args) -> None:
   from flatjax.data.tasks import get_task
   from flatjax.train.loop import TrainConfig, fit
@@ -114,7 +118,7 @@ def _train(args) -> None:
       task=task.name, output=args.output, model=args.model, data=args.data,
       eval_data=args.eval_data, optimizer=args.optimizer, epochs=args.epochs,
       batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-      max_length=args.max_length or (384 if task.kind == "span" else 128),
+      max_length=_max_length(args, task),
       doc_stride=args.doc_stride, lr=args.lr, weight_decay=args.weight_decay,
       warmup_steps=args.warmup_steps, clip_norm=args.clip_norm,
       optimizer_args=dict(args.opt_arg), seed=args.seed,
@@ -135,7 +139,7 @@ def _eval(args) -> None:
     raise FlatjaxInputError(f"--output {args.output} already exists")
   scores = evaluation.evaluate_model(
       args.model, task, args.data if args.eval_data is None else args.eval_data,
-      max_length=args.max_length or (384 if task.kind == "span" else 128),
+      max_length=_max_length(args, task),
       batch_size=args.eval_batch_size, max_examples=args.max_eval_examples, seed=args.seed,
       doc_stride=args.doc_stride, dtype=args.dtype, pad_to=args.pad_to)
   text = json.dumps(scores, indent=2)

@@ -188,17 +188,15 @@ def _init_leaf(path: str, shape: tuple[int, ...], std: float, seed: int) -> np.n
   return (rng.standard_normal(shape) * std).astype(np.float32)
 
 
-def init_params(module: nn.Module, seed: int = 0,
-                paths: list[str] | None = None) -> dict[str, Any]:
-  """Freshly initialised params as Hugging Face initialises BERT (on the host, no compile).
+def _init_flat(shapes: dict[str, jax.ShapeDtypeStruct], std: float,
+               seed: int) -> dict[str, jax.Array]:
+  return {p: jnp.asarray(_init_leaf(p, s.shape, std, seed)) for p, s in shapes.items()}
 
-  With ``paths``, only those leaves (flat ``a/b/c`` paths) are returned, flat.
-  """
-  shapes = param_shapes(module)
-  std = module.config.initializer_range
-  chosen = shapes if paths is None else {p: shapes[p] for p in paths}
-  flat = {p: jnp.asarray(_init_leaf(p, s.shape, std, seed)) for p, s in chosen.items()}
-  return traverse_util.unflatten_dict(flat, sep="/") if paths is None else flat
+
+def init_params(module: nn.Module, seed: int = 0) -> dict[str, Any]:
+  """Freshly initialised params as Hugging Face initialises BERT (on the host, no compile)."""
+  flat = _init_flat(param_shapes(module), module.config.initializer_range, seed)
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None = None,
@@ -259,7 +257,8 @@ def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None
     loaded[target] = jnp.asarray(value, fresh[target].dtype)
   initialized = sorted(k for k in fresh if k not in loaded)
   params = traverse_util.unflatten_dict(
-      {**init_params(module, seed, initialized), **loaded}, sep="/")
+      {**_init_flat({k: fresh[k] for k in initialized}, config.initializer_range, seed),
+       **loaded}, sep="/")
   return Pretrained(module, params, config, spec, model_dir, initialized,
                     sorted(unexpected), hf_config)
 

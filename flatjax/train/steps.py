@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 
 from flatjax.sparsity.masks import apply_mask
