@@ -78,6 +78,23 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--optimizer", default="adam", help=f"one of {', '.join(registry.names())}")
   train.add_argument("--opt-arg", type=_key_value, action="append", default=[],
                      metavar="NAME=VALUE", help="optimizer-specific setting, e.g. rho=0.05")
+  flat = train.add_argument_group("SAM and its variants (each optimizer's own defaults "
+                                  "apply when a flag is not given)")
+  flat.add_argument("--rho", type=_positive_float, default=None,
+                    help="neighbourhood radius (sam, gsam, looksam: 0.05; asam: 0.5; gsam: "
+                         "at the peak learning rate)")
+  flat.add_argument("--eta", type=_positive_float, default=None, help="asam's offset (0.01)")
+  flat.add_argument("--k", type=_positive_int, default=None,
+                    help="looksam: an exact SAM gradient every K steps (5)")
+  flat.add_argument("--alpha", type=float, default=None,
+                    help="gsam: surrogate-gap ascent weight (0.1); looksam: weight of the "
+                         "reused component (0.7)")
+  flat.add_argument("--rho-min", type=float, default=None,
+                    help="gsam: rho at learning rate 0 (0.0)")
+  train.add_argument("--swa", default=None, metavar="RECIPE",
+                     help="also average the weights (SWA) and evaluate the average: 'paper' "
+                          "(end-of-epoch weights of the second half of the run), FRACTION "
+                          "(every epoch from that fraction of the run) or FRACTION:STEPS")
   train.add_argument("--epochs", type=_positive_float, default=3.0)
   train.add_argument("--batch-size", type=_positive_int, default=32)
   train.add_argument("--lr", type=_positive_float, default=2e-5)
@@ -110,6 +127,15 @@ def _max_length(args, task) -> int:
   return args.max_length or (384 if task.kind == "span" else 128)
 
 
+def _optimizer_args(args) -> dict[str, float]:
+  """``--opt-arg`` settings, overridden by the named flags that were given."""
+  settings = dict(args.opt_arg)
+  for name in ("rho", "eta", "k", "alpha", "rho_min"):
+    if getattr(args, name) is not None:
+      settings[name] = float(getattr(args, name))
+  return settings
+
+
 def _train(args) -> None:
   from flatjax.data.tasks import get_task
   from flatjax.train.loop import TrainConfig, fit
@@ -121,7 +147,7 @@ def _train(args) -> None:
       max_length=_max_length(args, task),
       doc_stride=args.doc_stride, lr=args.lr, weight_decay=args.weight_decay,
       warmup_steps=args.warmup_steps, clip_norm=args.clip_norm,
-      optimizer_args=dict(args.opt_arg), seed=args.seed,
+      optimizer_args=_optimizer_args(args), swa=args.swa, seed=args.seed,
       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
       eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
       keep_best=not args.no_keep_best, dtype=args.dtype, pad_to=args.pad_to,

@@ -108,3 +108,21 @@ def test_entry_point_exit_status_without_traceback(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "flatjax: error: unknown task 'nope'; known tasks: cola, mnli, mrpc, qnli, qqp, rte, "
       "squad, sst2, stsb"]
+
+
+def test_sam_flags_reach_the_optimizer(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  assert _train(tmp_path, "--optimizer", "sam", "--rho", "0.1", data=data,
+                model=tiny_model_dir) == 0
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+  assert saved["optimizer"] == "sam" and saved["optimizer_args"] == {"rho": 0.1}
+  rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert any("perturbed_loss" in r for r in rows)
+
+
+def test_a_flag_the_optimizer_does_not_take(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  assert _train(tmp_path, "--optimizer", "adam", "--k", "5", data=data,
+                model=tiny_model_dir) == 2
+  _one_line_error(capsys, "optimizer 'adam' has no setting k")
+  assert not (tmp_path / "run").exists()

@@ -142,3 +142,45 @@ def test_squad_trains_on_windows_and_scores_answers(tmp_path, tiny_model_dir):
   final = results["final"]
   assert set(final) == {"validation/exact_match", "validation/f1"}
   assert final["validation/exact_match"] in (0.0, 25.0, 50.0, 75.0, 100.0)
+
+
+def test_sam_run_logs_perturbed_loss_and_resumes_bitwise(tmp_path, tiny_model_dir):
+  # looksam carries a param-sized buffer and a step counter in its state: the
+  # resumed run must restore both to end bitwise equal.
+  data = write_sst2(tmp_path / "sst2", n_train=44)
+  kw = dict(optimizer="looksam", optimizer_args={"k": 2.0, "rho": 0.05})
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir, **kw))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=5, **kw))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw), resume=True)
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  train_rows = [r for r in _rows(tmp_path / "full") if r["kind"] == "train"]
+  assert all(np.isfinite(r["perturbed_loss"]) for r in train_rows)
+  # one step per SAM step: the schedule and the step count are the optimizer's own
+  assert full["step"] == 12 and train_rows[-1]["step"] == 12
+
+
+def test_swa_run_evaluates_and_saves_the_average(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=44)  # 6 steps/epoch
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, epochs=4, swa="paper"))
+  # epochs 3 and 4 (the second half) end at steps 18 and 24
+  assert results["swa"]["swa_count"] == 2
+  assert 0.0 <= results["swa"]["validation/accuracy"] <= 100.0
+  swa = load_file(str(tmp_path / "run" / "swa" / "model.safetensors"))
+  final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+  assert swa.keys() == final.keys()
+  assert any(not np.array_equal(swa[k], final[k]) for k in swa)
+  rows = [r for r in _rows(tmp_path / "run") if r.get("swa")]
+  assert len(rows) == 1 and rows[0]["swa_count"] == 2
+
+
+def test_bad_optimizer_settings_are_input_errors(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  with pytest.raises(FlatjaxInputError, match="has no setting k"):
+    fit(_config(data, tmp_path / "a", tiny_model_dir, optimizer="sam",
+                optimizer_args={"k": 5.0}))
+  with pytest.raises(FlatjaxInputError, match="swa"):
+    fit(_config(data, tmp_path / "b", tiny_model_dir, swa="later"))
+  assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -69,3 +69,29 @@ def test_bad_names_and_values_are_input_errors():
     make_optimizer(OptimizerConfig("adam", weight_decay=0.01), 10)
   with pytest.raises(ValueError, match="already registered"):
     register("adam")(lambda c, n: None)
+
+
+def test_sam_entry_is_adam_on_the_sam_gradient():
+  # One step from zero moments: -lr * g_adv / (|g_adv| + eps), g_adv the gradient of
+  # L(w) = 1/2 |w|^2 (grad w) at w + rho w/|w|: g_adv = w (1 + rho/|w|).
+  from flatjax.optim import GradFn
+  import jax
+  w = np.array([3.0, -4.0])
+  tx = make_optimizer(OptimizerConfig("sam", learning_rate=0.1, extra=(("rho", 0.5),)), 10)
+  params = {"w": jnp.asarray(w, jnp.float32)}
+  grad_fn = GradFn(jax.value_and_grad(lambda p: (0.5 * jnp.sum(p["w"] ** 2), {}), has_aux=True))
+  updates, _ = tx.update(params, tx.init(params), params, grad_fn=grad_fn)
+  g_adv = w * (1 + 0.5 / 5.0)
+  np.testing.assert_allclose(updates["w"], -0.1 * g_adv / (np.abs(g_adv) + 1e-8), rtol=2e-5)
+
+
+def test_variant_defaults_and_bad_settings():
+  for name, bad, match in [("sam", (("k", 5.0),), "has no setting k"),
+                           ("looksam", (("k", 2.5),), "whole number"),
+                           ("looksam", (("k", 0.0),), "k must be positive"),
+                           ("gsam", (("rho_min", 0.1),), "rho_min <= rho"),
+                           ("asam", (("rho", -1.0),), "rho must be positive"),
+                           ("adam", (("rho", 0.05),), "has no setting rho")]:
+    with pytest.raises(FlatjaxInputError, match=match):
+      make_optimizer(OptimizerConfig(name, extra=bad), 10)
+  assert {"sam", "asam", "gsam", "looksam"} <= set(names())

@@ -9,6 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import flatjax
 from flatjax.data.tasks import get_task
 from flatjax.models import from_pretrained
 from flatjax.optim import OptimizerConfig, make_optimizer
@@ -168,3 +169,60 @@ def test_eval_step_returns_logits_of_the_deterministic_model(saved):
   with torch.no_grad():
     ref = model(**_torch_inputs(batch)).logits.numpy()
   np.testing.assert_allclose(out["logits"], ref, atol=1e-5)
+
+
+def test_sam_train_step_matches_pytorch_sam_with_a_pruning_mask(saved):
+  # PyTorch SAM by hand: g at w (masked forward), e = rho g/||g||, g_adv at w + e,
+  # then SGD. The pruned entries of one kernel stay put and are not perturbed.
+  model, path = saved["rte"]
+  task = get_task("rte")
+  pt = from_pretrained(path, task)
+  batch = _batch(np.random.default_rng(6))
+  rho, lr = 0.5, 0.1
+  name = ("bert", "encoder", "layer", "1", "output", "dense", "kernel")
+  torch_name = "bert.encoder.layer.1.output.dense.weight"
+  kernel = pt.params
+  for k in name:
+    kernel = kernel[k]
+  keep = np.random.default_rng(7).random(kernel.shape) > 0.3
+  mask = jax.tree.map(lambda _: None, pt.params)
+  node = mask
+  for k in name[:-1]:
+    node = node[k]
+  node[name[-1]] = jnp.asarray(keep)
+
+  tx = optax.chain(flatjax.sam(rho), optax.sgd(lr))
+  step = jax.jit(steps.make_train_step(
+      losses.make_loss_fn(pt.module, task, deterministic=True), tx))
+  new_state, metrics = step(state_lib.create(pt.params, tx, seed=0, mask=mask), batch)
+
+  params = dict(model.named_parameters())
+  keep_t = torch.tensor(keep.T)
+  original = {k: v.detach().clone() for k, v in params.items()}
+
+  def grads_at(values):
+    with torch.no_grad():
+      for k, v in params.items():
+        v.copy_(values[k] * keep_t if k == torch_name else values[k])
+    model.zero_grad()
+    out = model(**_torch_inputs(batch), labels=torch.tensor(batch["labels"]).long())
+    out.loss.backward()
+    return out.loss.item(), {k: v.grad.clone() * (keep_t if k == torch_name else 1)
+                             for k, v in params.items()}
+
+  _, g = grads_at(original)
+  norm = torch.sqrt(sum((v.double() ** 2).sum() for v in g.values())).float()
+  perturbed = {k: original[k] + rho * g[k] / norm for k in g}
+  adv_loss, g_adv = grads_at(perturbed)
+  assert float(metrics["perturbed_loss"]) == pytest.approx(adv_loss, rel=1e-5)
+  assert float(metrics["perturbed_loss"]) > float(metrics["loss"])
+
+  got = np.asarray(new_state.params["bert"]["encoder"]["layer"]["1"]["output"]["dense"][
+      "kernel"])
+  want = (original[torch_name] - lr * g_adv[torch_name]).numpy().T
+  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-4)
+  np.testing.assert_array_equal(got[~keep], np.asarray(kernel)[~keep])
+  q = "bert.encoder.layer.0.attention.self.query.weight"
+  np.testing.assert_allclose(
+      np.asarray(new_state.params["bert"]["encoder"]["layer"]["0"]["attention"]["self"][
+          "query"]["kernel"]), (original[q] - lr * g_adv[q]).numpy().T, atol=2e-6, rtol=1e-4)

@@ -15,6 +15,12 @@ from typing import Callable
 import optax
 
 from flatjax.errors import FlatjaxInputError
+# Functions, not modules: flatjax.optim's names gsam/looksam/sam are the transforms.
+from flatjax.optim.gsam import gsam as gsam_transform
+from flatjax.optim.gsam import rho_schedule_from_lr
+from flatjax.optim.looksam import looksam as looksam_transform
+from flatjax.optim.sam import sam as sam_transform
+from flatjax.optim.swa import SWAConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +40,8 @@ class OptimizerConfig:
   eps: float = 1e-8
   # Extra per-optimizer settings (e.g. SAM's rho); each factory reads its own.
   extra: tuple[tuple[str, float], ...] = ()
+  # Stochastic weight averaging on top of the optimizer (None: off).
+  swa: SWAConfig | None = None
 
   def get(self, key: str, default: float) -> float:
     return dict(self.extra).get(key, default)
@@ -69,17 +77,41 @@ def linear_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule
   return optax.join_schedules([rise, decay], [warmup])
 
 
-def _with_clipping(config: OptimizerConfig, tx: optax.GradientTransformation):
-  parts = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
-  return optax.chain(*parts, tx)
+def _base(config: OptimizerConfig, total_steps: int,
+          adamw: bool = False) -> optax.GradientTransformation:
+  """Adam on the linear schedule (AdamW when ``adamw`` or ``weight_decay`` is
+  set), after optional global-norm clipping."""
+  lr = linear_schedule(config, total_steps)
+  if adamw or config.weight_decay:
+    base = optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps,
+                       weight_decay=config.weight_decay)
+  else:
+    base = optax.adam(lr, b1=config.b1, b2=config.b2, eps=config.eps)
+  clip = [] if config.clip_norm is None else [optax.clip_by_global_norm(config.clip_norm)]
+  return optax.chain(*clip, base)
+
+
+def _settings(config: OptimizerConfig, defaults: dict[str, float]) -> dict[str, float]:
+  """``config.extra`` over ``defaults``; a key the optimizer does not take is an error."""
+  unknown = sorted(set(dict(config.extra)) - set(defaults))
+  if unknown:
+    takes = ", ".join(sorted(defaults)) or "none"
+    raise FlatjaxInputError(f"optimizer {config.name!r} has no setting {', '.join(unknown)} "
+                            f"(it takes: {takes})")
+  return {k: config.get(k, v) for k, v in defaults.items()}
+
+
+def _positive(name: str, settings: dict[str, float], *keys: str) -> None:
+  for key in keys:
+    if not settings[key] > 0:
+      raise FlatjaxInputError(f"{name}: {key} must be positive, got {settings[key]}")
 
 
 @register("adamw")
 def adamw(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the linear schedule."""
-  return _with_clipping(config, optax.adamw(
-      linear_schedule(config, total_steps), b1=config.b1, b2=config.b2, eps=config.eps,
-      weight_decay=config.weight_decay))
+  _settings(config, {})
+  return _base(config, total_steps, adamw=True)
 
 
 @register("adam")
@@ -87,15 +119,66 @@ def adam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
   """The paper's baseline: Adam with weight decay 0 (a nonzero ``weight_decay`` is an error)."""
   if config.weight_decay:
     raise FlatjaxInputError("optimizer 'adam' has no weight decay; use 'adamw' for weight_decay")
-  return _with_clipping(config, optax.adam(
-      linear_schedule(config, total_steps), b1=config.b1, b2=config.b2, eps=config.eps))
+  _settings(config, {})
+  return _base(config, total_steps)
 
 
-def make_optimizer(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
-  """The registered optimizer ``config.name`` for a run of ``total_steps`` steps."""
+@register("sam")
+def sam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """The paper's method: SAM (rho 0.05) on Adam (Na et al. 2022; Foret et al. 2021)."""
+  s = _settings(config, {"rho": 0.05})
+  _positive("sam", s, "rho")
+  return optax.chain(sam_transform(s["rho"]), _base(config, total_steps))
+
+
+@register("asam")
+def asam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """ASAM (Kwon et al. 2021) on Adam; rho 0.5 (10x SAM's, as its authors advise), eta 0.01."""
+  s = _settings(config, {"rho": 0.5, "eta": 0.01})
+  _positive("asam", s, "rho")
+  return optax.chain(sam_transform(s["rho"], adaptive=True, eta=s["eta"]),
+                     _base(config, total_steps))
+
+
+@register("gsam")
+def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """GSAM (Zhuang et al. 2022) on Adam: alpha 0.1, rho following the lr from
+  ``rho`` (0.05, at the peak lr) down to ``rho_min`` (0.0, at lr 0)."""
+  s = _settings(config, {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1})
+  _positive("gsam", s, "rho")
+  if not 0 <= s["rho_min"] <= s["rho"]:
+    raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {s['rho_min']}, {s['rho']}")
+  rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=s["rho"],
+                                      rho_min=s["rho_min"], lr_max=config.learning_rate)
+  return optax.chain(gsam_transform(rho, s["alpha"]), _base(config, total_steps))
+
+
+@register("looksam")
+def looksam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """LookSAM (Liu et al. 2022) on Adam: exact SAM (rho 0.05) every k = 5 steps, alpha 0.7."""
+  s = _settings(config, {"rho": 0.05, "k": 5, "alpha": 0.7})
+  _positive("looksam", s, "rho", "k")
+  if s["k"] != int(s["k"]):
+    raise FlatjaxInputError(f"looksam: k must be a whole number, got {s['k']}")
+  return optax.chain(looksam_transform(s["rho"], int(s["k"]), s["alpha"]),
+                     _base(config, total_steps))
+
+
+def make_optimizer(config: OptimizerConfig, total_steps: int,
+                   steps_per_epoch: int | None = None) -> optax.GradientTransformationExtraArgs:
+  """The registered optimizer ``config.name`` for a run of ``total_steps`` steps,
+  followed by SWA when ``config.swa`` is set (its default period, one epoch, is
+  ``steps_per_epoch``)."""
   if config.name not in _REGISTRY:
     raise FlatjaxInputError(
         f"unknown optimizer {config.name!r}; registered: {', '.join(names())}")
   if config.learning_rate <= 0:
     raise FlatjaxInputError(f"learning rate must be positive, got {config.learning_rate}")
-  return _REGISTRY[config.name](config, total_steps)
+  tx = _REGISTRY[config.name](config, total_steps)
+  if config.swa is None:
+    return tx
+  try:
+    average = config.swa.transform(total_steps, steps_per_epoch or total_steps)
+  except ValueError as e:
+    raise FlatjaxInputError(str(e)) from None
+  return optax.chain(tx, average)

@@ -36,6 +36,7 @@ from flatjax.data.tasks import TaskSpec, get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.optim import registry
+from flatjax.optim.swa import averaged_params, parse_swa
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.evaluation import evaluate
 
@@ -66,6 +67,7 @@ class TrainConfig:
   warmup_steps: int = 0
   clip_norm: float | None = None
   optimizer_args: dict[str, float] = dataclasses.field(default_factory=dict)
+  swa: str | None = None                # "paper", "FRACTION" or "FRACTION:STEPS"; None: off
   seed: int = 0
   max_train_examples: int | None = None
   max_eval_examples: int | None = None
@@ -96,12 +98,17 @@ class TrainConfig:
     if self.seed < 0:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
     get_task(self.task)
+    self.optimizer_config()
 
   def optimizer_config(self) -> registry.OptimizerConfig:
+    try:
+      swa = None if self.swa is None else parse_swa(self.swa)
+    except ValueError as e:
+      raise FlatjaxInputError(str(e)) from None
     return registry.OptimizerConfig(
         name=self.optimizer, learning_rate=self.lr, weight_decay=self.weight_decay,
         warmup_steps=self.warmup_steps, clip_norm=self.clip_norm,
-        extra=tuple(sorted(self.optimizer_args.items())))
+        extra=tuple(sorted(self.optimizer_args.items())), swa=swa)
 
 
 # Fields that may differ between an interrupted run and its resumption.
@@ -234,7 +241,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   data = load_data(config, model)
   steps_per_epoch = data.train.batcher.num_batches
   total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-  tx = registry.make_optimizer(config.optimizer_config(), total_steps)
+  tx = registry.make_optimizer(config.optimizer_config(), total_steps, steps_per_epoch)
   schedule = registry.linear_schedule(config.optimizer_config(), total_steps)
   state = state_lib.create(model.params, tx, config.seed, prng_impl=config.prng_impl)
 
@@ -346,6 +353,10 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   pretrained.save_pretrained(out / "final", state.params, model.config, task,
                              model.tokenizer_dir)
   final_row = _last_eval(out / "metrics.jsonl")
+  swa_row = _evaluate_swa(state, data, eval_step, step, steps_per_epoch, log)
+  if swa_row is not None:
+    pretrained.save_pretrained(out / "swa", averaged_params(state.opt_state)[0], model.config,
+                               task, model.tokenizer_dir)
   results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
              "step": step, "total_steps": total_steps, "main_metric": main,
              "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
@@ -353,8 +364,29 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
              "final": {k: v for k, v in final_row.items() if "/" in k},
              "train_examples": data.train.num_examples,
              "train_seconds": meta["train_seconds"]}
+  if swa_row is not None:
+    results["swa"] = swa_row
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
+
+
+def _evaluate_swa(state, data: RunData, eval_step, step: int, steps_per_epoch: int,
+                  log: _Log) -> dict | None:
+  """Scores of the SWA average (the run's optimizer has an SWA stage), logged as
+  an ``eval`` row with ``"swa": true``; None without SWA."""
+  found = averaged_params(state.opt_state)
+  if found is None:
+    return None
+  params, count = found
+  row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
+         "swa_count": int(count)}
+  for split in data.evals:
+    scores = evaluate(eval_step, params, state.mask, split)
+    row.update({f"{split.split}/{k}": v for k, v in scores.items()})
+  log.write(row)
+  shown = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
+  _print(f"SWA average of {int(count)} checkpoints: {shown}")
+  return {k: v for k, v in row.items() if "/" in k or k == "swa_count"}
 
 
 def _last_eval(path: Path) -> dict:

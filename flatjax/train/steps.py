@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import optax
 
+from flatjax.optim.grad_fn import GradFn
 from flatjax.sparsity.masks import apply_mask
 from flatjax.train.losses import MODEL_INPUTS, LossFn
 from flatjax.train.state import TrainState, step_key
@@ -23,8 +24,14 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
   """A pure ``train_step(state, batch) -> (state, metrics)`` (jit it yourself).
 
   The loss sees ``apply_mask(params, state.mask)``, so pruned weights get zero
-  gradient. ``grad_fn`` handed to the optimizer evaluates the same masked loss
-  on the same batch and dropout key at other params (what SAM needs).
+  gradient. ``grad_fn`` handed to the optimizer (a :class:`flatjax.optim.GradFn`)
+  evaluates the same masked loss on the same batch and dropout key at other
+  params (what SAM needs). Every call is one step, whatever the optimizer, so
+  schedules, evaluation and checkpoints count the same for all of them.
+
+  ``metrics``: ``loss`` and ``grad_norm`` at ``state.params``, the ``aux`` of
+  the loss, ``learning_rate`` when ``schedule`` is given, and
+  ``perturbed_loss`` when the optimizer records one (SAM and its variants).
   """
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = step_key(state)
@@ -35,12 +42,13 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
     grad_of = jax.value_and_grad(masked_loss, has_aux=True)
     (loss, aux), grads = grad_of(state.params)
 
-    def grad_fn(params, batch=batch):
-      return grad_of(params, batch)[1]
-
+    grad_fn = GradFn(grad_of, base_params=state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
+    perturbed = optax.tree.get_all_with_path(opt_state, "perturbed_loss")
+    if perturbed:
+      metrics["perturbed_loss"] = perturbed[0][1]
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics

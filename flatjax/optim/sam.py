@@ -1,0 +1,127 @@
+"""SAM and ASAM as an optax gradient transformation.
+
+Sharpness-aware minimization (Foret et al. 2021) minimises
+``max_{||e|| <= rho} L(w + e)``; to first order the inner maximum is at
+
+    e(w) = rho * g / (||g|| + eps),                   g = grad L(w)
+
+and SAM descends along ``grad L(w + e(w))``. ASAM (Kwon et al. 2021) makes the
+neighbourhood scale-invariant with ``T_w = |w| + eta`` (element-wise):
+
+    e(w) = rho * T_w^2 g / (||T_w g|| + eps).
+
+:func:`sam` turns the clean gradient into that perturbed gradient, so any optax
+optimizer after it in a chain is SAM's base optimizer. *Train Flat, Then
+Compress* (Na et al. 2022) fine-tunes with SAM on Adam, rho = 0.05::
+
+    tx = optax.chain(flatjax.optim.sam(0.05), optax.adam(2e-5))
+    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+
+Unlike ``optax.contrib.sam`` it adds ``eps`` to the norm (a zero gradient gives
+a zero perturbation, not NaN), needs no inner optimizer or sync period, and
+records the perturbed loss when ``grad_fn`` reports it (:mod:`.grad_fn`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from flatjax.optim.grad_fn import loss_and_grads, restrict_like
+
+ScalarOrSchedule = float | jax.Array | Callable[[jax.Array], jax.Array]
+
+
+class SAMState(NamedTuple):
+  """``count``: updates so far (steps a ``rho`` schedule); ``perturbed_loss``:
+  ``L(w + e)`` of the last update (NaN when ``grad_fn`` does not report it)."""
+  count: jax.Array
+  perturbed_loss: jax.Array
+
+
+def resolve(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """A hyperparameter's value at update ``count`` (constant or schedule)."""
+  return value(count) if callable(value) else jnp.asarray(value)
+
+
+def sam_perturbation(grads: Any, params: Any, rho: ScalarOrSchedule | jax.Array, *,
+                     adaptive: bool = False, eta: float = 0.01,
+                     eps: float = 1e-12) -> Any:
+  """SAM's ascent step ``e`` (a tree like ``grads``).
+
+  ``rho * g / (||g|| + eps)``, or with ``adaptive`` ASAM's
+  ``rho * T^2 g / (||T g|| + eps)``, ``T = |w| + eta``. Norms are global (over
+  every leaf). Leaves with zero gradient (e.g. pruned weights under a masked
+  forward pass) get zero perturbation in both forms.
+  """
+  if adaptive:
+    scale = jax.tree.map(lambda w: jnp.abs(w) + eta, params)
+    scaled = jax.tree.map(lambda t, g: t * g, scale, grads)
+    norm = optax.tree.norm(scaled)
+    factor = rho / (norm + eps)
+    return jax.tree.map(lambda t, g: (factor * t * t * g).astype(g.dtype), scale, grads)
+  factor = rho / (optax.tree.norm(grads) + eps)
+  return jax.tree.map(lambda g: (factor * g).astype(g.dtype), grads)
+
+
+def perturbed_gradient(grads: Any, params: Any, grad_fn: Callable, rho, *,
+                       adaptive: bool = False, eta: float = 0.01,
+                       eps: float = 1e-12) -> tuple[Any, jax.Array]:
+  """``(grad L(w + e), L(w + e))`` with ``e`` from :func:`sam_perturbation`.
+
+  The loss is NaN where ``grad_fn`` does not report it. The gradient has
+  ``grads``' structure (partial under ``optax.masked``).
+  """
+  e = sam_perturbation(grads, params, rho, adaptive=adaptive, eta=eta, eps=eps)
+  loss, g_adv = loss_and_grads(grad_fn, optax.tree.add(params, e))
+  loss = jnp.full((), jnp.nan, jnp.float32) if loss is None else loss.astype(jnp.float32)
+  return restrict_like(grads, g_adv), loss
+
+
+def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.01,
+        eps: float = 1e-12,
+        batch_axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+  """SAM (or ASAM with ``adaptive=True``): replaces the gradient by ``grad L(w + e)``.
+
+  Args:
+    rho: neighbourhood radius, a float or a schedule ``count -> rho``
+      (``optax.inject_hyperparams(sam)(rho=...)`` works too). The paper uses
+      0.05; ASAM's authors use about 10x SAM's rho.
+    adaptive: ASAM's scale-invariant neighbourhood, ``T_w = |w| + eta``.
+    eta: ASAM's offset, so zero weights can still be perturbed.
+    eps: added to the norm; a zero gradient yields a zero perturbation.
+    batch_axis_name: m-sharpness (Foret et al. 2021, Sec. 4.1). Inside
+      ``shard_map``/``vmap`` over this axis, pass each shard's *local* gradient:
+      each shard perturbs with its own gradient and the perturbed gradients are
+      averaged with ``lax.pmean`` over the axis.
+
+  ``update(grads, state, params, *, grad_fn)`` needs ``params`` and ``grad_fn``
+  (see :mod:`flatjax.optim.grad_fn`); it evaluates ``grad_fn`` once.
+
+  References:
+    Foret et al., *Sharpness-Aware Minimization for Efficiently Improving
+    Generalization*, ICLR 2021. Kwon et al., *ASAM: Adaptive Sharpness-Aware
+    Minimization for Scale-Invariant Learning of Deep Neural Networks*, ICML
+    2021. Na et al., *Train Flat, Then Compress*, Findings of EMNLP 2022.
+  """
+  def init_fn(params):
+    del params
+    return SAMState(count=jnp.zeros((), jnp.int32),
+                    perturbed_loss=jnp.full((), jnp.nan, jnp.float32))
+
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("sam needs params: tx.update(grads, state, params, grad_fn=...)")
+    r = resolve(rho, state.count)
+    g_adv, loss = perturbed_gradient(updates, params, grad_fn, r, adaptive=adaptive,
+                                     eta=eta, eps=eps)
+    if batch_axis_name is not None:
+      g_adv = jax.lax.pmean(g_adv, batch_axis_name)
+      loss = jax.lax.pmean(loss, batch_axis_name)
+    return g_adv, SAMState(count=optax.safe_increment(state.count), perturbed_loss=loss)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
