@@ -6,29 +6,13 @@ import numpy as np
 import optax
 import pytest
 
-from flatjax.optim import GradFn, gsam, rho_schedule_from_lr, sam
-
-A = np.array([[3.0, 0.5, 0.0], [0.5, 2.0, -0.3], [0.0, -0.3, 1.0]])
-B_VEC = np.array([1.0, -2.0, 0.5])
-W0 = np.array([0.7, -1.2, 2.0])
-
-
-def _loss(p):
-  w = p["w"]
-  return 0.5 * w @ jnp.asarray(A, jnp.float32) @ w - jnp.asarray(B_VEC, jnp.float32) @ w
-
-
-GRAD_FN = GradFn(jax.value_and_grad(lambda p: (_loss(p), {}), has_aux=True))
-
-
-def _grad(w):
-  return A @ w - B_VEC
-
+from flatjax.optim import gsam, rho_schedule_from_lr, sam
+from quadratic import GRAD_FN, W0, grad, loss
 
 def test_gsam_direction_matches_the_formula():
   rho, alpha = 0.3, 0.4
-  g = _grad(W0)
-  g_p = _grad(W0 + rho * g / np.linalg.norm(g))
+  g = grad(W0)
+  g_p = grad(W0 + rho * g / np.linalg.norm(g))
   g_perp = g - (g @ g_p) / (g_p @ g_p) * g_p
   want = g_p - alpha * g_perp
   params = {"w": jnp.asarray(W0, jnp.float32)}
@@ -49,7 +33,7 @@ def test_gsam_with_alpha_zero_and_constant_rho_is_sam_over_several_steps():
     tx = optax.chain(first, optax.adam(0.05))
     p, s = params, tx.init(params)
     for _ in range(6):
-      u, s = tx.update(jax.grad(_loss)(p), s, p, grad_fn=GRAD_FN)
+      u, s = tx.update(jax.grad(loss)(p), s, p, grad_fn=GRAD_FN)
       p = optax.apply_updates(p, u)
     out.append(np.asarray(p["w"]))
   np.testing.assert_allclose(out[0], out[1], rtol=1e-6)
@@ -71,8 +55,8 @@ def test_gsam_uses_its_rho_schedule_per_step():
   tx = gsam(lambda count: jnp.array(rhos)[count], alpha=0.0)
   params = {"w": jnp.asarray(W0, jnp.float32)}
   s = tx.init(params)
-  g = _grad(W0)
+  g = grad(W0)
   for rho in rhos:
     got, s = tx.update({"w": jnp.asarray(g, jnp.float32)}, s, params, grad_fn=GRAD_FN)
-    np.testing.assert_allclose(np.asarray(got["w"]), _grad(W0 + rho * g / np.linalg.norm(g)),
+    np.testing.assert_allclose(np.asarray(got["w"]), grad(W0 + rho * g / np.linalg.norm(g)),
                                rtol=1e-5)

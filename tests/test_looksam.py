@@ -6,27 +6,12 @@ import numpy as np
 import optax
 
 from flatjax.optim import GradFn, looksam, sam
-
-A = np.array([[3.0, 0.5, 0.0], [0.5, 2.0, -0.3], [0.0, -0.3, 1.0]])
-B_VEC = np.array([1.0, -2.0, 0.5])
-
-
-def _loss(p):
-  w = p["w"]
-  return 0.5 * w @ jnp.asarray(A, jnp.float32) @ w - jnp.asarray(B_VEC, jnp.float32) @ w
-
-
-GRAD_FN = GradFn(jax.value_and_grad(lambda p: (_loss(p), {}), has_aux=True))
-
-
-def _grad(w):
-  return A @ w - B_VEC
-
+from quadratic import GRAD_FN, W0, grad, loss
 
 def _run(tx, w0, steps, lr):
   params = {"w": jnp.asarray(w0, jnp.float32)}
   state = tx.init(params)
-  step = jax.jit(lambda p, s: tx.update(jax.grad(_loss)(p), s, p, grad_fn=GRAD_FN))
+  step = jax.jit(lambda p, s: tx.update(jax.grad(loss)(p), s, p, grad_fn=GRAD_FN))
   out = []
   for _ in range(steps):
     u, state = step(params, state)
@@ -36,7 +21,7 @@ def _run(tx, w0, steps, lr):
 
 
 def test_k1_is_sam():
-  w0 = np.array([0.7, -1.2, 2.0])
+  w0 = W0
   got, _ = _run(optax.chain(looksam(0.1, k=1), optax.sgd(0.1)), w0, 5, 0.1)
   want, _ = _run(optax.chain(sam(0.1), optax.sgd(0.1)), w0, 5, 0.1)
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-6)
@@ -44,20 +29,20 @@ def test_k1_is_sam():
 
 def test_reuses_the_orthogonal_component_between_exact_steps():
   rho, k, alpha, lr = 0.2, 3, 0.7, 0.1
-  w = np.array([0.7, -1.2, 2.0])
+  w = W0.copy()
   want = []
   g_v = None
   for t in range(7):  # by hand, float64: SGD on LookSAM's gradient
-    g = _grad(w)
+    g = grad(w)
     if t % k == 0:
-      g_s = _grad(w + rho * g / np.linalg.norm(g))
+      g_s = grad(w + rho * g / np.linalg.norm(g))
       g_v = g_s - (g @ g_s) / (g @ g) * g
     else:
       g_s = g + alpha * np.linalg.norm(g) / np.linalg.norm(g_v) * g_v
     want.append(-lr * g_s)
     w = w - lr * g_s
   got, state = _run(optax.chain(looksam(rho, k=k, alpha=alpha), optax.sgd(lr)),
-                    np.array([0.7, -1.2, 2.0]), 7, lr)
+                    W0, 7, lr)
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
   # its one extra buffer is shaped like the params
   lk = state[0]
@@ -70,12 +55,12 @@ def test_grad_fn_runs_only_on_exact_steps_under_jit():
 
   def loss_with_probe(p):
     jax.debug.callback(lambda: calls.append(1))
-    return _loss(p), {}
+    return loss(p), {}
   grad_fn = GradFn(jax.value_and_grad(loss_with_probe, has_aux=True))
   tx = looksam(0.05, k=4)
-  params = {"w": jnp.asarray([0.7, -1.2, 2.0], jnp.float32)}
+  params = {"w": jnp.asarray(W0, jnp.float32)}
   state = tx.init(params)
-  step = jax.jit(lambda s: tx.update(jax.grad(_loss)(params), s, params, grad_fn=grad_fn))
+  step = jax.jit(lambda s: tx.update(jax.grad(loss)(params), s, params, grad_fn=grad_fn))
   for _ in range(8):
     _, state = step(state)
   jax.effects_barrier()

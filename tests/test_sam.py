@@ -8,12 +8,10 @@ import pytest
 
 from flatjax.optim import GradFn, sam, sam_perturbation
 from flatjax.sparsity.masks import apply_mask
+from quadratic import A, B_VEC, W0
 
-jax.config.update("jax_enable_x64", False)
-
-# Quadratic L(w) = 1/2 w^T A w - b^T w over two leaves: grad = A w - b.
-A = np.array([[3.0, 0.5, 0.0], [0.5, 2.0, -0.3], [0.0, -0.3, 1.0]])
-B_VEC = np.array([1.0, -2.0, 0.5])
+# tests/quadratic.py's L(w) = 1/2 w^T A w - b^T w, with w split over two leaves
+# (w[:2] and w[2:]) so that masks and masked transforms have something to select.
 
 
 def _quad_loss(params):
@@ -37,7 +35,6 @@ def _grad_fn(loss):
   return GradFn(jax.value_and_grad(lambda p: (loss(p), {}), has_aux=True))
 
 
-W0 = np.array([0.7, -1.2, 2.0])
 
 
 @pytest.mark.parametrize("rho", [0.05, 0.5])

@@ -1,0 +1,150 @@
+"""What a flat optimizer's train step costs, as a ratio to Adam's.
+
+One process builds flatjax's jitted train step (``make_train_step``, dropout on,
+the same MiniLM weights and batch) for each optimizer:
+
+* ``adam``, and flatjax's ``sam``, ``asam``, ``gsam``, ``looksam`` (k = 5) from
+  the registry, all on Adam;
+* ``optax.contrib.sam`` in opaque mode with the same Adam and rho, the
+  drop-in SAM that optax ships.
+
+After compiling and warming each up, the repeats go round-robin: one round is
+``--round`` consecutive steps of one optimizer, then the next optimizer's round,
+so load from other processes hits all of them alike, and LookSAM's cycle of one
+exact and k - 1 cheap steps is timed whole (``--round`` must be a multiple of
+k). Prints seconds per step (median over rounds) and the ratio to adam;
+``--output FILE`` appends one JSON line.
+
+    python benchmarks/sam_overhead.py --repeats 5 --output benchmarks/results/sam_overhead_cpu.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_time import make_batch  # noqa: E402  (the same synthetic batch)
+
+OPTIMIZERS = ("adam", "sam", "asam", "gsam", "looksam", "optax.contrib.sam")
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--length", type=int, default=128, help="sequence length (padded)")
+  p.add_argument("--repeats", type=int, default=5, help="timed rounds per optimizer")
+  p.add_argument("--round", type=int, default=5, help="steps per round (a multiple of k)")
+  p.add_argument("--k", type=int, default=5, help="looksam's period")
+  p.add_argument("--rho", type=float, default=0.05)
+  p.add_argument("--model", default="minilm")
+  p.add_argument("--optimizers", default=",".join(OPTIMIZERS),
+                 help=f"comma-separated subset of {', '.join(OPTIMIZERS)}")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--output", default=None, help="append a JSON line with the results here")
+  args = p.parse_args(argv)
+  if args.round % args.k:
+    p.error(f"--round ({args.round}) must be a multiple of --k ({args.k})")
+  unknown = set(args.optimizers.split(",")) - set(OPTIMIZERS)
+  if unknown:
+    p.error(f"unknown optimizers: {', '.join(sorted(unknown))}")
+  return args
+
+
+def build_tx(name, args, total_steps):
+  import optax
+  from flatjax.optim import OptimizerConfig, linear_schedule, make_optimizer
+  config = OptimizerConfig(name if name != "optax.contrib.sam" else "adam", 2e-5)
+  if name == "optax.contrib.sam":
+    adv = optax.chain(optax.contrib.normalize(), optax.sgd(args.rho))
+    return optax.contrib.sam(optax.adam(linear_schedule(config, total_steps)), adv,
+                             sync_period=2, opaque_mode=True)
+  extra = {"sam": {"rho": args.rho}, "gsam": {"rho": args.rho},
+           "looksam": {"rho": args.rho, "k": args.k}}.get(name, {})
+  return make_optimizer(OptimizerConfig(name, 2e-5, extra=tuple(extra.items())), total_steps)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  import jax
+  import numpy as np
+
+  from flatjax.data.tasks import get_task
+  from flatjax.models import from_pretrained
+  from flatjax.train import losses, state as train_state, steps
+
+  task = get_task("sst2")
+  pt = from_pretrained(args.model, task)
+  batch = make_batch(np.random.RandomState(args.seed), args.batch_size, args.length,
+                     pt.config.vocab_size)
+  jbatch = {k: jax.device_put(v.astype(np.int32)) for k, v in batch.items()}
+  jbatch["example_weight"] = jax.device_put(np.ones(args.batch_size, np.float32))
+  loss_fn = losses.make_loss_fn(pt.module, task)
+  names = args.optimizers.split(",")
+  total_steps = (args.repeats + 2) * args.round + 10
+
+  runners, compile_s = {}, {}
+  for name in names:
+    tx = build_tx(name, args, total_steps)
+    step = jax.jit(steps.make_train_step(loss_fn, tx), donate_argnums=0)
+    state = train_state.create(jax.tree.map(np.array, pt.params), tx, args.seed)
+    t0 = time.perf_counter()
+    state, metrics = step(state, jbatch)
+    jax.block_until_ready(metrics)
+    compile_s[name] = time.perf_counter() - t0
+    runners[name] = [step, state]
+    print(f"{name}: compiled and ran one step in {compile_s[name]:.1f}s", flush=True)
+
+  def run_round(name):
+    step, state = runners[name]
+    t0 = time.perf_counter()
+    for _ in range(args.round):
+      state, metrics = step(state, jbatch)
+    jax.block_until_ready((state, metrics))
+    runners[name][1] = state
+    return (time.perf_counter() - t0) / args.round
+
+  for name in names:  # warm-up round (finishes LookSAM's first cycle too)
+    run_round(name)
+  times = {name: [] for name in names}
+  for i in range(args.repeats):
+    for name in names:
+      times[name].append(run_round(name))
+    print(f"  round {i + 1}/{args.repeats}: " +
+          "  ".join(f"{n} {times[n][-1]:.2f}s" for n in names), flush=True)
+
+  med = {n: statistics.median(t) for n, t in times.items()}
+  base = med.get("adam")
+  print(f"\njax {jax.__version__} on {jax.devices()[0]}; batch {args.batch_size} x "
+        f"{args.length}; rounds of {args.round} steps; rho {args.rho}; looksam k {args.k}")
+  print(f"{'optimizer':20s} {'s/step':>8s} {'min':>8s} {'ratio to adam':>14s}")
+  for n in names:
+    ratio = f"{med[n] / base:14.3f}" if base else f"{'-':>14s}"
+    print(f"{n:20s} {med[n]:8.3f} {min(times[n]):8.3f} {ratio}")
+  if "sam" in med and "optax.contrib.sam" in med:
+    print(f"flatjax sam / optax.contrib.sam: {med['sam'] / med['optax.contrib.sam']:.3f}")
+  load = os.getloadavg()[0]
+  if load > len(os.sched_getaffinity(0)) + 0.5:
+    print(f"warning: load average {load:.1f}: other processes compete, timings are noisy")
+  if args.output:
+    record = {"benchmark": "sam_overhead", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "model": args.model, "batch_size": args.batch_size, "length": args.length,
+              "repeats": args.repeats, "round": args.round, "k": args.k, "rho": args.rho,
+              "jax_version": jax.__version__, "device": str(jax.devices()[0]),
+              "cpu_cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+              "seconds_per_step": med, "min_seconds_per_step": {n: min(t) for n, t in
+                                                                times.items()},
+              "ratio_to_adam": {n: med[n] / base for n in names} if base else None,
+              "compile_s": compile_s, "load_average_1m": load}
+    with open(args.output, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+  main()
