@@ -8,6 +8,8 @@ the same MiniLM weights and batch) for each optimizer:
 * ``optax.contrib.sam`` in opaque mode with the same Adam and rho, the
   drop-in SAM that optax ships.
 
+Each step is compiled as the training loop compiles it (``steps.jit_train_step``).
+
 After compiling and warming each up, the repeats go round-robin: one round is
 ``--round`` consecutive steps of one optimizer, then the next optimizer's round,
 so load from other processes hits all of them alike, and LookSAM's cycle of one
@@ -91,7 +93,7 @@ def main(argv=None):
   runners, compile_s = {}, {}
   for name in names:
     tx = build_tx(name, args, total_steps)
-    step = jax.jit(steps.make_train_step(loss_fn, tx), donate_argnums=0)
+    step = steps.jit_train_step(steps.make_train_step(loss_fn, tx))
     state = train_state.create(jax.tree.map(np.array, pt.params), tx, args.seed)
     t0 = time.perf_counter()
     state, metrics = step(state, jbatch)

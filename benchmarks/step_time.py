@@ -57,11 +57,13 @@ def parse_args(argv=None):
                       "step's big buffers are reused instead of being mmapped and "
                       "page-faulted afresh every step (applies to both frameworks, "
                       "same process)")
-  p.add_argument("--xla-scheduler", choices=("default", "memory"), default="default",
-                 help="'memory' compiles the flatjax step with "
-                      "compiler_options={'xla_cpu_scheduler_type': "
-                      "'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'} (CPU only): a schedule "
-                      "with a smaller peak temp buffer")
+  p.add_argument("--xla-scheduler", choices=("flatjax", "default", "memory"),
+                 default="flatjax",
+                 help="'flatjax' (default) compiles the flatjax step as its training loop "
+                      "does (flatjax.train.steps.train_compiler_options: on CPU the "
+                      "memory-optimised scheduler); 'default' with XLA's default "
+                      "options; 'memory' with compiler_options={'xla_cpu_scheduler_type': "
+                      "'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'} (CPU only)")
   p.add_argument("--xla-flags", default="",
                  help="extra XLA_FLAGS for the flatjax side, e.g. "
                       "--xla_cpu_prefer_vector_width=512 (recorded in the results)")
@@ -136,7 +138,9 @@ def main(argv=None):
   prng_impl = state.prng_impl
   loss_fn = losses.make_loss_fn(pt.module, task, deterministic=args.no_dropout)
   copts = {}
-  if args.xla_scheduler == "memory" and jax.default_backend() == "cpu":
+  if args.xla_scheduler == "flatjax":
+    copts = steps.train_compiler_options()
+  elif args.xla_scheduler == "memory" and jax.default_backend() == "cpu":
     copts["xla_cpu_scheduler_type"] = "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
   jstep = jax.jit(steps.make_train_step(loss_fn, tx), donate_argnums=0,
                   compiler_options=copts or None)

@@ -246,7 +246,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   state = state_lib.create(model.params, tx, config.seed, prng_impl=config.prng_impl)
 
   loss_fn = losses.make_loss_fn(model.module, task)
-  train_step = jax.jit(steps.make_train_step(loss_fn, tx, schedule), donate_argnums=0)
+  train_step = steps.jit_train_step(steps.make_train_step(loss_fn, tx, schedule))
   eval_step = jax.jit(steps.make_eval_step(model.module))
 
   out.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,28 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
   return train_step
 
 
+def train_compiler_options(backend: str | None = None) -> dict[str, str]:
+  """The XLA options flatjax compiles its train step with, for ``backend``
+  (default: JAX's default backend).
+
+  On CPU, XLA's memory-optimised scheduler: a step's scratch buffer (~1.3 GB for
+  MiniLM at batch 32 x 128) is allocated afresh, and page-faulted in, on every
+  call, and this schedule makes it ~15% smaller; ``benchmarks/step_time.py``
+  measured the MiniLM step ~9% faster with it on a 2-core CPU. It reorders
+  independent operations only. Other backends: none.
+  """
+  backend = backend or jax.default_backend()
+  if backend == "cpu":
+    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+  return {}
+
+
+def jit_train_step(train_step: Callable) -> Callable:
+  """``jax.jit`` of a train step as the loop runs it: the state donated, compiled
+  with :func:`train_compiler_options`."""
+  return jax.jit(train_step, donate_argnums=0, compiler_options=train_compiler_options() or None)
+
+
 def make_eval_step(module: nn.Module) -> Callable:
   """``eval_step(params, mask, batch) -> outputs`` with dropout off; only the
   logits are returned so the host copies little."""
