@@ -281,3 +281,46 @@ def test_missing_grad_fn_or_params_is_a_clear_error():
     tx.update(params, tx.init(params), params)
   with pytest.raises(ValueError, match="needs params"):
     tx.update(params, tx.init(params), None, grad_fn=_grad_fn(_quad_loss))
+
+
+_SHARD_MAP_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, PartitionSpec as P
+from flatjax.optim import GradFn, sam
+from quadratic import A, B_VEC, W0
+assert len(jax.devices()) == 2, jax.devices()
+rho = 0.3
+bs = np.stack([B_VEC, -0.5 * B_VEC + 1.0]).astype(np.float32)
+params = {"w": jnp.asarray(W0, jnp.float32)}
+tx = sam(rho, batch_axis_name="data")
+
+def shard(b):
+  loss = lambda p: 0.5 * p["w"] @ jnp.asarray(A, jnp.float32) @ p["w"] - b[0] @ p["w"]
+  vg = jax.value_and_grad(lambda p: (loss(p), {}), has_aux=True)
+  # params replicated over "data" would get their gradient summed over the axis
+  # (jax.lax.pcast to "varying", formerly pvary, keeps each shard's own gradient).
+  local = jax.lax.pcast(params, "data", to="varying")
+  g = jax.grad(loss)(local)
+  return tx.update(g, tx.init(local), local, grad_fn=GradFn(vg))[0]["w"][None]
+
+mesh = Mesh(np.array(jax.devices()), ("data",))
+f = jax.jit(jax.shard_map(shard, mesh=mesh, in_specs=P("data"), out_specs=P("data")))
+got = np.asarray(f(jnp.asarray(bs)))
+want = np.mean([A @ (W0 + rho * (A @ W0 - b) / np.linalg.norm(A @ W0 - b)) - b for b in bs], 0)
+np.testing.assert_allclose(got, np.stack([want, want]), rtol=1e-5)
+print("ok")
+"""
+
+
+def test_m_sharpness_under_shard_map_on_two_devices(tmp_path):
+  # A fresh process: the host-platform device count is fixed when JAX starts.
+  import os
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=os.pathsep.join([os.path.dirname(__file__),
+                                         os.environ.get("PYTHONPATH", "")]))
+  out = subprocess.run([sys.executable, "-c", _SHARD_MAP_SCRIPT], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().endswith("ok")

@@ -96,7 +96,9 @@ def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.
     batch_axis_name: m-sharpness (Foret et al. 2021, Sec. 4.1). Inside
       ``shard_map``/``vmap`` over this axis, pass each shard's *local* gradient:
       each shard perturbs with its own gradient and the perturbed gradients are
-      averaged with ``lax.pmean`` over the axis.
+      averaged with ``lax.pmean`` over the axis. Under ``shard_map``, params
+      replicated over the axis get their gradient summed over it: differentiate
+      at ``jax.lax.pcast(params, axis, to="varying")`` to keep it local.
 
   ``update(grads, state, params, *, grad_fn)`` needs ``params`` and ``grad_fn``
   (see :mod:`flatjax.optim.grad_fn`); it evaluates ``grad_fn`` once.
