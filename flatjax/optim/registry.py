@@ -149,7 +149,7 @@ def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
   if not 0 <= s["rho_min"] <= s["rho"]:
     raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {s['rho_min']}, {s['rho']}")
   rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=s["rho"],
-                                      rho_min=s["rho_min"], lr_max=config.learning_rate)
+                             rho_min=s["rho_min"], lr_max=config.learning_rate)
   return optax.chain(gsam_transform(rho, s["alpha"]), _base(config, total_steps))
 
 
