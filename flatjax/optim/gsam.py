@@ -19,10 +19,10 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from flatjax.optim.sam import SAMState, ScalarOrSchedule, perturbed_gradient, resolve
+from flatjax.optim.sam import (SAMState, ScalarOrSchedule, init_sam_state, perturbed_gradient,
+                               resolve)
 
 
 def rho_schedule_from_lr(lr_schedule: optax.Schedule, *, rho_max: float, rho_min: float,
@@ -54,11 +54,6 @@ def gsam(rho: ScalarOrSchedule = 0.05, alpha: float = 0.1, *, adaptive: bool = F
   References:
     Zhuang et al., *Surrogate Gap Guided Sharpness-Aware Minimization*, ICLR 2022.
   """
-  def init_fn(params):
-    del params
-    return SAMState(count=jnp.zeros((), jnp.int32),
-                    perturbed_loss=jnp.full((), jnp.nan, jnp.float32))
-
   def update_fn(updates, state, params=None, *, grad_fn: Callable | None = None,
                 **extra_args):
     del extra_args
@@ -75,4 +70,4 @@ def gsam(rho: ScalarOrSchedule = 0.05, alpha: float = 0.1, *, adaptive: bool = F
       loss = jax.lax.pmean(loss, batch_axis_name)
     return direction, SAMState(count=optax.safe_increment(state.count), perturbed_loss=loss)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_sam_state, update_fn)

@@ -42,6 +42,13 @@ class SAMState(NamedTuple):
   perturbed_loss: jax.Array
 
 
+def init_sam_state(params: Any) -> SAMState:
+  """SAM's (and GSAM's) initial state: count 0, no perturbed loss yet (NaN)."""
+  del params
+  return SAMState(count=jnp.zeros((), jnp.int32),
+                  perturbed_loss=jnp.full((), jnp.nan, jnp.float32))
+
+
 def resolve(value: ScalarOrSchedule, count: jax.Array) -> jax.Array:
   """A hyperparameter's value at update ``count`` (constant or schedule)."""
   return value(count) if callable(value) else jnp.asarray(value)
@@ -109,11 +116,6 @@ def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.
     Minimization for Scale-Invariant Learning of Deep Neural Networks*, ICML
     2021. Na et al., *Train Flat, Then Compress*, Findings of EMNLP 2022.
   """
-  def init_fn(params):
-    del params
-    return SAMState(count=jnp.zeros((), jnp.int32),
-                    perturbed_loss=jnp.full((), jnp.nan, jnp.float32))
-
   def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
     del extra_args
     if params is None:
@@ -126,4 +128,4 @@ def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.
       loss = jax.lax.pmean(loss, batch_axis_name)
     return g_adv, SAMState(count=optax.safe_increment(state.count), perturbed_loss=loss)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_sam_state, update_fn)

@@ -281,10 +281,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
            + (f", resuming at step {start}" if start else ""))
 
   def run_eval(step: int) -> dict:
-    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval"}
-    for split in data.evals:
-      scores = evaluate(eval_step, state.params, state.mask, split)
-      row.update({f"{split.split}/{k}": v for k, v in scores.items()})
+    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval",
+           **_scores(eval_step, state.params, state.mask, data.evals)}
     value = row[f"{data.evals[0].split}/{main}"]
     improved = meta["best_metric"] is None or value > meta["best_metric"]
     if improved:
@@ -295,8 +293,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     meta["evals"] += 1
     row["best"] = improved
     log.write(row)
-    shown = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
-    _print(f"step {step} (epoch {row['epoch']:.2f}): {shown}" + (" (best)" if improved else ""))
+    _print(f"step {step} (epoch {row['epoch']:.2f}): {_shown(row)}"
+           + (" (best)" if improved else ""))
     return row
 
   t0, window_t, window_n = time.time(), time.time(), 0
@@ -353,10 +351,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   pretrained.save_pretrained(out / "final", state.params, model.config, task,
                              model.tokenizer_dir)
   final_row = _last_eval(out / "metrics.jsonl")
-  swa_row = _evaluate_swa(state, data, eval_step, step, steps_per_epoch, log)
-  if swa_row is not None:
-    pretrained.save_pretrained(out / "swa", averaged_params(state.opt_state)[0], model.config,
-                               task, model.tokenizer_dir)
+  swa = averaged_params(state.opt_state)
+  swa_row = None
+  if swa is not None:
+    swa_row = _evaluate_swa(*swa, state.mask, data, eval_step, step, steps_per_epoch, log)
+    pretrained.save_pretrained(out / "swa", swa[0], model.config, task, model.tokenizer_dir)
   results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
              "step": step, "total_steps": total_steps, "main_metric": main,
              "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
@@ -370,22 +369,27 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   return results
 
 
-def _evaluate_swa(state, data: RunData, eval_step, step: int, steps_per_epoch: int,
-                  log: _Log) -> dict | None:
-  """Scores of the SWA average (the run's optimizer has an SWA stage), logged as
-  an ``eval`` row with ``"swa": true``; None without SWA."""
-  found = averaged_params(state.opt_state)
-  if found is None:
-    return None
-  params, count = found
-  row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
-         "swa_count": int(count)}
-  for split in data.evals:
-    scores = evaluate(eval_step, params, state.mask, split)
+def _scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
+  """``{"split/metric": value}`` of ``params`` on every evaluation split."""
+  row = {}
+  for split in splits:
+    scores = evaluate(eval_step, params, mask, split)
     row.update({f"{split.split}/{k}": v for k, v in scores.items()})
+  return row
+
+
+def _shown(row: dict) -> str:
+  return ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
+
+
+def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
+                  steps_per_epoch: int, log: _Log) -> dict:
+  """Scores of the SWA average of ``count`` checkpoints, logged as an ``eval``
+  row with ``"swa": true``."""
+  row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
+         "swa_count": int(count), **_scores(eval_step, params, mask, data.evals)}
   log.write(row)
-  shown = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
-  _print(f"SWA average of {int(count)} checkpoints: {shown}")
+  _print(f"SWA average of {int(count)} checkpoints: {_shown(row)}")
   return {k: v for k, v in row.items() if "/" in k or k == "swa_count"}
 
 
