@@ -1,15 +1,101 @@
 """Pruning masks as pytrees shaped like the params.
 
-A mask has boolean leaves where a param is pruned-or-kept and ``None`` where a
-param is outside the pruning scope; ``mask=None`` means no pruning at all.
+A mask has a boolean leaf (True: kept) for every param inside the pruning
+scope and ``None`` for every param outside it; ``mask=None`` means no pruning
+at all. Masks are applied functionally, ``apply_mask(params, mask)``, inside
+the loss, so the forward pass sees the pruned network and pruned weights get
+exactly zero gradient.
+
+The scope is a tuple of regular expressions matched (``re.search``) against a
+param's ``/``-joined path, e.g. ``bert/encoder/layer/3/attention/self/query/
+kernel``. The default, :data:`BERT_SCOPE`, is Chen et al. (2020)'s and the
+paper's: the Q, K, V, attention-output, intermediate and output kernels of
+every encoder layer plus the pooler's kernel; never embeddings, biases,
+LayerNorm or task heads.
+
+Top-k selection (:func:`top_k_mask`) is exact and deterministic: it keeps the
+``k`` largest scores, and among equal scores the ones first in the params'
+flattened order (leaves in path order, row-major within a leaf). It finds the
+k-th largest score by bisection over the scores' 32-bit ordering keys (32
+counting passes, no sort, no concatenation of the leaves), so it runs under
+``jit`` and on sharded params; a global mask over MiniLM's 10.8M prunable
+weights takes a fraction of a train step (``benchmarks/mask_time.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from flatjax.errors import FlatjaxInputError
+
+# Chen et al. 2020 / Na et al. 2022: every encoder layer's Q, K, V,
+# attention-output, intermediate and output kernels, and the pooler's.
+BERT_SCOPE: tuple[str, ...] = (
+    r"(^|/)encoder/layer/\d+/attention/self/(query|key|value)/kernel$",
+    r"(^|/)encoder/layer/\d+/attention/output/dense/kernel$",
+    r"(^|/)encoder/layer/\d+/intermediate/dense/kernel$",
+    r"(^|/)encoder/layer/\d+/output/dense/kernel$",
+    r"(^|/)pooler/dense/kernel$",
+)
+# Named scopes for the CLI and experiments.
+SCOPES: dict[str, tuple[str, ...]] = {
+    "bert": BERT_SCOPE,
+    "encoder": BERT_SCOPE[:4],                     # without the pooler
+    "all_kernels": (r"(^|/)kernel$",),             # every dense kernel, heads included
+}
+GRANULARITIES = ("global", "per_tensor")
+
+
+def _is_none(x: Any) -> bool:
+  return x is None
+
+
+def path_str(path: Sequence[Any]) -> str:
+  """``/``-joined names of a tree path (dict keys, sequence indices, attributes)."""
+  parts = []
+  for p in path:
+    for attr in ("key", "idx", "name"):
+      if hasattr(p, attr):
+        parts.append(str(getattr(p, attr)))
+        break
+    else:
+      parts.append(str(p))
+  return "/".join(parts)
+
+
+def resolve_scope(scope: str | Iterable[str] | None) -> tuple[str, ...]:
+  """A scope name from :data:`SCOPES`, a regex, or regexes; None: :data:`BERT_SCOPE`."""
+  if scope is None:
+    return BERT_SCOPE
+  if isinstance(scope, str):
+    return SCOPES.get(scope, (scope,))
+  return tuple(scope)
+
+
+def scope_mask(params: Any, scope: str | Iterable[str] | None = None) -> Any:
+  """A mask keeping every weight in ``scope`` (True leaves) and None elsewhere.
+
+  Raises FlatjaxInputError when the scope selects no param at all (a typo in a
+  pattern would otherwise prune nothing, silently).
+  """
+  patterns = [re.compile(p) for p in resolve_scope(scope)]
+
+  def select(path, leaf):
+    name = path_str(path)
+    if any(p.search(name) for p in patterns):
+      return jnp.ones(jnp.shape(leaf), bool)
+    return None
+  mask = jax.tree_util.tree_map_with_path(select, params)
+  if not jax.tree.leaves(mask):
+    raise FlatjaxInputError(f"pruning scope {resolve_scope(scope)} matches no parameter")
+  return mask
 
 
 def apply_mask(params: Any, mask: Any | None) -> Any:
@@ -20,4 +106,253 @@ def apply_mask(params: Any, mask: Any | None) -> Any:
   if mask is None:
     return params
   return jax.tree.map(lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
-                      mask, params, is_leaf=lambda x: x is None)
+                      mask, params, is_leaf=_is_none)
+
+
+def _ordering_key(x: jax.Array) -> jax.Array:
+  """uint32 keys ordered like the float32 values (-inf < ... < -0 < +0 < ... < inf)."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  negative = (bits >> 31) == 1
+  return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> Any:
+  """Keeps exactly the ``k`` largest ``scores`` over the whole tree.
+
+  Args:
+    scores: a tree of float arrays, ``None`` for leaves outside the selection.
+    k: how many to keep (0 <= k <= number of eligible entries); may be traced.
+    eligible: optional bool tree like ``scores``: only True entries can be
+      kept (e.g. the survivors of a previous mask).
+
+  Returns:
+    A bool tree like ``scores`` (None where ``scores`` is None) with exactly
+    ``k`` True entries: the largest scores, ties broken by position in the
+    flattened tree (earlier first).
+  """
+  leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
+  present = [i for i, s in enumerate(leaves) if s is not None]
+  if eligible is None:
+    ok = [jnp.ones(jnp.shape(leaves[i]), bool) for i in present]
+  else:
+    el = treedef.flatten_up_to(eligible)
+    ok = [jnp.asarray(el[i], bool) for i in present]
+  keys = [_ordering_key(jnp.asarray(leaves[i])) for i in present]
+  k = jnp.asarray(k, jnp.int32)
+
+  def count_above(t):
+    return sum(jnp.sum((key > t) & o, dtype=jnp.int32) for key, o in zip(keys, ok))
+
+  # Invariant: the k-th largest key lies in [lo, hi]. count_above(t) >= k
+  # exactly when t is below it, so the smallest t with count_above(t) < k is it.
+  def bisect(_, bounds):
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    below = count_above(mid) >= k
+    return jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+  kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+  # k == 0 keeps nothing; above that, all keys > kth and the first ties.
+  ties_wanted = k - count_above(kth)
+  out, ties_before = [], jnp.int32(0)
+  for key, o in zip(keys, ok):
+    tie = ((key == kth) & o).reshape(-1)
+    rank = jnp.cumsum(tie, dtype=jnp.int32) + ties_before   # 1-based among ties
+    keep_tie = (tie & (rank <= ties_wanted)).reshape(key.shape)
+    out.append(((key > kth) & o | keep_tie) & (k > 0))
+    ties_before = ties_before + jnp.sum(tie, dtype=jnp.int32)
+  full = list(leaves)
+  for i, m in zip(present, out):
+    full[i] = m
+  return jax.tree.unflatten(treedef, full)
+
+
+def _check_sparsity(sparsity: float) -> None:
+  if not 0.0 <= sparsity <= 1.0 or math.isnan(sparsity):
+    raise FlatjaxInputError(f"sparsity must be in [0, 1], got {sparsity}")
+
+
+def num_to_prune(total: int, sparsity: float) -> int:
+  """How many of ``total`` weights a ``sparsity`` removes (rounded to nearest)."""
+  return int(round(sparsity * total))
+
+
+def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
+               previous: Any | None = None) -> Any:
+  """Prunes the lowest ``sparsity`` fraction of ``scores`` (a tree with None
+  outside the scope): globally over all leaves or within each leaf.
+
+  ``sparsity`` counts all weights in scope, so a ``previous`` mask's pruned
+  weights count towards it and stay pruned; asking for less sparsity than
+  ``previous`` already has is an error.
+  """
+  _check_sparsity(sparsity)
+  if granularity not in GRANULARITIES:
+    raise FlatjaxInputError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+  leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
+  prev = None if previous is None else treedef.flatten_up_to(previous)
+
+  def keep_count(size: int, kept_before: int, where: str) -> int:
+    keep = size - num_to_prune(size, sparsity)
+    if keep > kept_before:
+      raise FlatjaxInputError(
+          f"sparsity {sparsity} keeps {keep} weights{where} but the previous mask keeps only "
+          f"{kept_before}: masks can only remove more")
+    return keep
+
+  def kept(i):
+    return int(np.sum(np.asarray(prev[i]))) if prev is not None else int(np.size(leaves[i]))
+
+  present = [i for i, s in enumerate(leaves) if s is not None]
+  names = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores, is_leaf=_is_none)[0]]
+  if granularity == "global":
+    total = sum(int(np.size(leaves[i])) for i in present)
+    k = keep_count(total, sum(kept(i) for i in present), "")
+    return top_k_mask(scores, k, previous)
+  full = list(leaves)
+  for i in present:
+    k = keep_count(int(np.size(leaves[i])), kept(i), f" in {names[i]}")
+    full[i] = top_k_mask(leaves[i], k, None if prev is None else prev[i])
+  return jax.tree.unflatten(treedef, full)
+
+
+def magnitude_mask(params: Any, sparsity: float, *, scope: str | Iterable[str] | None = None,
+                   granularity: str = "global", previous: Any | None = None) -> Any:
+  """Magnitude pruning: removes the ``sparsity`` fraction of smallest ``|w|``.
+
+  Args:
+    params: the params tree (e.g. a fine-tuned model's).
+    sparsity: fraction of the weights in scope to remove, counted over the
+      whole scope ("global", Chen et al. 2020) or within each tensor
+      ("per_tensor"); the number removed is ``round(sparsity * n)``.
+    scope: which params are prunable (see :func:`resolve_scope`); ignored
+      when ``previous`` is given, whose leaves define it.
+    granularity: "global" or "per_tensor".
+    previous: an earlier mask; its pruned weights stay pruned, so iterative
+      pruning only ever removes more (IMP).
+
+  Returns:
+    A mask: bool leaves in scope, None elsewhere.
+  """
+  selection = scope_mask(params, scope) if previous is None else previous
+  scores = jax.tree.map(lambda m, p: None if m is None else jnp.abs(p), selection, params,
+                        is_leaf=_is_none)
+  return score_mask(scores, sparsity, granularity=granularity, previous=previous)
+
+
+def random_mask(like: Any, key: jax.Array) -> Any:
+  """A uniformly random mask with the same number of kept weights in every
+  tensor as ``like`` (the paper's random-ticket control, Table 6)."""
+  leaves, treedef = jax.tree.flatten(like, is_leaf=_is_none)
+  keys = jax.random.split(key, len(leaves))
+  full = [None if m is None else top_k_mask(jax.random.uniform(kk, jnp.shape(m)),
+                                            int(np.sum(np.asarray(m))))
+          for m, kk in zip(leaves, keys)]
+  return jax.tree.unflatten(treedef, full)
+
+
+def mask_leaves(mask: Any) -> list[tuple[str, np.ndarray]]:
+  """``(path, bool array)`` for every in-scope leaf, in flattened order."""
+  flat = jax.tree_util.tree_flatten_with_path(mask, is_leaf=_is_none)[0]
+  return [(path_str(p), np.asarray(m, bool)) for p, m in flat if m is not None]
+
+
+def sparsity(mask: Any) -> float:
+  """Fraction of the in-scope weights that ``mask`` prunes (0.0 for None)."""
+  if mask is None:
+    return 0.0
+  leaves = mask_leaves(mask)
+  total = sum(m.size for _, m in leaves)
+  return 1.0 - sum(int(m.sum()) for _, m in leaves) / max(total, 1)
+
+
+_LAYER = re.compile(r"(^|/)layer/(\d+)/")
+
+
+def sparsity_report(mask: Any) -> dict[str, Any]:
+  """Sparsity per tensor, per encoder layer and overall.
+
+  Returns ``{"overall": {...}, "layers": {name: {...}}, "tensors": {path:
+  {...}}}`` where each entry is ``{"size", "kept", "sparsity"}``. Tensors
+  outside encoder layers (the pooler) form their own group under their path.
+  """
+  def entry(size: int, kept: int) -> dict[str, Any]:
+    return {"size": size, "kept": kept, "sparsity": 1.0 - kept / size if size else 0.0}
+  tensors, layers = {}, {}
+  for path, m in mask_leaves(mask):
+    tensors[path] = entry(m.size, int(m.sum()))
+    found = _LAYER.search(path)
+    group = f"layer {found.group(2)}" if found else path.rsplit("/", 1)[0]
+    size, kept = layers.get(group, (0, 0))
+    layers[group] = (size + m.size, kept + int(m.sum()))
+  total = sum(t["size"] for t in tensors.values())
+  kept = sum(t["kept"] for t in tensors.values())
+  return {"overall": entry(total, kept),
+          "layers": {g: entry(*v) for g, v in layers.items()}, "tensors": tensors}
+
+
+def format_report(report: dict[str, Any]) -> str:
+  """The report as a short text table (per layer and overall)."""
+  lines = [f"{'group':<28}{'weights':>12}{'kept':>12}{'sparsity':>10}"]
+  for name, e in [*report["layers"].items(), ("overall", report["overall"])]:
+    lines.append(f"{name:<28}{e['size']:>12}{e['kept']:>12}{e['sparsity']:>10.2%}")
+  return "\n".join(lines)
+
+
+MASK_FILE = "mask.safetensors"
+
+
+def save_mask(path: str | Path, mask: Any, metadata: dict[str, str] | None = None) -> Path:
+  """Writes the in-scope leaves as bool tensors named by path (safetensors);
+  a folder gets :data:`MASK_FILE` inside it. ``metadata``: extra strings kept
+  in the file's header (where the mask came from). Returns the file written."""
+  from safetensors.numpy import save_file
+  path = Path(path)
+  if path.is_dir():
+    path = path / MASK_FILE
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".tmp")
+  save_file(dict(mask_leaves(mask)), str(tmp),
+            metadata={**(metadata or {}), "format": "flatjax-mask",
+                      "sparsity": f"{sparsity(mask):.6f}"})
+  tmp.replace(path)  # never a half-written mask next to a checkpoint
+  return path
+
+
+def mask_metadata(path: str | Path) -> dict[str, str]:
+  """The header strings :func:`save_mask` wrote (``sparsity``, ``task`` ...)."""
+  from safetensors import safe_open
+  path = Path(path)
+  with safe_open(str(path / MASK_FILE if path.is_dir() else path), "numpy") as f:
+    return dict(f.metadata() or {})
+
+
+def load_mask(path: str | Path, params: Any) -> Any:
+  """Reads a mask written by :func:`save_mask` into a tree shaped like
+  ``params`` (None for params it does not name). A tensor the params lack or
+  whose shape differs is an input error naming it."""
+  from safetensors import SafetensorError
+  from safetensors.numpy import load_file
+  path = Path(path)
+  if path.is_dir():
+    path = path / MASK_FILE
+  if not path.is_file():
+    raise FlatjaxInputError(f"mask file {path} does not exist")
+  try:
+    stored = load_file(str(path))
+  except (SafetensorError, OSError) as e:
+    raise FlatjaxInputError(f"{path} is not a mask file: {e}") from None
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+  out = []
+  for p, leaf in flat:
+    name = path_str(p)
+    m = stored.pop(name, None)
+    if m is not None and tuple(m.shape) != tuple(np.shape(leaf)):
+      raise FlatjaxInputError(f"mask {path}: {name} has shape {tuple(m.shape)}, the model's "
+                              f"is {tuple(np.shape(leaf))}")
+    out.append(None if m is None else jnp.asarray(m, bool))
+  if stored:
+    raise FlatjaxInputError(f"mask {path} names tensors the model lacks: "
+                            f"{', '.join(sorted(stored)[:5])}")
+  if all(m is None for m in out):
+    raise FlatjaxInputError(f"mask {path} holds no tensor")
+  return jax.tree.unflatten(treedef, out)

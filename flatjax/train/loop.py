@@ -5,6 +5,7 @@ steps it calls are pure. A run folder holds::
 
   config.json        the TrainConfig and library versions
   metrics.jsonl      one JSON object per log interval and per evaluation
+  mask.safetensors   the pruning mask the saved params obey (pruned runs only)
   checkpoints/       orbax checkpoints of the whole TrainState (for --resume)
   best/              Hugging Face folder of the best params on validation
   final/             Hugging Face folder of the last params
@@ -37,6 +38,7 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.optim import registry
 from flatjax.optim.swa import averaged_params, parse_swa
+from flatjax.sparsity import masks as masks_lib
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.evaluation import evaluate
 
@@ -68,6 +70,7 @@ class TrainConfig:
   clip_norm: float | None = None
   optimizer_args: dict[str, float] = dataclasses.field(default_factory=dict)
   swa: str | None = None                # "paper", "FRACTION" or "FRACTION:STEPS"; None: off
+  mask: str | None = None               # a pruning mask file (flatjax.sparsity.save_mask)
   seed: int = 0
   max_train_examples: int | None = None
   max_eval_examples: int | None = None
@@ -97,6 +100,8 @@ class TrainConfig:
       raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
     if self.seed < 0:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
+    if self.mask is not None and not Path(self.mask).is_file():
+      raise FlatjaxInputError(f"mask file {self.mask} does not exist")
     get_task(self.task)
     self.optimizer_config()
 
@@ -123,21 +128,57 @@ class RunData:
   evals: list[pipeline.SplitData]
 
 
+def load_model(config: TrainConfig) -> pretrained.Pretrained:
+  """``config.model`` with ``config.task``'s head (new heads initialised from the seed)."""
+  return pretrained.from_pretrained(config.model, get_task(config.task), seed=config.seed,
+                                    dtype=DTYPES[config.dtype])
+
+
+def initial_params(config: TrainConfig) -> tuple[pretrained.Pretrained, Any, Any]:
+  """``(model, mask, params)`` a run starts from: ``config.model``'s weights
+  with ``config.mask``'s pruned weights set to exactly 0 (mask None: dense).
+
+  With zero gradient (the forward pass masks them) and a fresh optimizer state,
+  pruned weights then stay 0 under every registered optimizer.
+  """
+  model = load_model(config)
+  mask = None if config.mask is None else masks_lib.load_mask(config.mask, model.params)
+  return model, mask, masks_lib.apply_mask(model.params, mask)
+
+
+def _common(config: TrainConfig) -> dict:
+  return dict(max_length=config.max_length, pad_to=config.pad_to, seed=config.seed,
+              doc_stride=config.doc_stride)
+
+
+def load_eval_splits(config: TrainConfig, tokenizer: Any) -> list[pipeline.SplitData]:
+  """Every evaluation split of the run's task (``eval_data``, else ``data``)."""
+  task = get_task(config.task)
+  source = config.eval_data if config.eval_data is not None else config.data
+  return [pipeline.load_split(task, tokenizer, source, split,
+                              batch_size=config.eval_batch_size, shuffle=False,
+                              max_examples=config.max_eval_examples, **_common(config))
+          for split in task.eval_splits]
+
+
 def load_data(config: TrainConfig, model: pretrained.Pretrained) -> RunData:
   """The run's train split and every evaluation split of its task."""
   task = get_task(config.task)
   tokenizer = pretrained.load_tokenizer(model.tokenizer_dir)
-  common = dict(max_length=config.max_length, pad_to=config.pad_to, seed=config.seed,
-                doc_stride=config.doc_stride)
   train = pipeline.load_split(task, tokenizer, config.data, task.train_split,
                               batch_size=config.batch_size, shuffle=True,
-                              max_examples=config.max_train_examples, **common)
-  eval_source = config.eval_data if config.eval_data is not None else config.data
-  evals = [pipeline.load_split(task, tokenizer, eval_source, split,
-                               batch_size=config.eval_batch_size, shuffle=False,
-                               max_examples=config.max_eval_examples, **common)
-           for split in task.eval_splits]
-  return RunData(task, tokenizer, train, evals)
+                              max_examples=config.max_train_examples, **_common(config))
+  return RunData(task, tokenizer, train, load_eval_splits(config, tokenizer))
+
+
+def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: Any,
+                    splits: list[pipeline.SplitData] | None = None) -> dict[str, float]:
+  """``{"split/metric": value}`` of ``params`` (``model``'s architecture) on the
+  run's evaluation splits (loaded from ``config`` unless given)."""
+  if splits is None:
+    splits = load_eval_splits(config, pretrained.load_tokenizer(model.tokenizer_dir))
+  eval_step = jax.jit(steps.make_eval_step(model.module))
+  return _scores(eval_step, params, None, splits)
 
 
 def _device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -236,14 +277,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
 
   task = get_task(config.task)
-  model = pretrained.from_pretrained(config.model, task, seed=config.seed,
-                                     dtype=DTYPES[config.dtype])
+  model, mask, params = initial_params(config)
   data = load_data(config, model)
   steps_per_epoch = data.train.batcher.num_batches
   total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
   tx = registry.make_optimizer(config.optimizer_config(), total_steps, steps_per_epoch)
   schedule = registry.linear_schedule(config.optimizer_config(), total_steps)
-  state = state_lib.create(model.params, tx, config.seed, prng_impl=config.prng_impl)
+  state = state_lib.create(params, tx, config.seed, mask=mask, prng_impl=config.prng_impl)
 
   loss_fn = losses.make_loss_fn(model.module, task)
   train_step = steps.jit_train_step(steps.make_train_step(loss_fn, tx, schedule))
@@ -262,6 +302,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
          "unexpected": model.unexpected, "train_examples": data.train.num_examples,
          "train_source": data.train.source,
          "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
+    if mask is not None:
+      masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
   log = _Log(out / "metrics.jsonl", start if resume else None)
 
   main = task.main_metric
@@ -270,13 +312,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
       total_steps, config.stop_after_steps)
   if start == 0:
     if model.initialized:
-      _print(f"newly initialised (not in the checkpoint): {', '.join(model.initialized)}")
+      say(f"newly initialised (not in the checkpoint): {', '.join(model.initialized)}")
     if model.unexpected:
-      _print(f"checkpoint tensors not used: {', '.join(model.unexpected)}")
+      say(f"checkpoint tensors not used: {', '.join(model.unexpected)}")
   if start < stop_at:
     windows = (f" ({data.train.num_rows} windows)"
                if data.train.num_rows != data.train.num_examples else "")
-    _print(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
+    say(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
            f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
            + (f", resuming at step {start}" if start else ""))
 
@@ -288,12 +330,12 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     if improved:
       meta.update(best_metric=value, best_step=step)
       if config.keep_best:
-        pretrained.save_pretrained(out / "best", state.params, model.config, task,
+        pretrained.save_pretrained(out / "best", _pruned(state), model.config, task,
                                    model.tokenizer_dir)
     meta["evals"] += 1
     row["best"] = improved
     log.write(row)
-    _print(f"step {step} (epoch {row['epoch']:.2f}): {_shown(row)}"
+    say(f"step {step} (epoch {row['epoch']:.2f}): {_shown(row)}"
            + (" (best)" if improved else ""))
     return row
 
@@ -336,7 +378,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   except KeyboardInterrupt:
     save(step)
     ckpt.close()
-    _print(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+    say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
     raise
   finally:
     if bar is not None:
@@ -345,17 +387,18 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   save(step)
   ckpt.close()
   if step < total_steps:
-    _print(f"stopped at step {step} of {total_steps}; continue with --resume")
+    say(f"stopped at step {step} of {total_steps}; continue with --resume")
     return {"step": step, "total_steps": total_steps, "finished": False}
 
-  pretrained.save_pretrained(out / "final", state.params, model.config, task,
+  pretrained.save_pretrained(out / "final", _pruned(state), model.config, task,
                              model.tokenizer_dir)
   final_row = _last_eval(out / "metrics.jsonl")
   swa = averaged_params(state.opt_state)
   swa_row = None
   if swa is not None:
     swa_row = _evaluate_swa(*swa, state.mask, data, eval_step, step, steps_per_epoch, log)
-    pretrained.save_pretrained(out / "swa", swa[0], model.config, task, model.tokenizer_dir)
+    pretrained.save_pretrained(out / "swa", masks_lib.apply_mask(swa[0], state.mask),
+                               model.config, task, model.tokenizer_dir)
   results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
              "step": step, "total_steps": total_steps, "main_metric": main,
              "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
@@ -365,8 +408,15 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
              "train_seconds": meta["train_seconds"]}
   if swa_row is not None:
     results["swa"] = swa_row
+  if state.mask is not None:
+    results["sparsity"] = masks_lib.sparsity(state.mask)
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
+
+
+def _pruned(state: state_lib.TrainState) -> Any:
+  """The params as the forward pass sees them (pruned weights zeroed)."""
+  return masks_lib.apply_mask(state.params, state.mask)
 
 
 def _scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
@@ -389,7 +439,7 @@ def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
   row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
          "swa_count": int(count), **_scores(eval_step, params, mask, data.evals)}
   log.write(row)
-  _print(f"SWA average of {int(count)} checkpoints: {_shown(row)}")
+  say(f"SWA average of {int(count)} checkpoints: {_shown(row)}")
   return {k: v for k, v in row.items() if "/" in k or k == "swa_count"}
 
 
@@ -406,5 +456,6 @@ def _progress(enabled: bool, total: int, initial: int):
   return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
 
 
-def _print(msg: str) -> None:
+def say(msg: str) -> None:
+  """A progress message for the user (stderr, so stdout stays machine-readable)."""
   print(msg, file=sys.stderr, flush=True)
