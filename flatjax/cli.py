@@ -1,4 +1,4 @@
-"""``flatjax train | eval``: the command line.
+"""``flatjax train | eval | imp | tickets | oneshot``: the command line.
 
 Bad input (an unknown task, a missing file, a malformed row, a bad flag value)
 prints one line, ``flatjax: error: ...``, and exits with status 2, leaving
@@ -44,6 +44,13 @@ def _key_value(text: str) -> tuple[str, float]:
     raise argparse.ArgumentTypeError(f"expected NAME=NUMBER, got {text!r}") from None
 
 
+def _label_value(text: str) -> tuple[str, str]:
+  label, sep, value = text.partition("=")
+  if not sep or not label.strip() or not value.strip():
+    raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {text!r}")
+  return label.strip(), value.strip()
+
+
 def _add_data_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--task", required=True,
                  help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or squad")
@@ -65,21 +72,20 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_train_flags(p: argparse.ArgumentParser, several_optimizers: bool) -> None:
   from flatjax.optim import registry
-  parser = argparse.ArgumentParser(
-      prog="flatjax", description="Train flat, then compress: BERT fine-tuning in JAX.")
-  sub = parser.add_subparsers(dest="command", required=True)
-
-  train = sub.add_parser("train", help="fine-tune a BERT checkpoint on a task")
-  _add_data_flags(train)
-  train.add_argument("--model", default="minilm",
-                     help="a model folder, a hub id, or 'minilm' (default)")
-  train.add_argument("--optimizer", default="adam", help=f"one of {', '.join(registry.names())}")
-  train.add_argument("--opt-arg", type=_key_value, action="append", default=[],
-                     metavar="NAME=VALUE", help="optimizer-specific setting, e.g. rho=0.05")
-  flat = train.add_argument_group("SAM and its variants (each optimizer's own defaults "
-                                  "apply when a flag is not given)")
+  p.add_argument("--model", default="minilm",
+                 help="a model folder, a hub id, or 'minilm' (default)")
+  if several_optimizers:
+    p.add_argument("--optimizer", action="append", default=None,
+                   help=f"one of {', '.join(registry.names())}; repeat for several "
+                        "(default: adam and sam)")
+  else:
+    p.add_argument("--optimizer", default="adam", help=f"one of {', '.join(registry.names())}")
+  p.add_argument("--opt-arg", type=_key_value, action="append", default=[],
+                 metavar="NAME=VALUE", help="optimizer-specific setting, e.g. rho=0.05")
+  flat = p.add_argument_group("SAM and its variants (each optimizer's own defaults "
+                              "apply when a flag is not given)")
   flat.add_argument("--rho", type=_positive_float, default=None,
                     help="neighbourhood radius (sam, gsam, looksam: 0.05; asam: 0.5; gsam: "
                          "at the peak learning rate)")
@@ -91,29 +97,117 @@ def build_parser() -> argparse.ArgumentParser:
                          "reused component (0.7)")
   flat.add_argument("--rho-min", type=float, default=None,
                     help="gsam: rho at learning rate 0 (0.0)")
-  train.add_argument("--swa", default=None, metavar="RECIPE",
-                     help="also average the weights (SWA) and evaluate the average: 'paper' "
-                          "(end-of-epoch weights of the second half of the run), FRACTION "
-                          "(every epoch from that fraction of the run) or FRACTION:STEPS")
-  train.add_argument("--epochs", type=_positive_float, default=3.0)
-  train.add_argument("--batch-size", type=_positive_int, default=32)
-  train.add_argument("--lr", type=_positive_float, default=2e-5)
-  train.add_argument("--weight-decay", type=float, default=0.0)
-  train.add_argument("--warmup-steps", type=int, default=0)
-  train.add_argument("--clip-norm", type=_positive_float, default=None)
-  train.add_argument("--max-train-examples", type=_positive_int, default=None)
-  train.add_argument("--eval-every", type=_positive_int, default=None,
-                     help="evaluate every N steps (default: every epoch)")
-  train.add_argument("--save-every", type=_positive_int, default=None,
-                     help="also checkpoint every N steps")
-  train.add_argument("--log-every", type=_positive_int, default=20)
-  train.add_argument("--no-keep-best", action="store_true",
-                     help="do not save the best-on-validation model")
+  p.add_argument("--swa", default=None, metavar="RECIPE",
+                 help="also average the weights (SWA) and evaluate the average: 'paper' "
+                      "(end-of-epoch weights of the second half of the run), FRACTION "
+                      "(every epoch from that fraction of the run) or FRACTION:STEPS")
+  p.add_argument("--epochs", type=_positive_float, default=3.0)
+  p.add_argument("--batch-size", type=_positive_int, default=32)
+  p.add_argument("--lr", type=_positive_float, default=2e-5)
+  p.add_argument("--weight-decay", type=float, default=0.0)
+  p.add_argument("--warmup-steps", type=int, default=0)
+  p.add_argument("--clip-norm", type=_positive_float, default=None)
+  p.add_argument("--max-train-examples", type=_positive_int, default=None)
+  p.add_argument("--eval-every", type=_positive_int, default=None,
+                 help="evaluate every N steps (default: every epoch)")
+  p.add_argument("--save-every", type=_positive_int, default=None,
+                 help="also checkpoint every N steps")
+  p.add_argument("--log-every", type=_positive_int, default=20)
+  p.add_argument("--no-keep-best", action="store_true",
+                 help="do not save the best-on-validation model")
+
+
+def _add_mask_flags(p: argparse.ArgumentParser) -> None:
+  from flatjax.sparsity.masks import GRANULARITIES, SCOPES
+  p.add_argument("--scope", default="bert",
+                 help=f"prunable params: {', '.join(SCOPES)} (default bert: Chen et al.'s "
+                      "encoder kernels and the pooler) or a regex on param paths")
+  p.add_argument("--granularity", choices=GRANULARITIES, default="global",
+                 help="rank magnitudes over the whole scope (global) or within each tensor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="flatjax", description="Train flat, then compress: BERT fine-tuning in JAX.")
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  train = sub.add_parser("train", help="fine-tune a BERT checkpoint on a task")
+  _add_data_flags(train)
+  _add_train_flags(train, several_optimizers=False)
+  train.add_argument("--mask", default=None, metavar="PATH",
+                     help="train under this pruning mask (a mask file, or a run folder "
+                          "holding mask.safetensors): pruned weights are 0 and stay 0")
+  prune = train.add_argument_group("pruning during fine-tuning")
+  prune.add_argument("--pruning", choices=("movement",), default=None,
+                     help="learn a mask while training: movement pruning (Sanh et al. 2020)")
+  prune.add_argument("--sparsity", type=float, default=0.6,
+                     help="final sparsity of the prunable weights (0.6)")
+  prune.add_argument("--pruning-begin", type=float, default=0.1,
+                     help="fraction of the run before pruning starts (0.1)")
+  prune.add_argument("--pruning-end", type=float, default=0.7,
+                     help="fraction of the run at which the cubic schedule reaches "
+                          "--sparsity (0.7)")
+  prune.add_argument("--pruning-every", type=_positive_int, default=1,
+                     help="steps between mask updates (1)")
+  prune.add_argument("--pruning-granularity", choices=("per_tensor", "global"),
+                     default="per_tensor", help="top-k within each tensor (Sanh et al.) or "
+                                                "over the whole scope")
+  prune.add_argument("--pruning-scope", default="bert", help="prunable params (as --scope)")
   train.add_argument("--stop-after-steps", type=_positive_int, default=None,
                      help="stop (checkpointed) after N steps; continue later with --resume")
   train.add_argument("--output", required=True, help="run folder")
   train.add_argument("--resume", action="store_true",
                      help="continue the run in --output from its last checkpoint")
+
+  imp = sub.add_parser("imp", help="iterative magnitude pruning during fine-tuning (Chen et "
+                                   "al. 2020): rounds of train, prune, rewind")
+  _add_data_flags(imp)
+  _add_train_flags(imp, several_optimizers=True)
+  imp.add_argument("--mode", choices=("imp", "std"), default="imp",
+                   help="imp: rewind the kept weights to the pre-trained ones each round; "
+                        "std: keep training the pruned weights")
+  imp.add_argument("--rate", type=_positive_float, default=0.1,
+                   help="fraction of the original prunable weights removed per round (0.1)")
+  imp.add_argument("--rounds", type=_positive_int, default=9,
+                   help="pruning rounds after the full model (9: up to 90%% sparsity)")
+  _add_mask_flags(imp)
+  imp.add_argument("--tolerance", type=float, default=1.0,
+                   help="a winning ticket's dev metric may be this many points below the full "
+                        "model's (1.0)")
+  imp.add_argument("--stop-after-steps", type=_positive_int, default=None,
+                   help="stop each optimizer's run after N training steps over all its "
+                        "rounds; continue with --resume")
+  imp.add_argument("--output", required=True,
+                   help="folder: one IMP run per optimizer in OUTPUT/OPTIMIZER, plus the plot")
+  imp.add_argument("--resume", action="store_true", help="continue the runs in --output")
+
+  tickets = sub.add_parser("tickets", help="fine-tune the pre-trained weights under given "
+                                           "masks with each optimizer (Table 6, transfer)")
+  _add_data_flags(tickets)
+  _add_train_flags(tickets, several_optimizers=True)
+  tickets.add_argument("--mask", type=_label_value, action="append", default=[],
+                       required=True, metavar="LABEL=PATH",
+                       help="a mask: a file, a run folder, or an IMP run folder (with "
+                            "--sparsity); repeat for several")
+  tickets.add_argument("--sparsity", type=float, default=None,
+                       help="which round's mask to take from IMP run folders")
+  tickets.add_argument("--random-like", default=None, metavar="LABEL",
+                       help="also a random mask with the per-tensor sparsities of LABEL's")
+  tickets.add_argument("--output", required=True, help="grid folder")
+  tickets.add_argument("--resume", action="store_true", help="continue the grid in --output")
+
+  oneshot = sub.add_parser("oneshot", help="prune fine-tuned models by magnitude in steps, "
+                                           "without retraining, and evaluate each step")
+  _add_data_flags(oneshot)
+  oneshot.add_argument("--model", type=_label_value, action="append", default=[], required=True,
+                       metavar="LABEL=FOLDER", help="a fine-tuned model folder (e.g. RUN/best); "
+                                                    "repeat for several curves")
+  oneshot.add_argument("--step", type=_positive_float, default=0.05, help="sparsity step (0.05)")
+  oneshot.add_argument("--max", type=float, default=0.6, help="largest sparsity (0.6)")
+  _add_mask_flags(oneshot)
+  oneshot.add_argument("--output", required=True,
+                       help="folder for oneshot.jsonl, oneshot.md and oneshot.png (rows already "
+                            "there are reused)")
 
   ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best) on a task")
   _add_data_flags(ev)
@@ -136,13 +230,14 @@ def _optimizer_args(args) -> dict[str, float]:
   return settings
 
 
-def _train(args) -> None:
+def _train_config(args, output: str, optimizer: str | None = None, **extra):
+  """The TrainConfig the shared training flags describe."""
   from flatjax.data.tasks import get_task
-  from flatjax.train.loop import TrainConfig, fit
+  from flatjax.train.loop import TrainConfig
   task = get_task(args.task)
-  config = TrainConfig(
-      task=task.name, output=args.output, model=args.model, data=args.data,
-      eval_data=args.eval_data, optimizer=args.optimizer, epochs=args.epochs,
+  return TrainConfig(
+      task=task.name, output=output, model=args.model, data=args.data,
+      eval_data=args.eval_data, optimizer=optimizer or args.optimizer, epochs=args.epochs,
       batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
       max_length=_max_length(args, task),
       doc_stride=args.doc_stride, lr=args.lr, weight_decay=args.weight_decay,
@@ -151,9 +246,93 @@ def _train(args) -> None:
       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
       eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
       keep_best=not args.no_keep_best, dtype=args.dtype, pad_to=args.pad_to,
-      stop_after_steps=args.stop_after_steps, progress=not args.no_progress)
+      progress=not args.no_progress, **extra)
+
+
+def _train(args) -> None:
+  from flatjax.train.loop import fit
+  mask = None
+  if args.mask is not None:
+    from flatjax.sparsity.tickets import resolve_mask
+    mask = str(resolve_mask(args.mask))
+  config = _train_config(
+      args, args.output, mask=mask, stop_after_steps=args.stop_after_steps,
+      pruning=args.pruning, pruning_sparsity=args.sparsity, pruning_begin=args.pruning_begin,
+      pruning_end=args.pruning_end, pruning_every=args.pruning_every,
+      pruning_granularity=args.pruning_granularity, pruning_scope=args.pruning_scope)
   results = fit(config, resume=args.resume)
   print(json.dumps(results, indent=2))
+
+
+def _optimizers(args) -> list[str]:
+  names = args.optimizer or ["adam", "sam"]
+  if len(set(names)) != len(names):
+    raise FlatjaxInputError(f"optimizer given twice: {' '.join(names)}")
+  return names
+
+
+def _imp(args) -> None:
+  from pathlib import Path
+  from flatjax.sparsity import imp, plots
+  from flatjax.train.loop import say
+  out = Path(args.output)
+  configs = {opt: imp.IMPConfig(
+      train=_train_config(args, str(out / opt), opt), mode=args.mode, rate=args.rate,
+      rounds=args.rounds, granularity=args.granularity, scope=args.scope,
+      tolerance=args.tolerance) for opt in _optimizers(args)}
+  for config in configs.values():  # every setting checked before the first round runs
+    config.validate()
+  reports = {}
+  for opt, config in configs.items():
+    run = Path(config.train.output)
+    config.stop_after_steps = args.stop_after_steps
+    reports[opt] = imp.run_imp(config, resume=args.resume and (run / "imp.json").exists())
+    if not reports[opt]["finished"]:
+      say(f"stopped in the {opt} run; continue with --resume")
+      print(json.dumps(reports, indent=2))
+      return
+  curves = {f"{opt} ({args.mode})": imp.read_rounds(out / opt) for opt in configs}
+  plots.plot_sparsity_curves(curves, out / "imp.png", title=f"{args.task}: IMP ({args.mode})")
+  table = imp.summary_table(curves)
+  (out / "summary.md").write_text(table + "\n")
+  print(table)
+
+
+def _tickets(args) -> None:
+  from flatjax.sparsity import tickets
+  masks = {label: str(tickets.resolve_mask(path, args.sparsity)) for label, path in args.mask}
+  if len(masks) != len(args.mask):
+    raise FlatjaxInputError("two masks share a label")
+  config = tickets.TicketsConfig(train=_train_config(args, args.output, "adam"), masks=masks,
+                                 optimizers=tuple(_optimizers(args)),
+                                 random_like=args.random_like, random_seed=args.seed)
+  rows = tickets.run_tickets(config, resume=args.resume)
+  print(tickets.grid_table(rows))
+
+
+def _oneshot(args) -> None:
+  from flatjax.sparsity import oneshot
+  from flatjax.train.loop import say
+  models = dict(args.model)
+  if len(models) != len(args.model):
+    raise FlatjaxInputError("two models share a label")
+  base = _train_config_for_eval(args)
+  oneshot.run_oneshot(base, models, args.output, step=args.step, maximum=args.max,
+                      scope=args.scope, granularity=args.granularity, log=say)
+  from pathlib import Path
+  print((Path(args.output) / "oneshot.md").read_text())
+
+
+def _train_config_for_eval(args):
+  """A TrainConfig holding only what evaluation reads (data, lengths, batch size)."""
+  from flatjax.data.tasks import get_task
+  from flatjax.train.loop import TrainConfig
+  task = get_task(args.task)
+  return TrainConfig(task=task.name, output=args.output, data=args.data,
+                     eval_data=args.eval_data, max_length=_max_length(args, task),
+                     doc_stride=args.doc_stride, eval_batch_size=args.eval_batch_size,
+                     max_eval_examples=args.max_eval_examples, seed=args.seed,
+                     dtype=args.dtype, pad_to=args.pad_to, progress=not args.no_progress)
 
 
 def _eval(args) -> None:
@@ -197,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)  # argparse itself exits 2 on bad flags
   _enable_compilation_cache()
   try:
-    {"train": _train, "eval": _eval}[args.command](args)
+    {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
+     "oneshot": _oneshot}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

@@ -126,3 +126,43 @@ def test_a_flag_the_optimizer_does_not_take(tmp_path, capsys, tiny_model_dir):
                 model=tiny_model_dir) == 2
   _one_line_error(capsys, "optimizer 'adam' has no setting k")
   assert not (tmp_path / "run").exists()
+
+
+def test_imp_with_two_optimizers_writes_rounds_plot_and_summary(tmp_path, capsys,
+                                                                tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=16, n_dev=8)
+  args = ["imp", "--task", "sst2", "--data", str(data), "--model", str(tiny_model_dir),
+          "--optimizer", "adam", "--optimizer", "sam", "--rounds", "2", "--rate", "0.25",
+          "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--lr", "1e-3",
+          "--no-progress", "--output", str(tmp_path / "imp")]
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  assert "| 50% |" in out and "adam (imp)" in out and "sam (imp)" in out
+  for opt in ("adam", "sam"):
+    rows = [json.loads(r) for r in (tmp_path / "imp" / opt / "rounds.jsonl").read_text()
+            .splitlines()]
+    assert [r["target_sparsity"] for r in rows] == [0.0, 0.25, 0.5]
+    assert json.loads((tmp_path / "imp" / opt / "imp.json").read_text())["train"][
+        "optimizer"] == opt
+  assert (tmp_path / "imp" / "imp.png").stat().st_size > 0
+  assert (tmp_path / "imp" / "summary.md").read_text().strip() == out.strip()
+  # Running it again without --resume is refused; with --resume it just re-reports.
+  assert cli.main(args) == 2
+  _one_line_error(capsys, "already holds an IMP run")
+  assert cli.main(args + ["--resume"]) == 0
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--rate", "0.5", "--rounds", "3"], "exceed 100%"),
+    (["--scope", "nothing/matches$"], "matches no parameter"),
+    (["--optimizer", "adam", "--optimizer", "adam"], "optimizer given twice"),
+])
+def test_imp_bad_input(tmp_path, capsys, tiny_model_dir, extra, needle):
+  data = write_sst2(tmp_path / "sst2", n_train=8, n_dev=4)
+  code = cli.main(["imp", "--task", "sst2", "--data", str(data), "--model",
+                   str(tiny_model_dir), "--epochs", "1", "--max-length", "32", "--no-progress",
+                   "--output", str(tmp_path / "imp"), *extra])
+  assert code == 2
+  _one_line_error(capsys, needle)
+  assert not any((tmp_path / "imp").rglob("*.safetensors")) if (tmp_path / "imp").exists() \
+      else True

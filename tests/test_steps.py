@@ -147,6 +147,40 @@ def test_masked_weights_get_zero_gradient_and_do_not_move(saved):
   assert np.abs(after[keep] - np.asarray(kernel)[keep]).max() > 1e-4
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw", "sam", "asam", "gsam", "looksam"])
+def test_pruned_weights_stay_exactly_zero_under_every_registered_optimizer(saved, name):
+  from flatjax.optim import registry
+  from flatjax.optim.swa import SWAConfig, averaged_params
+  from flatjax.sparsity import apply_mask, magnitude_mask
+  assert set(registry.names()) == {"adam", "adamw", "sam", "asam", "gsam", "looksam"}
+  _, path = saved["rte"]
+  task = get_task("rte")
+  pt = from_pretrained(path, task)
+  mask = magnitude_mask(pt.params, 0.5)
+  # Weight decay (decoupled, on every param; adam has none) and SWA must not revive
+  # pruned weights.
+  config = OptimizerConfig(name, learning_rate=1e-2, weight_decay=0.0 if name == "adam" else 0.1,
+                           swa=SWAConfig(start_fraction=0.0, every=1))
+  tx = make_optimizer(config, total_steps=6)
+  step = jax.jit(steps.make_train_step(losses.make_loss_fn(pt.module, task), tx))
+  state = state_lib.create(apply_mask(pt.params, mask), tx, seed=0, mask=mask)
+  for i in range(6):
+    state, _ = step(state, _batch(np.random.default_rng(20 + i)))
+  swa_params = averaged_params(state.opt_state)[0]
+  n_pruned = 0
+  leaves = lambda t: [np.asarray(x) for x in jax.tree.leaves(
+      jax.tree.map(lambda m, p: p if m is not None else None, mask, t,
+                   is_leaf=lambda x: x is None))]
+  keeps = [np.asarray(m) for m in jax.tree.leaves(mask)]
+  before = leaves(pt.params)
+  for after in (leaves(state.params), leaves(swa_params)):
+    for keep, a, b in zip(keeps, after, before):
+      assert (a[~keep] == 0.0).all()
+      assert np.abs(a[keep] - b[keep]).max() > 1e-4   # the kept weights did train
+      n_pruned += int((~keep).sum())
+  assert n_pruned > 0
+
+
 def test_dropout_key_depends_on_seed_and_step_only(saved):
   _, path = saved["rte"]
   task = get_task("rte")

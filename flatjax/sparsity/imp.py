@@ -107,6 +107,11 @@ def round_dir(run: Path, round_: int) -> Path:
   return run / f"round_{round_:02d}"
 
 
+def read_rounds(run: str | Path) -> list[dict]:
+  """The rows of an IMP run's ``rounds.jsonl`` (finished rounds, in order)."""
+  return _read_rows(Path(run) / "rounds.jsonl")
+
+
 def _read_rows(path: Path) -> list[dict]:
   if not path.exists():
     return []
@@ -187,6 +192,8 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   log = log or loop.say
   config.validate()
   run = _prepare(config, resume)
+  if not (run / "imp.json").exists():  # a scope that selects nothing fails before round 0
+    masks_lib.scope_mask(loop.load_model(config.train).params, config.scope)
   run.mkdir(parents=True, exist_ok=True)
   if not (run / "imp.json").exists():
     (run / "imp.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
@@ -251,3 +258,24 @@ def ticket_report(rows: list[dict], task: str, tolerance: float) -> dict:
           "tolerance": tolerance, "winning_ticket": short(winner),
           "reference_sparsity": ref, "at_reference": short(at_ref),
           "rounds": [short(r) for r in rows]}
+
+
+def summary_table(curves: dict[str, list[dict]]) -> str:
+  """Markdown: one line per sparsity, per label the best dev metric after
+  retraining and (in brackets) the pruned model's before retraining."""
+  labels = list(curves)
+  grid = sorted({r["target_sparsity"] for rows in curves.values() for r in rows})
+  name = next(iter(curves.values()))[0]["metric_name"] if labels else "metric"
+  lines = [f"Dev {name} after retraining (pruned, before retraining).", "",
+           "| sparsity | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+  for s in grid:
+    cells = []
+    for label in labels:
+      row = next((r for r in curves[label] if r["target_sparsity"] == s), None)
+      if row is None:
+        cells.append("")
+        continue
+      before = row.get("before_retraining")
+      cells.append(f"{row['metric']:.2f}" + (f" ({before[name]:.2f})" if before else ""))
+    lines.append(f"| {s:.0%} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)

@@ -85,7 +85,11 @@ def scope_mask(params: Any, scope: str | Iterable[str] | None = None) -> Any:
   Raises FlatjaxInputError when the scope selects no param at all (a typo in a
   pattern would otherwise prune nothing, silently).
   """
-  patterns = [re.compile(p) for p in resolve_scope(scope)]
+  try:
+    patterns = [re.compile(p) for p in resolve_scope(scope)]
+  except re.error as e:
+    raise FlatjaxInputError(f"pruning scope {scope!r} is not a valid regular expression: "
+                            f"{e}") from None
 
   def select(path, leaf):
     name = path_str(path)
@@ -110,8 +114,10 @@ def apply_mask(params: Any, mask: Any | None) -> Any:
 
 
 def _ordering_key(x: jax.Array) -> jax.Array:
-  """uint32 keys ordered like the float32 values (-inf < ... < -0 < +0 < ... < inf)."""
-  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  """uint32 keys ordered like the float32 values (-inf < ... < 0 < ... < inf;
+  -0.0 and +0.0 are one value; NaNs above +inf, -NaNs below -inf)."""
+  x = x.astype(jnp.float32)
+  bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, jnp.float32(0), x), jnp.uint32)
   negative = (bits >> 31) == 1
   return jnp.where(negative, ~bits, bits | jnp.uint32(0x80000000))
 
@@ -128,7 +134,8 @@ def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> 
   Returns:
     A bool tree like ``scores`` (None where ``scores`` is None) with exactly
     ``k`` True entries: the largest scores, ties broken by position in the
-    flattened tree (earlier first).
+    flattened tree (earlier first). NaN counts as larger than +inf, so a
+    diverged weight is kept, not silently pruned.
   """
   leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
   present = [i for i, s in enumerate(leaves) if s is not None]
@@ -172,7 +179,8 @@ def _check_sparsity(sparsity: float) -> None:
 
 
 def num_to_prune(total: int, sparsity: float) -> int:
-  """How many of ``total`` weights a ``sparsity`` removes (rounded to nearest)."""
+  """How many of ``total`` weights a ``sparsity`` removes: ``round(sparsity *
+  total)``, halves to even (Python's ``round``)."""
   return int(round(sparsity * total))
 
 

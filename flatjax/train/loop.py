@@ -5,7 +5,8 @@ steps it calls are pure. A run folder holds::
 
   config.json        the TrainConfig and library versions
   metrics.jsonl      one JSON object per log interval and per evaluation
-  mask.safetensors   the pruning mask the saved params obey (pruned runs only)
+  mask.safetensors   the pruning mask (pruned runs: the given one, or the learned
+                     one at the end); best/ and final/ hold their own
   checkpoints/       orbax checkpoints of the whole TrainState (for --resume)
   best/              Hugging Face folder of the best params on validation
   final/             Hugging Face folder of the last params
@@ -71,6 +72,13 @@ class TrainConfig:
   optimizer_args: dict[str, float] = dataclasses.field(default_factory=dict)
   swa: str | None = None                # "paper", "FRACTION" or "FRACTION:STEPS"; None: off
   mask: str | None = None               # a pruning mask file (flatjax.sparsity.save_mask)
+  pruning: str | None = None            # a pruner learning the mask ("movement"); None: off
+  pruning_sparsity: float = 0.6         # its final sparsity of the scope
+  pruning_begin: float = 0.1            # fraction of the steps before pruning starts
+  pruning_end: float = 0.7              # fraction of the steps when it reaches the sparsity
+  pruning_every: int = 1                # steps between mask updates
+  pruning_granularity: str = "per_tensor"
+  pruning_scope: str = "bert"
   seed: int = 0
   max_train_examples: int | None = None
   max_eval_examples: int | None = None
@@ -102,6 +110,36 @@ class TrainConfig:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
     if self.mask is not None and not Path(self.mask).is_file():
       raise FlatjaxInputError(f"mask file {self.mask} does not exist")
+    if self.pruning is not None:
+      from flatjax.sparsity import movement
+      if self.pruning not in movement.PRUNERS:
+        raise FlatjaxInputError(f"unknown pruning method {self.pruning!r}; known: "
+                                f"{', '.join(movement.PRUNERS)}")
+      if self.mask is not None:
+        raise FlatjaxInputError("--mask and --pruning exclude each other")
+      if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:
+        raise FlatjaxInputError("need 0 <= pruning begin < pruning end <= 1 (fractions of "
+                                f"the run), got {self.pruning_begin}, {self.pruning_end}")
+      self.pruner(total_steps=1000)  # checks sparsity, granularity, scope names
+
+  def pruner(self, total_steps: int):
+    """The pruner this run trains with (None without ``pruning``)."""
+    if self.pruning is None:
+      return None
+    from flatjax.sparsity import movement
+    return movement.make_pruner(
+        self.pruning, sparsity=self.pruning_sparsity,
+        begin_step=int(self.pruning_begin * total_steps),
+        end_step=self.pruning_end_step(total_steps),
+        scope=masks_lib.resolve_scope(self.pruning_scope),
+        granularity=self.pruning_granularity, update_every=self.pruning_every)
+
+  def pruning_end_step(self, total_steps: int) -> int:
+    """The first step whose mask has the final sparsity (0 without a pruner)."""
+    if self.pruning is None:
+      return 0
+    begin = int(self.pruning_begin * total_steps)
+    return max(begin + 1, int(round(self.pruning_end * total_steps)))
     get_task(self.task)
     self.optimizer_config()
 
@@ -283,10 +321,14 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
   tx = registry.make_optimizer(config.optimizer_config(), total_steps, steps_per_epoch)
   schedule = registry.linear_schedule(config.optimizer_config(), total_steps)
-  state = state_lib.create(params, tx, config.seed, mask=mask, prng_impl=config.prng_impl)
+  pruner = config.pruner(total_steps)
+  state = state_lib.create(params, tx, config.seed, mask=mask, prng_impl=config.prng_impl,
+                           pruner=pruner)
+  # With a learned mask, only models at the final sparsity compete for "best".
+  best_from = config.pruning_end_step(total_steps)
 
   loss_fn = losses.make_loss_fn(model.module, task)
-  train_step = steps.jit_train_step(steps.make_train_step(loss_fn, tx, schedule))
+  train_step = steps.jit_train_step(steps.make_train_step(loss_fn, tx, schedule, pruner))
   eval_step = jax.jit(steps.make_eval_step(model.module))
 
   out.mkdir(parents=True, exist_ok=True)
@@ -326,12 +368,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval",
            **_scores(eval_step, state.params, state.mask, data.evals)}
     value = row[f"{data.evals[0].split}/{main}"]
-    improved = meta["best_metric"] is None or value > meta["best_metric"]
+    if state.mask is not None:
+      row["sparsity"] = masks_lib.sparsity(state.mask)
+    improved = step >= best_from and (meta["best_metric"] is None or value > meta["best_metric"])
     if improved:
       meta.update(best_metric=value, best_step=step)
       if config.keep_best:
-        pretrained.save_pretrained(out / "best", _pruned(state), model.config, task,
-                                   model.tokenizer_dir)
+        _save_model(out / "best", state, model, task)
     meta["evals"] += 1
     row["best"] = improved
     log.write(row)
@@ -390,8 +433,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     say(f"stopped at step {step} of {total_steps}; continue with --resume")
     return {"step": step, "total_steps": total_steps, "finished": False}
 
-  pretrained.save_pretrained(out / "final", _pruned(state), model.config, task,
-                             model.tokenizer_dir)
+  _save_model(out / "final", state, model, task)
+  if pruner is not None:
+    masks_lib.save_mask(out / masks_lib.MASK_FILE, state.mask,
+                        metadata={"task": task.name, "optimizer": config.optimizer,
+                                  "pruning": config.pruning})
   final_row = _last_eval(out / "metrics.jsonl")
   swa = averaged_params(state.opt_state)
   swa_row = None
@@ -414,9 +460,14 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   return results
 
 
-def _pruned(state: state_lib.TrainState) -> Any:
-  """The params as the forward pass sees them (pruned weights zeroed)."""
-  return masks_lib.apply_mask(state.params, state.mask)
+def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pretrained,
+                task: TaskSpec) -> None:
+  """A Hugging Face folder of the params as the forward pass sees them (pruned
+  weights zeroed), with their mask beside them in pruned runs."""
+  pretrained.save_pretrained(folder, masks_lib.apply_mask(state.params, state.mask),
+                             model.config, task, model.tokenizer_dir)
+  if state.mask is not None:
+    masks_lib.save_mask(folder / masks_lib.MASK_FILE, state.mask)
 
 
 def _scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from flatjax.errors import FlatjaxInputError
+
 
 def _available(impl: str) -> bool:
   try:  # abstract evaluation only: resolves the name, starts no backend
@@ -38,21 +40,35 @@ class TrainState:
   """``params``, the optimizer's state, the pruning ``mask`` (None: dense),
   the ``step`` count and ``rng``, raw PRNG key data (uint32) so that orbax
   stores it like any array; :func:`step_key` turns it into this step's key.
+  ``pruning``: the state of a pruner that learns the mask during training
+  (:mod:`flatjax.sparsity.movement`), None without one.
   """
   params: Any
   opt_state: Any
   mask: Any
   step: jax.Array
   rng: jax.Array
+  pruning: Any = None
   prng_impl: str = struct.field(pytree_node=False, default=DEFAULT_PRNG_IMPL)
 
 
 def create(params: Any, tx: optax.GradientTransformation, seed: int, mask: Any = None,
-           prng_impl: str = DEFAULT_PRNG_IMPL) -> TrainState:
+           prng_impl: str = DEFAULT_PRNG_IMPL, pruner: Any = None) -> TrainState:
+  """The state at step 0. With a ``pruner`` (a :class:`flatjax.sparsity.movement.Pruner`)
+  its state is initialised and ``mask`` defaults to keeping every weight in the
+  pruner's scope; a given ``mask`` must cover the same params."""
   key = jax.random.key(seed, impl=prng_impl)
+  pruning = None
+  if pruner is not None:
+    pruning = pruner.init(params)
+    start = pruner.init_mask(params)
+    if mask is None:
+      mask = start
+    elif jax.tree.structure(mask) != jax.tree.structure(start):
+      raise FlatjaxInputError("the mask does not cover the same params as the pruner's scope")
   return TrainState(params=params, opt_state=tx.init(params), mask=mask,
                     step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(key),
-                    prng_impl=prng_impl)
+                    pruning=pruning, prng_impl=prng_impl)
 
 
 def step_key(state: TrainState) -> jax.Array:

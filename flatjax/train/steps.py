@@ -15,12 +15,14 @@ import optax
 
 from flatjax.optim.grad_fn import GradFn
 from flatjax.sparsity.masks import apply_mask
+from flatjax.sparsity.movement import Pruner
 from flatjax.train.losses import MODEL_INPUTS, LossFn
 from flatjax.train.state import TrainState, step_key
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
-                    schedule: optax.Schedule | None = None) -> Callable:
+                    schedule: optax.Schedule | None = None,
+                    pruner: Pruner | None = None) -> Callable:
   """A pure ``train_step(state, batch) -> (state, metrics)`` (jit it yourself).
 
   The loss sees ``apply_mask(params, state.mask)``, so pruned weights get zero
@@ -29,9 +31,18 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
   params (what SAM needs). Every call is one step, whatever the optimizer, so
   schedules, evaluation and checkpoints count the same for all of them.
 
+  With a ``pruner`` (:mod:`flatjax.sparsity.movement`; the state made by
+  ``create(..., pruner=pruner)``) the gradient is taken with respect to the
+  masked weights ``W'``: the pruner gets that dense ``dL/dW'`` (nonzero for
+  pruned weights, which movement pruning scores need), the optimizer gets it
+  masked, which equals the gradient through ``apply_mask``. After the update
+  the pruner sets ``state.mask`` for the next step. Weights are not zeroed
+  when pruned: the forward pass masks them, so they can come back.
+
   ``metrics``: ``loss`` and ``grad_norm`` at ``state.params``, the ``aux`` of
-  the loss, ``learning_rate`` when ``schedule`` is given, and
-  ``perturbed_loss`` when the optimizer records one (SAM and its variants).
+  the loss, ``learning_rate`` when ``schedule`` is given, ``perturbed_loss``
+  when the optimizer records one (SAM and its variants), and ``sparsity``, the
+  pruner's target for this step's mask, with a pruner.
   """
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = step_key(state)
@@ -40,7 +51,15 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
       return loss_fn(apply_mask(params, state.mask), batch, rng)
 
     grad_of = jax.value_and_grad(masked_loss, has_aux=True)
-    (loss, aux), grads = grad_of(state.params)
+    if pruner is None:
+      (loss, aux), grads = grad_of(state.params)
+    else:
+      if state.mask is None or state.pruning is None:
+        raise ValueError("a train step with a pruner needs a state made by "
+                         "create(..., pruner=pruner)")
+      (loss, aux), dense = jax.value_and_grad(lambda w: loss_fn(w, batch, rng), has_aux=True)(
+          apply_mask(state.params, state.mask))
+      grads = apply_mask(dense, state.mask)  # = the gradient through apply_mask
 
     grad_fn = GradFn(grad_of, base_params=state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
@@ -51,7 +70,13 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
       metrics["perturbed_loss"] = perturbed[0][1]
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+    new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
+    if pruner is not None:
+      # Scored with this step's params and gradient, the W_t and g_t of S -= W_t g_t.
+      pruning, mask = pruner.update(state.pruning, state.params, dense, state.step, state.mask)
+      new = new.replace(pruning=pruning, mask=mask)
+      metrics["sparsity"] = pruner.sparsity_at(state.step)
+    return new, metrics
   return train_step
 
 

@@ -1,0 +1,103 @@
+"""One-shot magnitude pruning of fine-tuned models, without retraining.
+
+The paper's one-shot control (Na et al. 2022, Sec. 4): a fine-tuned model is
+pruned globally by magnitude in 5% steps up to 60% and evaluated at each step;
+SAM-trained models hold their accuracy longer. Each sparsity is pruned from
+the full model (magnitude masks at increasing sparsity are nested, so this
+equals pruning step by step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flatjax.errors import FlatjaxInputError
+from flatjax.sparsity import masks as masks_lib
+
+
+def sparsity_grid(step: float = 0.05, maximum: float = 0.6) -> list[float]:
+  """``0, step, 2 step, ... <= maximum`` (rounded to 1e-6)."""
+  if not 0 < step <= 1 or not 0 <= maximum <= 1:
+    raise FlatjaxInputError(f"need 0 < step <= 1 and 0 <= max <= 1, got {step}, {maximum}")
+  return [round(i * step, 6) for i in range(int(np.floor(maximum / step + 1e-9)) + 1)]
+
+
+def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str = "bert",
+                  granularity: str = "global", done: dict[float, dict] | None = None,
+                  on_row: Callable[[dict], None] | None = None) -> list[dict]:
+  """Rows ``{"target_sparsity", "sparsity", "metric", "metric_name", "scores"}``
+  of ``model`` pruned to each of ``sparsities`` and evaluated on ``base``'s
+  (a TrainConfig) evaluation data. ``done``: rows already computed, by
+  sparsity (a resumed run); ``on_row`` is called with each new row."""
+  from flatjax.data.tasks import get_task
+  from flatjax.models import pretrained
+  from flatjax.train import loop
+  config = dataclasses.replace(base, model=model)
+  loaded = loop.load_model(config)
+  splits = loop.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
+  main = f"{splits[0].split}/{get_task(config.task).main_metric}"
+  rows = []
+  for s in sparsities:
+    if done and s in done:
+      rows.append(done[s])
+      continue
+    mask = masks_lib.magnitude_mask(loaded.params, s, scope=scope, granularity=granularity)
+    scores = loop.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
+                                  splits)
+    row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
+           "metric_name": main, "scores": scores}
+    rows.append(row)
+    if on_row is not None:
+      on_row(row)
+  return rows
+
+
+def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: float = 0.05,
+                maximum: float = 0.6, scope: str = "bert", granularity: str = "global",
+                log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+  """One-shot curves of several models (``{label: model folder}``) into ``out``:
+  ``oneshot.jsonl`` (a row per label and sparsity; rows already there are
+  reused, so an interrupted run continues), ``oneshot.md`` and ``oneshot.png``."""
+  from flatjax.sparsity import plots
+  grid = sparsity_grid(step, maximum)
+  if not models:
+    raise FlatjaxInputError("give at least one --model LABEL=FOLDER")
+  for label, path in models.items():
+    if not Path(path).exists() and path != "minilm":
+      raise FlatjaxInputError(f"model {label}: {path} does not exist")
+  out = Path(out)
+  if out.exists() and not out.is_dir():
+    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  out.mkdir(parents=True, exist_ok=True)
+  rows_path = out / "oneshot.jsonl"
+  previous = [json.loads(r) for r in rows_path.read_text().splitlines() if r.strip()] \
+      if rows_path.exists() else []
+  curves = {}
+  for label, model in models.items():
+    done = {r["target_sparsity"]: r for r in previous
+            if r["label"] == label and r["model"] == str(model)}
+
+    def write(row, label=label, model=model):
+      row.update(label=label, model=str(model))
+      with rows_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+      log(f"{label}: sparsity {row['target_sparsity']:.0%}: {row['metric_name']} "
+          f"{row['metric']:.2f}")
+    curves[label] = oneshot_curve(base, str(model), grid, scope=scope, granularity=granularity,
+                                  done=done, on_row=write)
+  name = next(iter(curves.values()))[0]["metric_name"]
+  table = ["| sparsity | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]
+  for i, s in enumerate(grid):
+    table.append(f"| {s:.0%} | " + " | ".join(f"{c[i]['metric']:.2f}" for c in curves.values())
+                 + " |")
+  (out / "oneshot.md").write_text(
+      f"One-shot global magnitude pruning ({base.task}, dev {name}), no retraining.\n\n"
+      + "\n".join(table) + "\n")
+  plots.plot_sparsity_curves(curves, out / "oneshot.png",
+                             title=f"{base.task}: one-shot magnitude pruning, no retraining")
+  return curves

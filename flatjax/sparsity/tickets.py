@@ -1,0 +1,169 @@
+"""Lottery-ticket controls: which mask, retrained with which optimizer.
+
+The paper's Table 6 (Na et al. 2022): masks found by IMP with Adam or with
+SAM, and a random mask with the same per-tensor sparsities, are each applied
+to the *pre-trained* weights and fine-tuned with Adam and with SAM. Its
+transfer experiment is the same with a mask found on another task. Every cell
+is a complete ``flatjax train`` run under the mask, so any registered
+optimizer can be a column. The run folder::
+
+  tickets.json                the settings
+  masks/random.safetensors    the random control (when asked for)
+  <mask>-<optimizer>/         each cell's run folder
+  tickets.jsonl               one row per finished cell
+  tickets.md                  the grid: masks x optimizers, best dev metric
+
+A stopped run resumes cell by cell (a started cell from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+
+from flatjax.errors import FlatjaxInputError
+from flatjax.sparsity import imp as imp_lib
+from flatjax.sparsity import masks as masks_lib
+
+
+def resolve_mask(source: str, sparsity: float | None = None) -> Path:
+  """A mask file from a file path, a run folder holding ``mask.safetensors``,
+  or an IMP run folder (then ``sparsity`` picks its round's mask)."""
+  path = Path(source)
+  if path.is_file():
+    return path
+  if (path / masks_lib.MASK_FILE).is_file():
+    return path / masks_lib.MASK_FILE
+  if (path / "imp.json").is_file():
+    if sparsity is None:
+      raise FlatjaxInputError(f"{path} is an IMP run: give --sparsity to pick its mask")
+    found = imp_lib.mask_path(path, sparsity)
+    if not found.is_file():
+      raise FlatjaxInputError(f"IMP run {path} has no mask at sparsity {sparsity:g} "
+                              f"(expected {found})")
+    return found
+  raise FlatjaxInputError(f"no mask at {path}: expected a mask file, a run folder with "
+                          f"{masks_lib.MASK_FILE}, or an IMP run folder")
+
+
+@dataclasses.dataclass
+class TicketsConfig:
+  """``train``: the fine-tuning recipe (``output`` is the grid's folder,
+  ``model`` the pre-trained weights every cell starts from); ``masks``: label
+  -> mask file; ``random_like``: also a random mask with the per-tensor
+  sparsities of that label's mask; ``optimizers``: the columns."""
+  train: Any                         # flatjax.train.loop.TrainConfig
+  masks: dict[str, str]
+  optimizers: tuple[str, ...] = ("adam", "sam")
+  random_like: str | None = None
+  random_seed: int = 0
+
+  def validate(self) -> None:
+    self.train.validate()
+    if not self.masks:
+      raise FlatjaxInputError("give at least one --mask LABEL=PATH")
+    if self.random_like is not None and self.random_like not in self.masks:
+      raise FlatjaxInputError(f"--random-like {self.random_like!r} is not a mask label "
+                              f"({', '.join(self.masks)})")
+    if "random" in self.masks and self.random_like is not None:
+      raise FlatjaxInputError("the label 'random' is taken by --random-like")
+    for label, path in self.masks.items():
+      if not Path(path).is_file():
+        raise FlatjaxInputError(f"mask {label}: {path} does not exist")
+    for name in self.optimizers:
+      dataclasses.replace(self.train, optimizer=name).validate()
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    for k in ("progress", "stop_after_steps"):
+      d["train"].pop(k, None)
+    return d
+
+
+def _prepare(config: TicketsConfig, resume: bool) -> Path:
+  out = Path(config.train.output)
+  saved = out / "tickets.json"
+  current = json.loads(json.dumps(config.to_json()))
+  if saved.exists():
+    if not resume:
+      raise FlatjaxInputError(f"output folder {out} already holds a tickets run; pass --resume "
+                              "to continue it or pick another --output")
+    if json.loads(saved.read_text()) != current:
+      raise FlatjaxInputError(f"output folder {out} holds a tickets run with different "
+                              "settings; use another --output")
+    return out
+  if resume:
+    raise FlatjaxInputError(f"nothing to resume: {out} holds no tickets run")
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise FlatjaxInputError(f"output {out} exists and holds no tickets run")
+  out.mkdir(parents=True)
+  saved.write_text(json.dumps(current, indent=2) + "\n")
+  return out
+
+
+def run_tickets(config: TicketsConfig, resume: bool = False,
+                log: Callable[[str], None] | None = None) -> list[dict]:
+  """Fine-tunes every (mask, optimizer) cell; returns the rows of ``tickets.jsonl``."""
+  from flatjax.train import loop
+  log = log or loop.say
+  config.validate()
+  out = _prepare(config, resume)
+  sources = dict(config.masks)
+  if config.random_like is not None:
+    random_path = out / "masks" / "random.safetensors"
+    if not random_path.exists():
+      model = loop.load_model(config.train)
+      like = masks_lib.load_mask(sources[config.random_like], model.params)
+      masks_lib.save_mask(random_path, masks_lib.random_mask(
+          like, jax.random.key(config.random_seed)), metadata={
+              "source": f"random, like {config.random_like}", "seed": str(config.random_seed)})
+    sources["random"] = str(random_path)
+  rows_path = out / "tickets.jsonl"
+  rows = ([json.loads(r) for r in rows_path.read_text().splitlines() if r.strip()]
+          if rows_path.exists() else [])
+  done = {(r["mask"], r["optimizer"]) for r in rows}
+  for label, path in sources.items():
+    meta = masks_lib.mask_metadata(path)
+    for opt in config.optimizers:
+      if (label, opt) in done:
+        continue
+      cell = dataclasses.replace(config.train, output=str(out / f"{label}-{opt}"), mask=str(path),
+                                 optimizer=opt)
+      started = (Path(cell.output) / "config.json").exists()
+      log(f"ticket {label} ({float(meta.get('sparsity', 0)):.0%} sparse) fine-tuned with {opt}")
+      results = loop.fit(cell, resume=started)
+      if not results["finished"]:
+        return rows
+      main_key = next(k for k in results["best"] if k != "step")
+      row = {"mask": label, "optimizer": opt, "task": config.train.task,
+             "mask_task": meta.get("task", config.train.task),
+             "mask_optimizer": meta.get("optimizer"), "sparsity": results["sparsity"],
+             "metric": results["best"][main_key], "metric_name": main_key,
+             "best": results["best"], "final": results["final"], "steps": results["step"]}
+      rows.append(row)
+      with rows_path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+  (out / "tickets.md").write_text(grid_table(rows) + "\n")
+  return rows
+
+
+def grid_table(rows: list[dict]) -> str:
+  """Markdown: one line per mask, one column per optimizer (best dev metric)."""
+  masks = list(dict.fromkeys(r["mask"] for r in rows))
+  opts = list(dict.fromkeys(r["optimizer"] for r in rows))
+  cell = {(r["mask"], r["optimizer"]): r for r in rows}
+  name = rows[0]["metric_name"] if rows else "metric"
+  lines = [f"Task {rows[0]['task'] if rows else '?'}, dev {name}, mask x final optimizer.", "",
+           "| mask (found on) | sparsity | " + " | ".join(opts) + " |",
+           "|---|---|" + "---|" * len(opts)]
+  for m in masks:
+    first = next(r for r in rows if r["mask"] == m)
+    found = first["mask_task"] + (f", {first['mask_optimizer']}" if first["mask_optimizer"]
+                                  else "")
+    lines.append(f"| {m} ({found}) | {first['sparsity']:.0%} | " + " | ".join(
+        f"{cell[(m, o)]['metric']:.2f}" if (m, o) in cell else "" for o in opts) + " |")
+  return "\n".join(lines)
