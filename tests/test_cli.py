@@ -166,3 +166,39 @@ def test_imp_bad_input(tmp_path, capsys, tiny_model_dir, extra, needle):
   _one_line_error(capsys, needle)
   assert not any((tmp_path / "imp").rglob("*.safetensors")) if (tmp_path / "imp").exists() \
       else True
+
+
+def test_tickets_and_oneshot_from_the_command_line(tmp_path, capsys, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=8, n_dev=8)
+  common = ["--task", "sst2", "--data", str(data), "--max-length", "32", "--no-progress"]
+  # A run trained under a learned (movement) mask is a mask source for tickets.
+  assert _train(tmp_path, "--pruning", "movement", "--sparsity", "0.5", data=data,
+                model=tiny_model_dir, out="moved") == 0
+  capsys.readouterr()
+  assert cli.main(["tickets", *common, "--model", str(tiny_model_dir), "--epochs", "1",
+                   "--batch-size", "8", "--mask", f"moved={tmp_path / 'moved'}",
+                   "--random-like", "moved", "--optimizer", "adam",
+                   "--output", str(tmp_path / "grid")]) == 0
+  out = capsys.readouterr().out
+  assert "| moved (sst2, adam) | 50% |" in out and "| random (sst2) | 50% |" in out
+  assert cli.main(["oneshot", *common, "--model", f"a={tmp_path / 'moved' / 'final'}",
+                   "--step", "0.5", "--max", "0.5", "--output", str(tmp_path / "os")]) == 0
+  assert "| 50% |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--pruning", "movement", "--pruning-begin", "0.8", "--pruning-end", "0.5"],
+     "pruning begin < pruning end"),
+    (["train", "--pruning", "movement", "--sparsity", "1.5"], "sparsity"),
+    (["train", "--mask", "nowhere"], "no mask at nowhere"),
+    (["tickets", "--mask", "a=nowhere"], "no mask at nowhere"),
+    (["oneshot", "--model", "a=nowhere"], "does not exist"),
+])
+def test_pruning_commands_bad_input(tmp_path, capsys, tiny_model_dir, argv, needle):
+  data = write_sst2(tmp_path / "sst2", n_train=8, n_dev=4)
+  code = cli.main([*argv, "--task", "sst2", "--data", str(data), "--output",
+                   str(tmp_path / "out"), *(["--model", str(tiny_model_dir)]
+                                           if argv[0] != "oneshot" else [])])
+  assert code == 2
+  _one_line_error(capsys, needle)
+  assert not (tmp_path / "out").exists()

@@ -7,6 +7,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from conftest import write_sst2
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.train.loop import TrainConfig, fit
 
@@ -184,3 +185,51 @@ def test_bad_optimizer_settings_are_input_errors(tmp_path, tiny_model_dir):
   with pytest.raises(FlatjaxInputError, match="swa"):
     fit(_config(data, tmp_path / "b", tiny_model_dir, swa="later"))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_run_under_a_mask_file_keeps_pruned_weights_zero_and_saves_the_mask(tmp_path,
+                                                                         tiny_model_dir):
+  import jax
+  from flatjax.models import pretrained
+  from flatjax.sparsity import masks
+  params = pretrained.from_pretrained(tiny_model_dir, get_task("sst2"), seed=3).params
+  mask = masks.magnitude_mask(params, 0.4)
+  masks.save_mask(tmp_path / "m.safetensors", mask)
+  data = write_sst2(tmp_path / "sst2", n_train=16)
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, epochs=1,
+                        mask=str(tmp_path / "m.safetensors")))
+  assert results["sparsity"] == pytest.approx(0.4, abs=1e-4)
+  final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+  keep = np.asarray(mask["bert"]["encoder"]["layer"]["1"]["intermediate"]["dense"]["kernel"])
+  w = final["bert.encoder.layer.1.intermediate.dense.weight"].T
+  assert (w[~keep] == 0).all() and (w[keep] != 0).all()
+  for folder in ("run", "run/final", "run/best"):
+    saved = masks.load_mask(tmp_path / folder, params)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved),
+                                                     jax.tree.leaves(mask)))
+  with pytest.raises(FlatjaxInputError, match="does not exist"):
+    fit(_config(data, tmp_path / "other", tiny_model_dir, mask=str(tmp_path / "nope")))
+
+
+def test_movement_pruning_run_reaches_its_sparsity_and_resumes_bitwise(tmp_path,
+                                                                       tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=48)   # 6 steps/epoch, 12 steps
+  kw = dict(pruning="movement", pruning_sparsity=0.5, pruning_begin=0.25, pruning_end=0.5,
+            pruning_every=2, optimizer="sam", eval_every=3)
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir, **kw))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=4, **kw))
+  resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw), resume=True)
+  assert full["sparsity"] == pytest.approx(0.5, abs=1e-3)   # per tensor: round(s*n) each
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # Sparsity logged on the schedule: 0 before step 3, 0.5 from step 6 (pruning_end * 12).
+  rows = _rows(tmp_path / "full")
+  sparsity = {r["step"]: r["sparsity"] for r in rows if r["kind"] == "train"}
+  assert sparsity[2] == 0.0 and sparsity[12] == pytest.approx(0.5)
+  # "best" only counts models at the final sparsity: the first eval (step 3) is not one.
+  evals = {r["step"]: r for r in rows if r["kind"] == "eval"}
+  assert sorted(evals) == [3, 6, 9, 12] and evals[3]["best"] is False
+  assert full["best"]["step"] in (6, 9, 12)
+  assert full == resumed | {"train_seconds": full["train_seconds"]}
