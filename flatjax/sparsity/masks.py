@@ -17,9 +17,9 @@ Top-k selection (:func:`top_k_mask`) is exact and deterministic: it keeps the
 ``k`` largest scores, and among equal scores the ones first in the params'
 flattened order (leaves in path order, row-major within a leaf). It finds the
 k-th largest score by bisection over the scores' 32-bit ordering keys (32
-counting passes, no sort, no concatenation of the leaves), so it runs under
-``jit`` and on sharded params; a global mask over MiniLM's 10.8M prunable
-weights takes a fraction of a train step (``benchmarks/mask_time.py``).
+counting passes, no sort), so it runs under ``jit`` with a traced ``k``; a
+global mask over MiniLM's 10.8M prunable weights takes a fraction of a train
+step (``benchmarks/mask_time.py``).
 """
 
 from __future__ import annotations
@@ -139,16 +139,18 @@ def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> 
   """
   leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
   present = [i for i, s in enumerate(leaves) if s is not None]
-  if eligible is None:
-    ok = [jnp.ones(jnp.shape(leaves[i]), bool) for i in present]
-  else:
-    el = treedef.flatten_up_to(eligible)
-    ok = [jnp.asarray(el[i], bool) for i in present]
-  keys = [_ordering_key(jnp.asarray(leaves[i])) for i in present]
+  el = None if eligible is None else treedef.flatten_up_to(eligible)
+  # One flat key vector: a single counting reduction per bisection step is ~2x
+  # faster on CPU than one per leaf. Key 0 (below every float's key but the
+  # all-ones -NaN) marks entries that may not be kept.
+  keys = jnp.concatenate([
+      (_ordering_key(jnp.asarray(leaves[i])) if el is None else
+       jnp.where(jnp.asarray(el[i], bool), _ordering_key(jnp.asarray(leaves[i])),
+                 jnp.uint32(0))).reshape(-1) for i in present])
   k = jnp.asarray(k, jnp.int32)
 
   def count_above(t):
-    return sum(jnp.sum((key > t) & o, dtype=jnp.int32) for key, o in zip(keys, ok))
+    return jnp.sum(keys > t, dtype=jnp.int32)
 
   # Invariant: the k-th largest key lies in [lo, hi]. count_above(t) >= k
   # exactly when t is below it, so the smallest t with count_above(t) < k is it.
@@ -158,18 +160,20 @@ def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> 
     below = count_above(mid) >= k
     return jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
   kth, _ = jax.lax.fori_loop(0, 32, bisect, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
-  # k == 0 keeps nothing; above that, all keys > kth and the first ties.
-  ties_wanted = k - count_above(kth)
-  out, ties_before = [], jnp.int32(0)
-  for key, o in zip(keys, ok):
-    tie = ((key == kth) & o).reshape(-1)
-    rank = jnp.cumsum(tie, dtype=jnp.int32) + ties_before   # 1-based among ties
-    keep_tie = (tie & (rank <= ties_wanted)).reshape(key.shape)
-    out.append(((key > kth) & o | keep_tie) & (k > 0))
-    ties_before = ties_before + jnp.sum(tie, dtype=jnp.int32)
-  full = list(leaves)
-  for i, m in zip(present, out):
-    full[i] = m
+  # All keys above the k-th, then the first of those equal to it; k == 0 keeps none.
+  above = count_above(kth)
+  tie = (keys == kth) & (kth > 0)
+
+  def first_ties():  # a prefix sum over all entries: only when a tie is split
+    rank = jnp.cumsum(tie, dtype=jnp.int32)           # 1-based among ties, in order
+    return (keys > kth) | (tie & (rank <= k - above))
+  keep = jax.lax.cond(above + jnp.sum(tie, dtype=jnp.int32) == k,
+                      lambda: (keys > kth) | tie, first_ties) & (k > 0)
+  full, offset = list(leaves), 0
+  for i in present:
+    size = int(np.size(leaves[i]))
+    full[i] = keep[offset:offset + size].reshape(jnp.shape(leaves[i]))
+    offset += size
   return jax.tree.unflatten(treedef, full)
 
 
