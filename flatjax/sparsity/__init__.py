@@ -5,8 +5,8 @@ The drivers with side effects (:mod:`flatjax.sparsity.imp`,
 imported from their modules.
 """
 
-from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, apply_mask, load_mask, magnitude_mask,
-                                    random_mask, save_mask, scope_mask, sparsity,
-                                    sparsity_report, top_k_mask)
+from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, apply_mask, format_report, load_mask,
+                                    magnitude_mask, random_mask, save_mask, scope_mask,
+                                    sparsity, sparsity_report, top_k_mask)
 from flatjax.sparsity.movement import (PRUNERS, Pruner, cubic_sparsity_schedule, make_pruner,
                                        movement_pruning)
