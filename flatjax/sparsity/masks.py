@@ -177,6 +177,10 @@ def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> 
   return jax.tree.unflatten(treedef, full)
 
 
+# Compiled once per tree shape: IMP calls masks eagerly, once per round.
+_top_k_mask_jit = jax.jit(top_k_mask)
+
+
 def _check_sparsity(sparsity: float) -> None:
   if not 0.0 <= sparsity <= 1.0 or math.isnan(sparsity):
     raise FlatjaxInputError(f"sparsity must be in [0, 1], got {sparsity}")
@@ -219,11 +223,11 @@ def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
   if granularity == "global":
     total = sum(int(np.size(leaves[i])) for i in present)
     k = keep_count(total, sum(kept(i) for i in present), "")
-    return top_k_mask(scores, k, previous)
+    return _top_k_mask_jit(scores, k, previous)
   full = list(leaves)
   for i in present:
     k = keep_count(int(np.size(leaves[i])), kept(i), f" in {names[i]}")
-    full[i] = top_k_mask(leaves[i], k, None if prev is None else prev[i])
+    full[i] = _top_k_mask_jit(leaves[i], k, None if prev is None else prev[i])
   return jax.tree.unflatten(treedef, full)
 
 
