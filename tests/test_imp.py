@@ -70,6 +70,10 @@ def test_sparsity_follows_the_schedule_exactly(imp_run, tiny_model_dir):
     if previous is not None:  # only ever removes more
       assert all(not (kept[n] > previous[n]).any() for n in kept)
     previous = kept
+    side = json.loads(imp.mask_path(run, r["target_sparsity"]).with_suffix(".json").read_text())
+    layer0 = [v for n, v in kept.items() if "/layer/0/" in n]
+    assert side["layer_sparsity"]["layer 0"] == pytest.approx(
+        1 - sum(int(v.sum()) for v in layer0) / sum(v.size for v in layer0))
     # The round's saved weights are exactly 0 wherever the mask prunes.
     final = load_file(str(imp.round_dir(run, r["round"]) / "final" / "model.safetensors"))
     for name, keep in kept.items():

@@ -17,7 +17,8 @@ every round. The run folder::
   imp.json                  the IMP and training settings
   rounds.jsonl              one row per finished round (see :func:`run_imp`)
   round_00/, round_01/ ...  each round's run folder (metrics, best/, final/, mask)
-  masks/sparsity_10.safetensors (+ .json: the pruned model's scores before retraining)
+  masks/sparsity_10.safetensors (+ .json: the pruned model's scores before retraining
+                            and the sparsity of each encoder layer)
   ticket.json               the winning-ticket report (:func:`ticket_report`)
   imp.png                   dev metric against sparsity
 
@@ -170,9 +171,12 @@ def _prune(config: IMPConfig, run: Path, round_: int) -> None:
                                   granularity=config.granularity, previous=previous)
   scores = loop.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
+  report = masks_lib.sparsity_report(mask)
   path.with_suffix(".json").write_text(json.dumps(
-      {"round": round_, "sparsity": masks_lib.sparsity(mask), "pruned_from": str(previous_dir),
-       "before_retraining": scores}, indent=2) + "\n")
+      {"round": round_, "sparsity": report["overall"]["sparsity"],
+       "pruned_from": str(previous_dir), "before_retraining": scores,
+       "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()}},
+      indent=2) + "\n")
   masks_lib.save_mask(path, mask, metadata={
       "task": config.train.task, "optimizer": config.train.optimizer, "mode": config.mode,
       "round": str(round_), "seed": str(config.train.seed)})  # written last: marks "done"
