@@ -128,13 +128,13 @@ def _prepare(config: IMPConfig, resume: bool) -> Path:
     if not resume:
       raise FlatjaxInputError(f"output folder {out} already holds an IMP run; pass --resume "
                               "to continue it or pick another --output")
-    previous = json.loads(saved.read_text())
-    current = json.loads(json.dumps(config.to_json()))
+    def flat(d):
+      return {**{k: v for k, v in d.items() if k != "train"},
+              **{f"train.{k}": v for k, v in d.get("train", {}).items()}}
+    previous = flat(json.loads(saved.read_text()))
+    current = flat(json.loads(json.dumps(config.to_json())))
     if previous != current:
-      changed = sorted({k for k in {**previous, **current} if previous.get(k) != current.get(k)}
-                       | {f"train.{k}" for k in current["train"]
-                          if previous.get("train", {}).get(k) != current["train"][k]}
-                       - {"train"})
+      changed = sorted(k for k in {**previous, **current} if previous.get(k) != current.get(k))
       raise FlatjaxInputError(f"output folder {out} holds an IMP run with different settings "
                               f"({', '.join(changed)}); use another --output")
     return out
