@@ -458,3 +458,11 @@ def test_magnitude_mask_and_apply_under_jit():
 def test_signed_zeros_are_one_value_for_ties():
   got = masks.top_k_mask({"a": jnp.array([-0.0, 0.0, 1.0])}, 2)
   np.testing.assert_array_equal(np.asarray(got["a"]), [True, False, True])
+
+
+def test_fully_pruned_names_the_emptied_tensors():
+  params = {"big": {"kernel": jnp.full((4, 4), 2.0)}, "small": {"kernel": jnp.full((2, 2), 0.1)}}
+  mask = masks.magnitude_mask(params, 0.2, scope="all_kernels")   # 4 of 20: all of "small"
+  assert masks.fully_pruned(masks.sparsity_report(mask)) == ["small/kernel"]
+  assert masks.fully_pruned(masks.sparsity_report(masks.magnitude_mask(
+      params, 0.1, scope="all_kernels"))) == []

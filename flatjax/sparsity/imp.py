@@ -155,7 +155,7 @@ def _round_config(config: IMPConfig, run: Path, round_: int, budget: int | None)
                              stop_after_steps=budget)
 
 
-def _prune(config: IMPConfig, run: Path, round_: int) -> None:
+def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   """Writes round ``round_``'s mask from round ``round_ - 1``'s final weights,
   and the pruned model's scores before retraining."""
   from flatjax.train import loop
@@ -172,11 +172,16 @@ def _prune(config: IMPConfig, run: Path, round_: int) -> None:
   scores = loop.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
   report = masks_lib.sparsity_report(mask)
+  emptied = masks_lib.fully_pruned(report)
+  if emptied:
+    # Global magnitude ranking removes a tensor whose weights are all small (e.g. an
+    # untrained pooler) first; once it is gone, the model may be constant.
+    log(f"warning: sparsity {target:.0%} prunes all of {', '.join(emptied)}")
   path.with_suffix(".json").write_text(json.dumps(
       {"round": round_, "sparsity": report["overall"]["sparsity"],
        "pruned_from": str(previous_dir), "before_retraining": scores,
-       "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()}},
-      indent=2) + "\n")
+       "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()},
+       "fully_pruned": emptied}, indent=2) + "\n")
   masks_lib.save_mask(path, mask, metadata={
       "task": config.train.task, "optimizer": config.train.optimizer, "mode": config.mode,
       "round": str(round_), "seed": str(config.train.seed)})  # written last: marks "done"
@@ -207,7 +212,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   for round_ in range(len(rows), config.rounds + 1):
     t0 = time.time()
     if round_ > 0:
-      _prune(config, run, round_)
+      _prune(config, run, round_, log)
     budget = None
     if config.stop_after_steps is not None:
       budget = config.stop_after_steps - done_steps

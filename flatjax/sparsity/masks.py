@@ -306,6 +306,11 @@ def sparsity_report(mask: Any) -> dict[str, Any]:
           "layers": {g: entry(*v) for g, v in layers.items()}, "tensors": tensors}
 
 
+def fully_pruned(report: dict[str, Any]) -> list[str]:
+  """The tensors of a :func:`sparsity_report` with no weight left."""
+  return [path for path, e in report["tensors"].items() if e["size"] and e["kept"] == 0]
+
+
 def format_report(report: dict[str, Any]) -> str:
   """The report as a short text table (per layer and overall)."""
   lines = [f"{'group':<28}{'weights':>12}{'kept':>12}{'sparsity':>10}"]

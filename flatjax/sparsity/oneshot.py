@@ -50,7 +50,8 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
     scores = loop.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
                                   splits)
     row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
-           "metric_name": main, "scores": scores}
+           "metric_name": main, "scores": scores,
+           "fully_pruned": masks_lib.fully_pruned(masks_lib.sparsity_report(mask))}
     rows.append(row)
     if on_row is not None:
       on_row(row)
