@@ -12,6 +12,10 @@
 # 6 warmup steps, evaluated on all 872 dev sentences; 1 seed.
 # Results: experiments/results/prune_sst2/.
 #
+# SCOPE=encoder prunes the encoder's kernels only (not the pooler, whose weights in MiniLM
+# are ~4x smaller than the encoder's, so global magnitude ranking removes it first), into
+# experiments/results/prune_sst2_encoder/; MOVEMENT=0 skips the movement-pruning runs.
+#
 # The paper's scale (bert-base-uncased, the full training set, 3 epochs, lr 2e-5, no warmup,
 # max length 128, 9 IMP rounds to 90%, 3 seeds) on a GPU/TPU:
 #   MODEL=bert-base-uncased TRAIN_EXAMPLES=0 EPOCHS=3 LR=2e-5 WARMUP=0 MAXLEN=128 ROUNDS=9 \
@@ -27,8 +31,11 @@ WARMUP=${WARMUP:-6}
 MAXLEN=${MAXLEN:-64}
 ROUNDS=${ROUNDS:-6}
 SEED=${SEED:-0}
-RUNS=${RUNS:-runs/prune-sst2-$MODEL}
-OUT=experiments/results/prune_sst2
+SCOPE=${SCOPE:-bert}
+MOVEMENT=${MOVEMENT:-1}
+SUFFIX=""; [ "$SCOPE" != bert ] && SUFFIX="_$SCOPE"
+RUNS=${RUNS:-runs/prune-sst2-$MODEL$SUFFIX}
+OUT=experiments/results/prune_sst2$SUFFIX
 SUBSET=(); [ "$TRAIN_EXAMPLES" != 0 ] && SUBSET=(--max-train-examples "$TRAIN_EXAMPLES")
 COMMON=(--task sst2 --data "$DATA" --max-length "$MAXLEN" --seed "$SEED" --no-progress)
 TRAIN=("${COMMON[@]}" --model "$MODEL" "${SUBSET[@]}" --epochs "$EPOCHS" --batch-size 32
@@ -36,24 +43,30 @@ TRAIN=("${COMMON[@]}" --model "$MODEL" "${SUBSET[@]}" --epochs "$EPOCHS" --batch
 
 resume=(); [ -d "$RUNS/imp" ] && resume=(--resume)
 .venv/bin/flatjax imp "${TRAIN[@]}" --optimizer adam --optimizer sam --mode imp --rate 0.1 \
-  --rounds "$ROUNDS" --no-keep-best --output "$RUNS/imp" "${resume[@]}"
+  --rounds "$ROUNDS" --scope "$SCOPE" --no-keep-best --output "$RUNS/imp" "${resume[@]}"
 
-.venv/bin/flatjax oneshot "${COMMON[@]}" --step 0.05 --max 0.6 \
+.venv/bin/flatjax oneshot "${COMMON[@]}" --step 0.05 --max 0.6 --scope "$SCOPE" \
   --model "adam=$RUNS/imp/adam/round_00/final" --model "sam=$RUNS/imp/sam/round_00/final" \
   --output "$RUNS/oneshot"
 
 for opt in adam sam; do
+  [ "$MOVEMENT" = 1 ] || break
   run=$RUNS/movement-$opt
   resume=(); [ -f "$run/config.json" ] && resume=(--resume)
   .venv/bin/flatjax train "${TRAIN[@]}" --optimizer "$opt" --pruning movement --sparsity 0.6 \
-    --pruning-begin 0.1 --pruning-end 0.7 --output "$run" "${resume[@]}" > /dev/null
+    --pruning-begin 0.1 --pruning-end 0.7 --pruning-scope "$SCOPE" --output "$run" \
+    "${resume[@]}" > /dev/null
 done
 
 mkdir -p "$OUT"
 cp "$RUNS/imp"/{imp.png,summary.md} "$OUT/"
 for opt in adam sam; do
-  mkdir -p "$OUT/imp-$opt" "$OUT/movement-$opt"
+  mkdir -p "$OUT/imp-$opt"
   cp "$RUNS/imp/$opt"/{imp.json,rounds.jsonl,ticket.json} "$OUT/imp-$opt/"
-  cp "$RUNS/movement-$opt"/{config.json,metrics.jsonl,results.json} "$OUT/movement-$opt/"
+  cp "$RUNS/imp/$opt"/masks/*.json "$OUT/imp-$opt/"
+  if [ "$MOVEMENT" = 1 ]; then
+    mkdir -p "$OUT/movement-$opt"
+    cp "$RUNS/movement-$opt"/{config.json,metrics.jsonl,results.json} "$OUT/movement-$opt/"
+  fi
 done
 cp "$RUNS/oneshot"/{oneshot.jsonl,oneshot.md,oneshot.png} "$OUT/"
