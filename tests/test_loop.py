@@ -233,3 +233,11 @@ def test_movement_pruning_run_reaches_its_sparsity_and_resumes_bitwise(tmp_path,
   assert sorted(evals) == [3, 6, 9, 12] and evals[3]["best"] is False
   assert full["best"]["step"] in (6, 9, 12)
   assert full == resumed | {"train_seconds": full["train_seconds"]}
+
+
+def test_validate_checks_task_and_swa_before_anything_loads(tmp_path):
+  # IMP and ticket drivers validate every config up front, before their first run.
+  with pytest.raises(FlatjaxInputError, match="unknown task"):
+    TrainConfig(task="glue9", output=str(tmp_path)).validate()
+  with pytest.raises(FlatjaxInputError, match="later"):
+    TrainConfig(task="sst2", output=str(tmp_path), swa="later").validate()

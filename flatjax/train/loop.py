@@ -121,6 +121,8 @@ class TrainConfig:
         raise FlatjaxInputError("need 0 <= pruning begin < pruning end <= 1 (fractions of "
                                 f"the run), got {self.pruning_begin}, {self.pruning_end}")
       self.pruner(total_steps=1000)  # checks sparsity, granularity, scope names
+    get_task(self.task)
+    self.optimizer_config()
 
   def pruner(self, total_steps: int):
     """The pruner this run trains with (None without ``pruning``)."""
@@ -140,8 +142,6 @@ class TrainConfig:
       return 0
     begin = int(self.pruning_begin * total_steps)
     return max(begin + 1, int(round(self.pruning_end * total_steps)))
-    get_task(self.task)
-    self.optimizer_config()
 
   def optimizer_config(self) -> registry.OptimizerConfig:
     try:
@@ -361,8 +361,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     windows = (f" ({data.train.num_rows} windows)"
                if data.train.num_rows != data.train.num_examples else "")
     say(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
-           f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
-           + (f", resuming at step {start}" if start else ""))
+        f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
+        + (f", resuming at step {start}" if start else ""))
 
   def run_eval(step: int) -> dict:
     row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval",
@@ -379,7 +379,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     row["best"] = improved
     log.write(row)
     say(f"step {step} (epoch {row['epoch']:.2f}): {_shown(row)}"
-           + (" (best)" if improved else ""))
+        + (" (best)" if improved else ""))
     return row
 
   t0, window_t, window_n = time.time(), time.time(), 0
