@@ -83,6 +83,11 @@ def test_finished_grid_resumes_without_training_and_settings_are_checked(grid):
   config, rows, _, _ = grid
   with pytest.raises(FlatjaxInputError, match="already holds a tickets run"):
     tickets.run_tickets(config)
+  import dataclasses
+  changed = dataclasses.replace(config, optimizers=("adam",),
+                                train=dataclasses.replace(config.train, lr=5e-4))
+  with pytest.raises(FlatjaxInputError, match=r"different settings \(optimizers, train.lr\)"):
+    tickets.run_tickets(changed, resume=True)
   before = sorted(p.stat().st_mtime for p in
                   __import__("pathlib").Path(config.train.output).rglob("model.safetensors"))
   assert tickets.run_tickets(config, resume=True) == rows

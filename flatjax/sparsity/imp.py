@@ -119,32 +119,6 @@ def _read_rows(path: Path) -> list[dict]:
   return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
 
 
-def _prepare(config: IMPConfig, resume: bool) -> Path:
-  out = Path(config.train.output)
-  saved = out / "imp.json"
-  if out.exists() and not out.is_dir():
-    raise FlatjaxInputError(f"output {out} exists and is not a folder")
-  if saved.exists():
-    if not resume:
-      raise FlatjaxInputError(f"output folder {out} already holds an IMP run; pass --resume "
-                              "to continue it or pick another --output")
-    def flat(d):
-      return {**{k: v for k, v in d.items() if k != "train"},
-              **{f"train.{k}": v for k, v in d.get("train", {}).items()}}
-    previous = flat(json.loads(saved.read_text()))
-    current = flat(json.loads(json.dumps(config.to_json())))
-    if previous != current:
-      changed = sorted(k for k in {**previous, **current} if previous.get(k) != current.get(k))
-      raise FlatjaxInputError(f"output folder {out} holds an IMP run with different settings "
-                              f"({', '.join(changed)}); use another --output")
-    return out
-  if resume:
-    raise FlatjaxInputError(f"nothing to resume: {out} holds no IMP run")
-  if out.exists() and any(out.iterdir()):
-    raise FlatjaxInputError(f"output folder {out} is not empty and holds no IMP run")
-  return out
-
-
 def _round_config(config: IMPConfig, run: Path, round_: int, budget: int | None):
   train = config.train
   model = train.model
@@ -200,11 +174,11 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   from flatjax.train import loop
   log = log or loop.say
   config.validate()
-  run = _prepare(config, resume)
-  if not (run / "imp.json").exists():  # a scope that selects nothing fails before round 0
+  run = Path(config.train.output)
+  if not loop.check_driver_folder(run, "imp.json", config.to_json(), resume, "an IMP run"):
+    # A scope that selects nothing fails before anything is written.
     masks_lib.scope_mask(loop.load_model(config.train).params, config.scope)
-  run.mkdir(parents=True, exist_ok=True)
-  if not (run / "imp.json").exists():
+    run.mkdir(parents=True, exist_ok=True)
     (run / "imp.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
   rows_path = run / "rounds.jsonl"
   rows = _read_rows(rows_path)

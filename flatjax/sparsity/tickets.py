@@ -84,34 +84,17 @@ class TicketsConfig:
     return d
 
 
-def _prepare(config: TicketsConfig, resume: bool) -> Path:
-  out = Path(config.train.output)
-  saved = out / "tickets.json"
-  current = json.loads(json.dumps(config.to_json()))
-  if saved.exists():
-    if not resume:
-      raise FlatjaxInputError(f"output folder {out} already holds a tickets run; pass --resume "
-                              "to continue it or pick another --output")
-    if json.loads(saved.read_text()) != current:
-      raise FlatjaxInputError(f"output folder {out} holds a tickets run with different "
-                              "settings; use another --output")
-    return out
-  if resume:
-    raise FlatjaxInputError(f"nothing to resume: {out} holds no tickets run")
-  if out.exists() and (not out.is_dir() or any(out.iterdir())):
-    raise FlatjaxInputError(f"output {out} exists and holds no tickets run")
-  out.mkdir(parents=True)
-  saved.write_text(json.dumps(current, indent=2) + "\n")
-  return out
-
-
 def run_tickets(config: TicketsConfig, resume: bool = False,
                 log: Callable[[str], None] | None = None) -> list[dict]:
   """Fine-tunes every (mask, optimizer) cell; returns the rows of ``tickets.jsonl``."""
   from flatjax.train import loop
   log = log or loop.say
   config.validate()
-  out = _prepare(config, resume)
+  out = Path(config.train.output)
+  if not loop.check_driver_folder(out, "tickets.json", config.to_json(), resume,
+                                  "a tickets run"):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tickets.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
   sources = dict(config.masks)
   if config.random_like is not None:
     random_path = out / "masks" / "random.safetensors"

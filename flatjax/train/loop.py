@@ -285,6 +285,48 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   return out, True
 
 
+def _flat_settings(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat_settings(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
+                        what: str) -> bool:
+  """Checks a multi-run driver's output folder (IMP, ticket grids) before
+  anything is written; returns True when it already holds this run.
+
+  ``marker`` is the settings file the driver writes there, ``settings`` the
+  JSON it would write, ``what`` names the run in errors ("an IMP run"). A
+  folder holding the run needs ``resume`` and the same settings (the changed
+  ones are named); any other non-empty folder is refused.
+  """
+  saved = out / marker
+  if out.exists() and not out.is_dir():
+    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  if saved.exists():
+    if not resume:
+      raise FlatjaxInputError(f"output folder {out} already holds {what}; pass --resume to "
+                              "continue it or pick another --output")
+    previous = _flat_settings(json.loads(saved.read_text()))
+    current = _flat_settings(json.loads(json.dumps(settings)))
+    changed = sorted(k for k in {**previous, **current} if previous.get(k) != current.get(k))
+    if changed:
+      raise FlatjaxInputError(f"output folder {out} holds {what} with different settings "
+                              f"({', '.join(changed)}); use another --output")
+    return True
+  if resume:
+    raise FlatjaxInputError(f"nothing to resume: {out} holds no {what.split(' ', 1)[1]}")
+  if out.exists() and any(out.iterdir()):
+    raise FlatjaxInputError(f"output folder {out} is not empty and holds no "
+                            f"{what.split(' ', 1)[1]}")
+  return False
+
+
 class _Log:
   def __init__(self, path: Path, keep_until_step: int | None):
     rows = []
