@@ -129,19 +129,20 @@ class TrainConfig:
     if self.pruning is None:
       return None
     from flatjax.sparsity import movement
+    begin, end = self._pruning_steps(total_steps)
     return movement.make_pruner(
-        self.pruning, sparsity=self.pruning_sparsity,
-        begin_step=int(self.pruning_begin * total_steps),
-        end_step=self.pruning_end_step(total_steps),
+        self.pruning, sparsity=self.pruning_sparsity, begin_step=begin, end_step=end,
         scope=masks_lib.resolve_scope(self.pruning_scope),
         granularity=self.pruning_granularity, update_every=self.pruning_every)
 
   def pruning_end_step(self, total_steps: int) -> int:
     """The first step whose mask has the final sparsity (0 without a pruner)."""
-    if self.pruning is None:
-      return 0
+    return 0 if self.pruning is None else self._pruning_steps(total_steps)[1]
+
+  def _pruning_steps(self, total_steps: int) -> tuple[int, int]:
+    """The schedule's (begin, end) steps; end > begin even for very short runs."""
     begin = int(self.pruning_begin * total_steps)
-    return max(begin + 1, int(round(self.pruning_end * total_steps)))
+    return begin, max(begin + 1, int(round(self.pruning_end * total_steps)))
 
   def optimizer_config(self) -> registry.OptimizerConfig:
     try:
