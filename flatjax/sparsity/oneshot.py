@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from flatjax.errors import FlatjaxInputError
@@ -36,11 +37,12 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
   sparsity (a resumed run); ``on_row`` is called with each new row."""
   from flatjax.data.tasks import get_task
   from flatjax.models import pretrained
-  from flatjax.train import loop
+  from flatjax.train import loop, steps
   config = dataclasses.replace(base, model=model)
   loaded = loop.load_model(config)
   splits = loop.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
   main = f"{splits[0].split}/{get_task(config.task).main_metric}"
+  eval_step = jax.jit(steps.make_eval_step(loaded.module))   # compiled once for all sparsities
   rows = []
   for s in sparsities:
     if done and s in done:
@@ -48,7 +50,7 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
       continue
     mask = masks_lib.magnitude_mask(loaded.params, s, scope=scope, granularity=granularity)
     scores = loop.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
-                                  splits)
+                                  splits, eval_step)
     row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
            "metric_name": main, "scores": scores,
            "fully_pruned": masks_lib.fully_pruned(masks_lib.sparsity_report(mask))}

@@ -211,12 +211,16 @@ def load_data(config: TrainConfig, model: pretrained.Pretrained) -> RunData:
 
 
 def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: Any,
-                    splits: list[pipeline.SplitData] | None = None) -> dict[str, float]:
+                    splits: list[pipeline.SplitData] | None = None,
+                    eval_step=None) -> dict[str, float]:
   """``{"split/metric": value}`` of ``params`` (``model``'s architecture) on the
-  run's evaluation splits (loaded from ``config`` unless given)."""
+  run's evaluation splits (loaded from ``config`` unless given). Pass the same
+  ``eval_step`` (``jax.jit(steps.make_eval_step(model.module))``) to repeated
+  calls so that it compiles once."""
   if splits is None:
     splits = load_eval_splits(config, pretrained.load_tokenizer(model.tokenizer_dir))
-  eval_step = jax.jit(steps.make_eval_step(model.module))
+  if eval_step is None:
+    eval_step = jax.jit(steps.make_eval_step(model.module))
   return _scores(eval_step, params, None, splits)
 
 
