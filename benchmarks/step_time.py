@@ -9,6 +9,10 @@ token types), dropout on and AdamW (lr 2e-5, weight decay 0.01):
 * PyTorch: ``BertForSequenceClassification`` in ``train()`` mode,
   ``zero_grad`` + forward + backward + ``torch.optim.AdamW.step``.
 
+By default the whole process runs with glibc's malloc set up as flatjax's CLI
+sets it (``flatjax.runtime.tune_malloc``), so both frameworks run under it;
+``--malloc default`` leaves glibc's defaults for both.
+
 After warming both up, the repeats alternate one flatjax step and one PyTorch
 step, so load from other processes hits both sides alike. Prints the devices,
 a table (median, mean, min per step) and the ratio flatjax/PyTorch of the
@@ -28,12 +32,6 @@ import sys
 import time
 
 
-# glibc: one arena, no mmap for big blocks, never trim the heap: freed blocks are
-# reused by the next step instead of being unmapped and faulted in again.
-_TUNED_MALLOC = ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                 "glibc.malloc.trim_threshold=68719476736")
-
-
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--batch-size", type=int, default=32)
@@ -51,12 +49,12 @@ def parse_args(argv=None):
                       "...); default: flatjax.train.state.DEFAULT_PRNG_IMPL")
   p.add_argument("--no-dropout", action="store_true",
                  help="diagnostic only: dropout off on BOTH sides")
-  p.add_argument("--malloc", choices=("default", "tuned"), default="default",
-                 help="'tuned' re-runs this script with GLIBC_TUNABLES=" + _TUNED_MALLOC +
-                      ": one malloc arena that never returns memory to the OS, so the "
-                      "step's big buffers are reused instead of being mmapped and "
-                      "page-faulted afresh every step (applies to both frameworks, "
-                      "same process)")
+  p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax",
+                 help="'flatjax' (default): glibc malloc set up as flatjax's CLI does at "
+                      "start-up (flatjax.runtime.tune_malloc: freed memory is kept and "
+                      "reused, so XLA's per-step scratch buffer is not page-faulted in "
+                      "afresh every step); the whole process, so PyTorch runs under the "
+                      "same setting. 'default': glibc's defaults for both.")
   p.add_argument("--xla-scheduler", choices=("flatjax", "default", "memory"),
                  default="flatjax",
                  help="'flatjax' (default) compiles the flatjax step as its training loop "
@@ -98,11 +96,10 @@ def summarize(times):
 
 def main(argv=None):
   args = parse_args(argv)
-  if args.malloc == "tuned" and os.environ.get("GLIBC_TUNABLES") != _TUNED_MALLOC:
-    # glibc reads its tunables at process start: run this script again with them.
-    env = dict(os.environ, GLIBC_TUNABLES=_TUNED_MALLOC)
-    argv = sys.argv[1:] if argv is None else list(argv)
-    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
+  tuned = False
+  if args.malloc == "flatjax":
+    from flatjax.runtime import tune_malloc  # before jax or torch start their threads
+    tuned = tune_malloc()
   if args.xla_flags:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {args.xla_flags}".strip()
   if args.threads is not None:
@@ -184,7 +181,7 @@ def main(argv=None):
   print(f"PyTorch: torch {torch.__version__} on {tdev} "
         f"(intra-op threads {torch.get_num_threads()}, attention {attn}), "
         f"transformers {transformers.__version__}")
-  print(f"malloc: {args.malloc} (GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}); "
+  print(f"malloc: {args.malloc} (tune_malloc applied: {tuned}); "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; jit compiler_options={copts}")
   print(f"CPU cores available: {len(os.sched_getaffinity(0))}; batch {args.batch_size} x "
         f"{args.length}, {int(batch['attention_mask'].sum())} real tokens of "
@@ -243,7 +240,7 @@ def main(argv=None):
         "cpu_cores": len(os.sched_getaffinity(0)), "threads_arg": args.threads,
         "platform": platform.platform(), "python": sys.version.split()[0],
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "jit_compiler_options": copts,
-        "malloc": args.malloc,
+        "malloc": args.malloc, "malloc_tuned": tuned,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "flatjax": js, "pytorch": ts, "ratio_median": ratio,
         "ratio_mean": js["mean_s"] / ts["mean_s"], "ratio_min": js["min_s"] / ts["min_s"],

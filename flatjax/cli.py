@@ -12,6 +12,7 @@ import json
 import sys
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.runtime import tune_malloc
 
 
 def _positive_int(text: str) -> int:
@@ -374,6 +375,9 @@ def _enable_compilation_cache() -> None:
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)  # argparse itself exits 2 on bad flags
+  # Before JAX starts its threads: XLA:CPU's per-step scratch buffer is then
+  # reused instead of page-faulted in afresh every step (flatjax.runtime).
+  tune_malloc()
   _enable_compilation_cache()
   try:
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,

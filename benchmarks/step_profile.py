@@ -1,0 +1,119 @@
+"""Where flatjax's train step spends its time: a ``jax.profiler`` trace, summed.
+
+Runs the same step as ``step_time.py`` (MiniLM, batch 32 x 128, AdamW, dropout
+on, flatjax's CLI malloc and XLA settings), traces a few calls, and prints:
+
+* the step's wall time, and how much of it has at least one XLA op running
+  (the rest is dispatch between ops);
+* op time by kind: matmuls (``ynn_fusion``/``dot``), dropout mask generation
+  (the fusions under a ``Dropout`` scope), and every other fusion;
+* the slowest single ops.
+
+Op times are summed over XLA's threads, so ops that ran side by side both count.
+
+    python benchmarks/step_profile.py --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import tempfile
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--steps", type=int, default=3, help="traced steps (after 2 untraced)")
+  p.add_argument("--top", type=int, default=15, help="slowest ops to list")
+  p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax")
+  p.add_argument("--no-dropout", action="store_true")
+  return p.parse_args(argv)
+
+
+def _kind(name: str, scope: str) -> str:
+  if name.startswith(("ynn_fusion", "dot")):
+    return "matmul"
+  if "Dropout" in scope:
+    return "dropout mask"
+  return "other"
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if args.malloc == "flatjax":
+    from flatjax.runtime import tune_malloc
+    tune_malloc()
+  import jax
+  import numpy as np
+
+  from step_time import make_batch
+  from flatjax.data.tasks import get_task
+  from flatjax.models import from_pretrained
+  from flatjax.optim import OptimizerConfig, make_optimizer
+  from flatjax.train import losses, state as train_state, steps
+
+  task = get_task("sst2")
+  pt = from_pretrained("minilm", task)
+  batch = make_batch(np.random.RandomState(0), 32, 128, pt.config.vocab_size)
+  jb = {k: jax.device_put(v.astype(np.int32)) for k, v in batch.items()}
+  jb["example_weight"] = jax.device_put(np.ones(32, np.float32))
+  tx = make_optimizer(OptimizerConfig("adamw", 2e-5, weight_decay=0.01), 100)
+  state = train_state.create(pt.params, tx, 0)
+  step = steps.jit_train_step(steps.make_train_step(
+      losses.make_loss_fn(pt.module, task, deterministic=args.no_dropout), tx))
+  hlo = step.lower(state, jb).compile().as_text()
+  scopes = {m.group(1): m.group(2) for m in re.finditer(
+      r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo)}
+  for _ in range(2):
+    state, _ = step(state, jb)
+  jax.block_until_ready(state)
+
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d):
+      for _ in range(args.steps):
+        state, _ = step(state, jb)
+        jax.block_until_ready(state)
+    data = jax.profiler.ProfileData.from_file(
+        glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)[0])
+
+  ops, runs = [], []
+  for plane in data.planes:
+    for line in plane.lines:
+      for ev in line.events:
+        if line.name.startswith("tf_XLAPjRtCpuClient") and ev.duration_ns > 1e8:
+          runs.append((ev.start_ns, ev.start_ns + ev.duration_ns))
+        elif line.name.startswith("tf_XLAEigen") and ev.name in scopes:
+          ops.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
+  if not runs or not ops:
+    raise SystemExit("the trace has no XLA:CPU op events (a backend other than CPU?)")
+
+  wall = sum(b - a for a, b in runs) / len(runs)
+  edges = sorted([(s, 1) for s, _, _ in ops] + [(e, -1) for _, e, _ in ops])
+  busy, depth, last = 0, 0, None
+  for t, d in edges:
+    if depth and last is not None:
+      busy += t - last
+    depth, last = depth + d, t
+  busy /= len(runs)
+  by_kind, by_op = collections.Counter(), collections.Counter()
+  for s, e, name in ops:
+    by_kind[_kind(name, scopes[name])] += (e - s) / len(runs)
+    by_op[name] += (e - s) / len(runs)
+
+  ms = 1e-6
+  print(f"step (XLA execution) {wall * ms:.0f} ms; at least one op running "
+        f"{busy * ms:.0f} ms ({busy / wall:.0%}); dispatch and gaps {(wall - busy) * ms:.0f} ms")
+  total = sum(by_kind.values())
+  print(f"op time summed over threads: {total * ms:.0f} ms")
+  for kind, t in by_kind.most_common():
+    print(f"  {kind:14s} {t * ms:7.0f} ms  {t / total:5.1%}")
+  print(f"slowest {args.top} ops (ms per step):")
+  for name, t in by_op.most_common(args.top):
+    print(f"  {t * ms:7.1f}  {name:32s} {scopes[name][:90]}")
+
+
+if __name__ == "__main__":
+  main()
