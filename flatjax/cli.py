@@ -13,6 +13,7 @@ import sys
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.runtime import tune_malloc
+from flatjax.sparsity.hardconcrete import GATE_NAMES as _GATE_NAMES
 
 
 def _positive_int(text: str) -> int:
@@ -210,6 +211,58 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder for oneshot.jsonl, oneshot.md and oneshot.png (rows already "
                             "there are reused)")
 
+  cofi = sub.add_parser("cofi", help="CoFi structured pruning with distillation from a "
+                                     "fine-tuned teacher, exported as a smaller dense BERT")
+  cofi.add_argument("--teacher", required=True,
+                    help="a flatjax train run folder (its best/ model; task, data and base "
+                         "model are read from it) or a fine-tuned model folder")
+  cofi.add_argument("--task", default=None, help="the task (default: the teacher's)")
+  cofi.add_argument("--data", default=None,
+                    help="hub name, GLUE folder or file (default: the teacher run's)")
+  cofi.add_argument("--eval-data", default=None, help="evaluation data (default: --data)")
+  cofi.add_argument("--student", default="pretrained",
+                    help="'pretrained': the teacher run's pre-trained model (CoFi's start, "
+                         "default); 'teacher': the teacher's fine-tuned weights; or a model")
+  cofi.add_argument("--target-sparsity", type=float, default=0.95,
+                    help="of the encoder's prunable weights (0.95)")
+  cofi.add_argument("--pruning-epochs", type=_positive_float, default=20.0,
+                    help="epochs with gates learned, the distillation-only ones included (20)")
+  cofi.add_argument("--prepruning-epochs", type=float, default=1.0,
+                    help="distillation-only epochs before the gates start (1)")
+  cofi.add_argument("--lagrangian-warmup-epochs", type=float, default=2.0,
+                    help="epochs over which the target sparsity rises from 0 (2)")
+  cofi.add_argument("--finetune-epochs", type=float, default=20.0,
+                    help="epochs with the gates fixed, distillation kept (20)")
+  cofi.add_argument("--lr", type=_positive_float, default=2e-5, help="pruning-phase lr (2e-5)")
+  cofi.add_argument("--finetune-lr", type=_positive_float, default=3e-5,
+                    help="fine-tuning-phase lr, constant (3e-5)")
+  cofi.add_argument("--reg-lr", type=_positive_float, default=0.01,
+                    help="lr of the gates and the Lagrange multipliers (0.01)")
+  cofi.add_argument("--layer-weight", type=float, default=None,
+                    help="layer-distillation weight (default by task: 0.9 SST-2/QNLI, "
+                         "0.7 QQP/MNLI, 0.9 others)")
+  cofi.add_argument("--prediction-weight", type=float, default=None,
+                    help="prediction-distillation weight (default by task: 0.1 or 0.3)")
+  cofi.add_argument("--temperature", type=_positive_float, default=2.0,
+                    help="distillation temperature (2)")
+  cofi.add_argument("--gates", default=",".join(_GATE_NAMES),
+                    help="gate groups to learn, comma separated (default all: "
+                         f"{','.join(_GATE_NAMES)})")
+  cofi.add_argument("--train-embeddings", action="store_true",
+                    help="update the embeddings too (CoFi freezes them)")
+  cofi.add_argument("--batch-size", type=int, default=32)
+  cofi.add_argument("--eval-batch-size", type=int, default=64)
+  cofi.add_argument("--max-length", type=int, default=128)
+  cofi.add_argument("--max-train-examples", type=int, default=None)
+  cofi.add_argument("--max-eval-examples", type=int, default=None)
+  cofi.add_argument("--eval-every", type=int, default=None, help="steps (default: every epoch)")
+  cofi.add_argument("--seed", type=int, default=0)
+  cofi.add_argument("--stop-after-steps", type=int, default=None,
+                    help="stop early with a checkpoint, as if interrupted")
+  cofi.add_argument("--no-progress", action="store_true", help="no progress bar")
+  cofi.add_argument("--output", required=True, help="run folder")
+  cofi.add_argument("--resume", action="store_true", help="continue the run in --output")
+
   ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best) on a task")
   _add_data_flags(ev)
   ev.add_argument("--model", required=True, help="a model folder, hub id or 'minilm'")
@@ -299,6 +352,26 @@ def _imp(args) -> None:
   print(table)
 
 
+def _cofi(args) -> None:
+  from flatjax.sparsity import cofi
+  config = cofi.CofiConfig(
+      teacher=args.teacher, output=args.output, task=args.task, data=args.data,
+      eval_data=args.eval_data, student=args.student, target_sparsity=args.target_sparsity,
+      pruning_epochs=args.pruning_epochs, prepruning_epochs=args.prepruning_epochs,
+      lagrangian_warmup_epochs=args.lagrangian_warmup_epochs,
+      finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_lr=args.finetune_lr,
+      reg_lr=args.reg_lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+      max_length=args.max_length, layer_weight=args.layer_weight,
+      prediction_weight=args.prediction_weight, temperature=args.temperature,
+      gates=tuple(g for g in args.gates.split(",") if g),
+      freeze_embeddings=not args.train_embeddings, seed=args.seed,
+      max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+      eval_every=args.eval_every, stop_after_steps=args.stop_after_steps,
+      progress=not args.no_progress)
+  results = cofi.run_cofi(config, resume=args.resume)
+  print(json.dumps(results, indent=2))
+
+
 def _tickets(args) -> None:
   from flatjax.sparsity import tickets
   masks = {label: str(tickets.resolve_mask(path, args.sparsity)) for label, path in args.mask}
@@ -381,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
   _enable_compilation_cache()
   try:
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
-     "oneshot": _oneshot}[args.command](args)
+     "oneshot": _oneshot, "cofi": _cofi}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

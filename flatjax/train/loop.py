@@ -228,8 +228,9 @@ def _device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return {k: v for k, v in batch.items() if k in pipeline.LOSS_KEYS}
 
 
-class _Checkpointer:
-  """orbax CheckpointManager for the TrainState plus a JSON of loop bookkeeping."""
+class Checkpointer:
+  """orbax CheckpointManager for a train state (any pytree) plus a JSON of the
+  loop's bookkeeping; the training loop's and the CoFi driver's."""
 
   def __init__(self, directory: Path):
     import orbax.checkpoint as ocp
@@ -332,7 +333,10 @@ def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
   return False
 
 
-class _Log:
+class MetricsLog:
+  """``metrics.jsonl``: one JSON row per write. Resuming from a checkpoint at
+  ``keep_until_step`` drops the rows logged after it (they are redone)."""
+
   def __init__(self, path: Path, keep_until_step: int | None):
     rows = []
     if keep_until_step is not None and path.exists():
@@ -379,7 +383,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   eval_step = jax.jit(steps.make_eval_step(model.module))
 
   out.mkdir(parents=True, exist_ok=True)
-  ckpt = _Checkpointer(out / "checkpoints")
+  ckpt = Checkpointer(out / "checkpoints")
   meta = {"best_metric": None, "best_step": None, "evals": 0}
   if resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore(ckpt.latest_step(), state)
@@ -393,7 +397,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
          "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
     if mask is not None:
       masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
-  log = _Log(out / "metrics.jsonl", start if resume else None)
+  log = MetricsLog(out / "metrics.jsonl", start if resume else None)
 
   main = task.main_metric
   eval_every = config.eval_every or steps_per_epoch
@@ -531,7 +535,7 @@ def _shown(row: dict) -> str:
 
 
 def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
-                  steps_per_epoch: int, log: _Log) -> dict:
+                  steps_per_epoch: int, log: MetricsLog) -> dict:
   """Scores of the SWA average of ``count`` checkpoints, logged as an ``eval``
   row with ``"swa": true``."""
   row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
