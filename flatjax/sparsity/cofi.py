@@ -444,7 +444,7 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   def run_eval(step: int) -> None:
     gates = gates_now(step)
     row = {"step": step, "epoch": round(step / spe, 4), "kind": "eval",
-           "phase": _phase(step, prune_start, prune_total),
+           "phase": _phase(step - 1, prune_start, prune_total),  # the phase just trained
            **_scores(steps.evaluate, state.params["model"], gates, data.evals)}
     if gates is not None:
       host_gates = jax.device_get(gates)
