@@ -76,13 +76,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from typing import Any, Iterable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.errors import whole_number as _whole
 
 GATE_NAMES: tuple[str, ...] = ("head", "mha", "intermediate", "ffn", "hidden")
 # Gates per group: one row per layer for head and intermediate, one per layer
@@ -99,16 +99,6 @@ def _number(name: str, value: Any) -> float:
     raise FlatjaxInputError(f"{name} must be a number, got {value!r}") from None
   if math.isnan(out):
     raise FlatjaxInputError(f"{name} must be a number, got {value!r}")
-  return out
-
-
-def _whole(name: str, value: Any, least: int) -> int:
-  try:
-    out = operator.index(value)  # ints and numpy ints; floats such as 2.0 are refused
-  except TypeError:
-    out = None
-  if out is None or isinstance(value, bool) or out < least:
-    raise FlatjaxInputError(f"{name} must be a whole number >= {least}, got {value!r}")
   return out
 
 

@@ -30,13 +30,13 @@ Pruners by name: :data:`PRUNERS`, :func:`make_pruner`.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.errors import whole_number as _whole
 from flatjax.sparsity.masks import GRANULARITIES, scope_mask, top_k_mask
 
 
@@ -78,16 +78,6 @@ def _fraction(name: str, value: Any) -> float:
     out = math.nan
   if not 0.0 <= out <= 1.0:  # NaN fails too
     raise FlatjaxInputError(f"{name} must be in [0, 1], got {value!r}")
-  return out
-
-
-def _whole(name: str, value: Any, least: int) -> int:
-  try:
-    out = operator.index(value)  # ints and numpy ints; floats such as 2.0 are refused
-  except TypeError:
-    out = None
-  if out is None or isinstance(value, bool) or out < least:
-    raise FlatjaxInputError(f"{name} must be a whole number >= {least}, got {value!r}")
   return out
 
 
