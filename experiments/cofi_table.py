@@ -30,7 +30,8 @@ def main(folder: str) -> None:
   if runs:
     settings = json.loads((runs[0] / "cofi.json").read_text())
     print(f"\nTask {settings['task']}, metric `{main_metric}`; data {settings['data']}; "
-          f"student from {settings['student_source']}.")
+          f"student: `--student {settings['config']['student']}` (each run's own teacher "
+          "when `teacher`).")
     print("\nSettings of every run (cofi.json):\n")
     print("```json\n" + json.dumps(settings["config"], indent=1) + "\n```")
 
