@@ -58,8 +58,8 @@ from flatjax.models import pretrained
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
 from flatjax.train import distill, losses
-from flatjax.train.evaluation import evaluate
 from flatjax.train.state import DEFAULT_PRNG_IMPL
+from flatjax.train.steps import make_eval_step
 
 STUDENT_INITS = ("pretrained", "teacher")
 # CoFi starts the coarse gates and the hidden gates all but surely open
@@ -313,14 +313,6 @@ def _settings(config: CofiConfig) -> dict:
   return d
 
 
-def _scores(eval_step, params, gates, splits) -> dict:
-  row = {}
-  for split in splits:
-    row.update({f"{split.split}/{k}": v
-                for k, v in evaluate(eval_step, params, gates, split).items()})
-  return row
-
-
 def structure_sparsity(config, gates: dict) -> tuple[float, int]:
   """``(sparsity, remaining)``: the share of the encoder's prunable weights
   (:func:`structured.encoder_params`) that ``gates`` remove, and how many remain."""
@@ -428,10 +420,10 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   log = loop.MetricsLog(out / "metrics.jsonl", start if resume else None)
   main = f"{data.evals[0].split}/{task.main_metric}"
 
+  teacher_eval = jax.jit(make_eval_step(teacher.module))
   if meta["teacher"] is None:
-    meta["teacher"] = _scores(steps_teacher_eval(teacher.module), teacher.params, None,
-                              data.evals)
-    loop.say(f"teacher ({teacher_info.optimizer or 'model'}): {loop._shown(meta['teacher'])}")
+    meta["teacher"] = loop.split_scores(teacher_eval, teacher.params, None, data.evals)
+    loop.say(f"teacher ({teacher_info.optimizer or 'model'}): {loop.shown(meta['teacher'])}")
   if start < total:
     loop.say(f"CoFi on {task.name}: {data.train.num_examples} examples, {spe} steps/epoch; "
              f"distillation only to step {prune_start}, gates to step {prune_total} (target "
@@ -445,7 +437,7 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
     gates = gates_now(step)
     row = {"step": step, "epoch": round(step / spe, 4), "kind": "eval",
            "phase": _phase(step - 1, prune_start, prune_total),  # the phase just trained
-           **_scores(steps.evaluate, state.params["model"], gates, data.evals)}
+           **loop.split_scores(steps.evaluate, state.params["model"], gates, data.evals)}
     if gates is not None:
       host_gates = jax.device_get(gates)
       row["sparsity"], row["remaining_params"] = structure_sparsity(student.config, host_gates)
@@ -459,13 +451,13 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
       improved = True
     row["best"] = improved
     log.write(row)
-    loop.say(f"step {step} (epoch {row['epoch']:.2f}, {row['phase']}): {loop._shown(row)}"
+    loop.say(f"step {step} (epoch {row['epoch']:.2f}, {row['phase']}): {loop.shown(row)}"
              + (f", structure sparsity {row['sparsity']:.3f}" if "sparsity" in row else "")
              + (" (best)" if improved else ""))
 
   t0, seconds_before = time.time(), meta["train_seconds"]
   stop_at = total if config.stop_after_steps is None else min(total, config.stop_after_steps)
-  bar = loop._progress(config.progress, total, start)
+  bar = loop.progress_bar(config.progress, total, start)
   pending, window_t, window_n, step = [], time.time(), 0, start
 
   def save(at: int) -> None:
@@ -483,7 +475,7 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
           meta["finetune_started"] = True
         fn = (steps.prepruning if step < prune_start else
               steps.pruning if step < prune_total else steps.finetune)
-        state, metrics = fn(state, teacher_params, loop._device_batch(batch))
+        state, metrics = fn(state, teacher_params, loop.device_batch(batch))
         step += 1
         pending.append(metrics)
         window_n += int(batch["example_weight"].sum())
@@ -519,16 +511,8 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   if step < total:
     loop.say(f"stopped at step {step} of {total}; continue with --resume")
     return {"step": step, "total_steps": total, "finished": False}
-  return _finish(out, config, task, teacher, student, state, meta, data, steps, dims, total,
-                 teacher_info)
-
-
-def steps_teacher_eval(module):
-  def eval_step(params, gates, batch):
-    out = module.apply({"params": params}, *(batch[k] for k in losses.MODEL_INPUTS),
-                       deterministic=True)
-    return {k: v for k, v in out.items() if k.endswith("logits")}
-  return jax.jit(eval_step)
+  return _finish(out, config, task, teacher, teacher_eval, student, state, meta, data, steps,
+                 dims, total, teacher_info)
 
 
 def _phase(step: int, prune_start: int, prune_total: int) -> str:
@@ -540,8 +524,9 @@ def _export(folder: Path, student, params, gates, task) -> None:
   pretrained.save_pretrained(folder, small_params, small_config, task, student.tokenizer_dir)
 
 
-def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, student, state, meta,
-            data, steps: CofiSteps, dims, total: int, teacher_info: Teacher) -> dict:
+def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval, student,
+            state, meta, data, steps: CofiSteps, dims, total: int,
+            teacher_info: Teacher) -> dict:
   from safetensors.numpy import save_file
   from flatjax.train import loop
   gates = jax.device_get(steps.deterministic_gates(state.log_alpha))
@@ -553,9 +538,8 @@ def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, student, sta
   sparsity, remaining = structure_sparsity(student.config, gates)
 
   pruned = pretrained.from_pretrained(out / "pruned", task)
-  pruned_eval = steps_teacher_eval(pruned.module)
-  pruned_scores = _scores(pruned_eval, pruned.params, None, data.evals)
-  teacher_eval = steps_teacher_eval(teacher.module)
+  pruned_eval = jax.jit(make_eval_step(pruned.module))
+  pruned_scores = loop.split_scores(pruned_eval, pruned.params, None, data.evals)
   speed = inference_speed({"teacher": (teacher_eval, teacher.params, None),
                            "pruned": (pruned_eval, pruned.params, None)}, data.evals[0])
   count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731

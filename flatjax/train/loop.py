@@ -221,10 +221,11 @@ def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: A
     splits = load_eval_splits(config, pretrained.load_tokenizer(model.tokenizer_dir))
   if eval_step is None:
     eval_step = jax.jit(steps.make_eval_step(model.module))
-  return _scores(eval_step, params, None, splits)
+  return split_scores(eval_step, params, None, splits)
 
 
-def _device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """The arrays a train step takes (no example indices or other host-side keys)."""
   return {k: v for k, v in batch.items() if k in pipeline.LOSS_KEYS}
 
 
@@ -417,7 +418,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
 
   def run_eval(step: int) -> dict:
     row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval",
-           **_scores(eval_step, state.params, state.mask, data.evals)}
+           **split_scores(eval_step, state.params, state.mask, data.evals)}
     value = row[f"{data.evals[0].split}/{main}"]
     if state.mask is not None:
       row["sparsity"] = masks_lib.sparsity(state.mask)
@@ -429,7 +430,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     meta["evals"] += 1
     row["best"] = improved
     log.write(row)
-    say(f"step {step} (epoch {row['epoch']:.2f}): {_shown(row)}"
+    say(f"step {step} (epoch {row['epoch']:.2f}): {shown(row)}"
         + (" (best)" if improved else ""))
     return row
 
@@ -440,13 +441,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     meta["train_seconds"] = round(seconds_before + time.time() - t0, 1)
     ckpt.save(at_step, state, meta)
   pending = []
-  bar = _progress(config.progress, total_steps, start)
+  bar = progress_bar(config.progress, total_steps, start)
   step = start
   try:
     while step < stop_at:
       epoch, offset = divmod(step, steps_per_epoch)
       for batch in data.train.batcher.epoch(epoch, start=offset):
-        state, metrics = train_step(state, _device_batch(batch))
+        state, metrics = train_step(state, device_batch(batch))
         step += 1
         pending.append(metrics)
         window_n += int(batch["example_weight"].sum())
@@ -521,8 +522,10 @@ def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pre
     masks_lib.save_mask(folder / masks_lib.MASK_FILE, state.mask)
 
 
-def _scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
-  """``{"split/metric": value}`` of ``params`` on every evaluation split."""
+def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
+  """``{"split/metric": value}`` of ``params`` on every evaluation split.
+  ``mask`` is the eval step's second argument: a pruning mask, or the CoFi
+  driver's gates."""
   row = {}
   for split in splits:
     scores = evaluate(eval_step, params, mask, split)
@@ -530,7 +533,8 @@ def _scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
   return row
 
 
-def _shown(row: dict) -> str:
+def shown(row: dict) -> str:
+  """A row's ``split/metric`` values for a progress message."""
   return ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
 
 
@@ -539,9 +543,9 @@ def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
   """Scores of the SWA average of ``count`` checkpoints, logged as an ``eval``
   row with ``"swa": true``."""
   row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
-         "swa_count": int(count), **_scores(eval_step, params, mask, data.evals)}
+         "swa_count": int(count), **split_scores(eval_step, params, mask, data.evals)}
   log.write(row)
-  say(f"SWA average of {int(count)} checkpoints: {_shown(row)}")
+  say(f"SWA average of {int(count)} checkpoints: {shown(row)}")
   return {k: v for k, v in row.items() if "/" in k or k == "swa_count"}
 
 
@@ -551,7 +555,8 @@ def _last_eval(path: Path) -> dict:
   return evals[-1] if evals else {}
 
 
-def _progress(enabled: bool, total: int, initial: int):
+def progress_bar(enabled: bool, total: int, initial: int):
+  """A tqdm bar over training steps (None when disabled)."""
   if not enabled:
     return None
   from tqdm.auto import tqdm
