@@ -316,10 +316,7 @@ def _settings(config: CofiConfig) -> dict:
 def structure_sparsity(config, gates: dict) -> tuple[float, int]:
   """``(sparsity, remaining)``: the share of the encoder's prunable weights
   (:func:`structured.encoder_params`) that ``gates`` remove, and how many remain."""
-  units = structured.remaining_units(config, gates)
-  d, dim = len(units["hidden"]), config.head_dim
-  remaining = sum(4 * d * len(layer["heads"]) * dim + 2 * d * len(layer["neurons"])
-                  for layer in units["layers"])
+  remaining = structured.encoder_params(structured.pruned_config(config, gates))
   return 1.0 - remaining / structured.encoder_params(config), remaining
 
 

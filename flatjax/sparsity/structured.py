@@ -66,6 +66,20 @@ def remaining_units(config: BertConfig, gates: dict) -> dict[str, Any]:
   return {"hidden": np.flatnonzero(g["hidden"]).tolist(), "layers": layers}
 
 
+def pruned_config(config: BertConfig, gates: dict) -> BertConfig:
+  """The config of :func:`prune_model`'s result: what ``gates`` keep of ``config``."""
+  units = remaining_units(config, gates)
+  layers = units["layers"]
+  return dataclasses.replace(
+      config, hidden_size=len(units["hidden"]), attention_head_size=config.head_dim,
+      layer_num_heads=tuple(len(layer["heads"]) for layer in layers),
+      layer_intermediate_sizes=tuple(len(layer["neurons"]) for layer in layers),
+      pruned_attention_layers=tuple(i for i, layer in enumerate(layers)
+                                    if not layer["attention"]),
+      pruned_ffn_layers=tuple(i for i, layer in enumerate(layers) if not layer["ffn"]),
+      pooler_size=config.hidden_size)
+
+
 def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConfig, dict]:
   """The smaller dense model equal to ``config``/``params`` run with ``gates``.
 
@@ -107,7 +121,6 @@ def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConf
       "LayerNorm": layer_norm(emb["LayerNorm"], zh),
   }}
   new_layers: dict[str, Any] = {}
-  heads_per_layer, neurons_per_layer, no_attention, no_ffn = [], [], [], []
   for i in range(config.num_hidden_layers):
     src = bert["encoder"]["layer"][str(i)]
     info = units["layers"][i]
@@ -132,10 +145,6 @@ def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConf
               "LayerNorm": layer_norm(out["LayerNorm"]),
           },
       }
-      heads_per_layer.append(len(heads))
-    else:
-      no_attention.append(i)
-      heads_per_layer.append(0)
     if info["ffn"]:
       neurons = np.asarray(info["neurons"], int)
       out_scale = g["ffn"][i] * zh
@@ -148,21 +157,13 @@ def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConf
                     "bias": arr(src["output"]["dense"]["bias"])[hid] * out_scale},
           "LayerNorm": layer_norm(src["output"]["LayerNorm"]),
       }
-      neurons_per_layer.append(len(neurons))
-    else:
-      no_ffn.append(i)
-      neurons_per_layer.append(0)
     new_layers[str(i)] = layer
   new_bert["encoder"] = {"layer": new_layers}
   if "pooler" in bert:
     new_bert["pooler"] = {"dense": {"kernel": arr(bert["pooler"]["dense"]["kernel"])[hid],
                                     "bias": arr(bert["pooler"]["dense"]["bias"])}}
 
-  new_config = dataclasses.replace(
-      config, hidden_size=len(hid), attention_head_size=dim,
-      layer_num_heads=tuple(heads_per_layer), layer_intermediate_sizes=tuple(neurons_per_layer),
-      pruned_attention_layers=tuple(no_attention), pruned_ffn_layers=tuple(no_ffn),
-      pooler_size=config.hidden_size)
+  new_config = pruned_config(config, gates)
   if "bert" not in p:
     return new_config, new_bert
   new_params: dict[str, Any] = {"bert": new_bert}
