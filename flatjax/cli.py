@@ -53,9 +53,11 @@ def _label_value(text: str) -> tuple[str, str]:
   return label.strip(), value.strip()
 
 
-def _add_data_flags(p: argparse.ArgumentParser) -> None:
-  p.add_argument("--task", required=True,
-                 help="cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or squad")
+def _add_data_flags(p: argparse.ArgumentParser, task_help: str | None = None) -> None:
+  """The data and evaluation flags; ``--task`` is optional when ``task_help``
+  says where its default comes from."""
+  p.add_argument("--task", required=task_help is None,
+                 help=task_help or "cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte or squad")
   p.add_argument("--data", default=None,
                  help="a hub dataset name, a GLUE TSV folder, a folder of {split}.jsonl/csv/"
                       "parquet files, or a SQuAD json (default: the Hugging Face hub)")
@@ -213,13 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
   cofi = sub.add_parser("cofi", help="CoFi structured pruning with distillation from a "
                                      "fine-tuned teacher, exported as a smaller dense BERT")
+  _add_data_flags(cofi, task_help="the task (default: the teacher's); --data defaults to "
+                                   "the teacher run's")
   cofi.add_argument("--teacher", required=True,
                     help="a flatjax train run folder (its best/ model; task, data and base "
                          "model are read from it) or a fine-tuned model folder")
-  cofi.add_argument("--task", default=None, help="the task (default: the teacher's)")
-  cofi.add_argument("--data", default=None,
-                    help="hub name, GLUE folder or file (default: the teacher run's)")
-  cofi.add_argument("--eval-data", default=None, help="evaluation data (default: --data)")
   cofi.add_argument("--student", default="pretrained",
                     help="'pretrained': the teacher run's pre-trained model (CoFi's start, "
                          "default); 'teacher': the teacher's fine-tuned weights; or a model")
@@ -250,16 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{','.join(_GATE_NAMES)})")
   cofi.add_argument("--train-embeddings", action="store_true",
                     help="update the embeddings too (CoFi freezes them)")
-  cofi.add_argument("--batch-size", type=int, default=32)
-  cofi.add_argument("--eval-batch-size", type=int, default=64)
-  cofi.add_argument("--max-length", type=int, default=128)
-  cofi.add_argument("--max-train-examples", type=int, default=None)
-  cofi.add_argument("--max-eval-examples", type=int, default=None)
-  cofi.add_argument("--eval-every", type=int, default=None, help="steps (default: every epoch)")
-  cofi.add_argument("--seed", type=int, default=0)
-  cofi.add_argument("--stop-after-steps", type=int, default=None,
+  cofi.add_argument("--batch-size", type=_positive_int, default=32)
+  cofi.add_argument("--max-train-examples", type=_positive_int, default=None)
+  cofi.add_argument("--eval-every", type=_positive_int, default=None,
+                    help="steps (default: every epoch)")
+  cofi.add_argument("--stop-after-steps", type=_positive_int, default=None,
                     help="stop early with a checkpoint, as if interrupted")
-  cofi.add_argument("--no-progress", action="store_true", help="no progress bar")
   cofi.add_argument("--output", required=True, help="run folder")
   cofi.add_argument("--resume", action="store_true", help="continue the run in --output")
 
@@ -272,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _max_length(args, task) -> int:
   """``--max-length``, else the paper's: 128 for GLUE, 384 for SQuAD."""
-  return args.max_length or (384 if task.kind == "span" else 128)
+  return args.max_length or task.default_max_length
 
 
 def _optimizer_args(args) -> dict[str, float]:
@@ -361,7 +357,8 @@ def _cofi(args) -> None:
       lagrangian_warmup_epochs=args.lagrangian_warmup_epochs,
       finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_lr=args.finetune_lr,
       reg_lr=args.reg_lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-      max_length=args.max_length, layer_weight=args.layer_weight,
+      max_length=args.max_length, doc_stride=args.doc_stride, pad_to=args.pad_to,
+      dtype=args.dtype, layer_weight=args.layer_weight,
       prediction_weight=args.prediction_weight, temperature=args.temperature,
       gates=tuple(g for g in args.gates.split(",") if g),
       freeze_embeddings=not args.train_embeddings, seed=args.seed,

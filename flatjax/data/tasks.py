@@ -36,6 +36,11 @@ class TaskSpec:
   def is_regression(self) -> bool:
     return self.kind == "regression"
 
+  @property
+  def default_max_length(self) -> int:
+    """The paper's sequence length: 128 tokens for GLUE, 384 for SQuAD."""
+    return 384 if self.kind == "span" else 128
+
 
 TASKS: dict[str, TaskSpec] = {
     "cola": TaskSpec("cola", ("sentence",), ("unacceptable", "acceptable"),

@@ -93,7 +93,9 @@ class CofiConfig:
   reg_lr: float = 0.01
   batch_size: int = 32
   eval_batch_size: int = 64
-  max_length: int = 128
+  max_length: int | None = None          # None: the task's default (128; SQuAD 384)
+  doc_stride: int = 128                   # SQuAD windows
+  dtype: str = "float32"                  # compute dtype of teacher and student
   layer_weight: float | None = None       # None: distill.DistillConfig.for_task
   prediction_weight: float | None = None
   temperature: float = 2.0
@@ -123,8 +125,9 @@ class CofiConfig:
     for name in ("lr", "finetune_lr", "reg_lr"):
       if getattr(self, name) <= 0:
         raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
-    for name in ("batch_size", "eval_batch_size", "max_length", "max_train_examples",
-                 "max_eval_examples", "eval_every", "stop_after_steps", "log_every"):
+    for name in ("batch_size", "eval_batch_size", "max_length", "doc_stride",
+                 "max_train_examples", "max_eval_examples", "eval_every", "stop_after_steps",
+                 "log_every"):
       value = getattr(self, name)
       if value is not None and value <= 0:
         raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive, got {value}")
@@ -135,6 +138,9 @@ class CofiConfig:
       raise FlatjaxInputError(f"unknown gate groups {unknown}; known: {', '.join(hc.GATE_NAMES)}")
     if self.seed < 0:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
+    from flatjax.train.loop import DTYPES
+    if self.dtype not in DTYPES:
+      raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
     self.distill_config()  # weights and temperature
 
   def distill_config(self, task: str | None = None) -> distill.DistillConfig:
@@ -356,8 +362,9 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
       "student_source": str(student_source), "data": data_source}
   has_run = loop.check_driver_folder(out, "cofi.json", settings, resume, "a CoFi run")
 
-  teacher = pretrained.from_pretrained(teacher_info.model_dir, task)
-  student = pretrained.from_pretrained(student_source, task, seed=config.seed)
+  dtype = loop.DTYPES[config.dtype]
+  teacher = pretrained.from_pretrained(teacher_info.model_dir, task, dtype=dtype)
+  student = pretrained.from_pretrained(student_source, task, seed=config.seed, dtype=dtype)
   if student.config.is_structurally_pruned or teacher.config.is_structurally_pruned:
     raise FlatjaxInputError("CoFi needs unpruned teacher and student models")
   dcfg = config.distill_config(task.name)
@@ -368,7 +375,8 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   train_config = loop.TrainConfig(
       task=task.name, output=str(out), model=str(student_source), data=data_source,
       eval_data=config.eval_data, batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, max_length=config.max_length, seed=config.seed,
+      eval_batch_size=config.eval_batch_size, seed=config.seed, doc_stride=config.doc_stride,
+      max_length=config.max_length or task.default_max_length,
       max_train_examples=config.max_train_examples, max_eval_examples=config.max_eval_examples,
       pad_to=config.pad_to)
   data = loop.load_data(train_config, student)
@@ -534,7 +542,7 @@ def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval
   (out / "structure.json").write_text(json.dumps(units) + "\n")
   sparsity, remaining = structure_sparsity(student.config, gates)
 
-  pruned = pretrained.from_pretrained(out / "pruned", task)
+  pruned = pretrained.from_pretrained(out / "pruned", task, dtype=loop.DTYPES[config.dtype])
   pruned_eval = jax.jit(make_eval_step(pruned.module))
   pruned_scores = loop.split_scores(pruned_eval, pruned.params, None, data.evals)
   speed = inference_speed({"teacher": (teacher_eval, teacher.params, None),
