@@ -78,7 +78,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import make_batch, summarize  # noqa: E402  (the same synthetic batch)
+from step_time import cpu_model, make_batch, summarize  # noqa: E402  (the same batch)
 
 LOGIT_TOLERANCE = 1e-4
 SPARSITY_TOLERANCE = 0.01
@@ -105,17 +105,6 @@ def parse_args(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", default=None, help="append a JSON line with the results here")
   return p.parse_args(argv)
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 # ---- gate settings ----------------------------------------------------------

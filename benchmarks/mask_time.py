@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import make_batch  # noqa: E402  (the same synthetic batch)
+from step_time import cpu_model, make_batch  # noqa: E402  (the same synthetic batch)
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "mask_time_cpu.jsonl")
@@ -50,17 +50,6 @@ def parse_args(argv=None):
   p.add_argument("--output", default=DEFAULT_OUTPUT,
                  help="append a JSON line with the results here ('' for none)")
   return p.parse_args(argv)
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def main(argv=None):

@@ -88,6 +88,18 @@ def make_batch(rs, batch_size, length, vocab_size):
   return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 
+def cpu_model() -> str:
+  """The CPU's model name (recorded with the benchmarks' results)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def summarize(times):
   return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
           "min_s": min(times), "stdev_s": statistics.stdev(times) if len(times) > 1 else 0.0,
