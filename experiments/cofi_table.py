@@ -1,4 +1,4 @@
-"""The markdown summary of a CoFi comparison: ``python experiments/cofi_table.py RESULTS_DIR``.
+"""The markdown summary of a CoFi comparison: ``python experiments/cofi_table.py RESULTS_DIR [COMMAND]``.
 
 RESULTS_DIR holds one folder per teacher optimizer, each with the ``results.json``,
 ``cofi.json`` and ``structure.json`` of a ``flatjax cofi`` run.
@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 
-def main(folder: str) -> None:
+def main(folder: str, command: str | None = None) -> None:
   root = Path(folder)
   runs = sorted(p for p in root.iterdir() if (p / "results.json").is_file())
   print("# CoFi: teacher -> structurally pruned student\n")
+  if command:
+    print(f"Made by `{command}`.\n")
   print("| teacher optimizer | teacher dev | pruned dev | target | sparsity reached | "
         "encoder weights kept | hidden | heads per layer | FFN neurons per layer | "
         "inference speed-up |")
@@ -37,4 +39,4 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
