@@ -52,12 +52,12 @@ import optax
 from flax import struct
 
 from flatjax.data import pipeline
-from flatjax.data.tasks import TaskSpec, get_task
+from flatjax.data.tasks import TaskSpec
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
-from flatjax.train import distill, losses
+from flatjax.train import distill, losses, runs
 from flatjax.train.state import DEFAULT_PRNG_IMPL
 from flatjax.train.steps import make_eval_step
 
@@ -152,40 +152,9 @@ class CofiConfig:
                            else self.prediction_weight))
 
 
-@dataclasses.dataclass
-class Teacher:
-  model_dir: Path          # the fine-tuned model folder
-  task: TaskSpec
-  base_model: str | None   # the model it was fine-tuned from (a flatjax run's --model)
-  data: str | None
-  optimizer: str | None
-
-
-def resolve_teacher(path: str, task: str | None = None) -> Teacher:
+def resolve_teacher(path: str, task: str | None = None) -> runs.FineTuned:
   """A teacher from a ``flatjax train`` run folder or a model folder."""
-  root = Path(path)
-  if not root.is_dir():
-    raise FlatjaxInputError(f"teacher {path} is not a folder")
-  run_file = root / "config.json"
-  settings = json.loads(run_file.read_text()) if run_file.is_file() else {}
-  if "config" in settings:  # a flatjax run folder
-    run = settings["config"]
-    model_dir = next((root / d for d in ("best", "final") if (root / d / "config.json").is_file()),
-                     None)
-    if model_dir is None:
-      raise FlatjaxInputError(f"teacher run {path} has no best/ or final/ model yet")
-    name = task or run["task"]
-    if get_task(name).name != get_task(run["task"]).name:
-      raise FlatjaxInputError(f"teacher run {path} was fine-tuned on {run['task']}, not {name}")
-    return Teacher(model_dir, get_task(name), run.get("model"), run.get("data"),
-                   run.get("optimizer"))
-  if not run_file.is_file():
-    raise FlatjaxInputError(f"teacher {path} holds neither a flatjax run nor a model "
-                            "(no config.json)")
-  name = task or settings.get("finetuning_task")
-  if not name:
-    raise FlatjaxInputError(f"teacher model {path} does not record its task; pass --task")
-  return Teacher(root, get_task(name), None, None, None)
+  return runs.resolve_finetuned(path, task, role="teacher")
 
 
 @struct.dataclass
@@ -531,7 +500,7 @@ def _export(folder: Path, student, params, gates, task) -> None:
 
 def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval, student,
             state, meta, data, steps: CofiSteps, dims, total: int,
-            teacher_info: Teacher) -> dict:
+            teacher_info: runs.FineTuned) -> dict:
   from safetensors.numpy import save_file
   from flatjax.train import loop
   gates = jax.device_get(steps.deterministic_gates(state.log_alpha))
