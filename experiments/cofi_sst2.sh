@@ -10,21 +10,24 @@
 #   2.1M of 10.6M, about half of what 95% leaves of bert-base's 85M), 4 pruning epochs (1
 #   distillation-only, target warmed up over 2), 2 fine-tuning epochs, lr 1e-4, fine-tuning
 #   lr 1e-4, gate/multiplier lr 0.1 (CoFi: 0.01 over thousands of steps; at 375 gate steps
-#   0.01 cannot move the gates, which start at log-alpha 10), the student starting from the
-#   teacher's weights (STUDENT=pretrained for CoFi's start), 1 seed. Dev: all 872 sentences.
+#   0.01 cannot move the gates), head/block/hidden gates starting at log-alpha 3 (CoFi: 10;
+#   with 10 and lr 0.1 they stayed open and only FFN neurons were pruned, 65% at the end of
+#   a first try), the student starting from the teacher's weights (STUDENT=pretrained for
+#   CoFi's start), 1 seed. Dev: all 872 sentences.
 #   Results: experiments/results/cofi_sst2/$NAME/ (NAME defaults to sst2-4k-target80).
 #
 # The first CPU-scale run (experiments/results/cofi_sst2/sst2-2k-target95/, both students
 # collapsed) used prune_sst2.sh's IMP round-0 teachers and:
 #   TEACHER_ADAM=runs/prune-sst2-minilm/imp/adam/round_00 \
 #   TEACHER_SAM=runs/prune-sst2-minilm/imp/sam/round_00 RUNS=runs/cofi-sst2-minilm \
-#   TRAIN_EXAMPLES=2000 TARGET=0.95 LAG_WARMUP=1 REG_LR=0.2 NAME=sst2-2k-target95 \
+#   TRAIN_EXAMPLES=2000 EPOCHS=1 WARMUP=6 TARGET=0.95 LAG_WARMUP=1 REG_LR=0.2 GATE_INIT=10 \
+#   NAME=sst2-2k-target95 \
 #     bash experiments/cofi_sst2.sh
 #
 # The paper's scale (bert-base-uncased teachers on the full training set; CoFi 20 + 20 epochs,
 # lr 2e-5 / 3e-5, gate lr 0.01, student from the pre-trained model) on a GPU/TPU:
 #   MODEL=bert-base-uncased TRAIN_EXAMPLES=0 EPOCHS=3 LR=2e-5 WARMUP=0 MAXLEN=128 \
-#   TARGET=0.95 PRUNE_EPOCHS=20 FT_EPOCHS=20 COFI_LR=2e-5 FT_LR=3e-5 REG_LR=0.01 \
+#   TARGET=0.95 PRUNE_EPOCHS=20 FT_EPOCHS=20 COFI_LR=2e-5 FT_LR=3e-5 REG_LR=0.01 GATE_INIT=10 \
 #   STUDENT=pretrained NAME=sst2-full-target95 bash experiments/cofi_sst2.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,6 +46,7 @@ FT_EPOCHS=${FT_EPOCHS:-2}
 COFI_LR=${COFI_LR:-1e-4}
 FT_LR=${FT_LR:-1e-4}
 REG_LR=${REG_LR:-0.1}
+GATE_INIT=${GATE_INIT:-3}
 STUDENT=${STUDENT:-teacher}
 NAME=${NAME:-sst2-4k-target80}
 RUNS=${RUNS:-runs/cofi-$NAME-$MODEL}
@@ -65,6 +69,7 @@ for opt in adam sam; do
     --max-length "$MAXLEN" --seed "$SEED" --student "$STUDENT" --target-sparsity "$TARGET" \
     --pruning-epochs "$PRUNE_EPOCHS" --prepruning-epochs 1 --lagrangian-warmup-epochs "$LAG_WARMUP" \
     --finetune-epochs "$FT_EPOCHS" --lr "$COFI_LR" --finetune-lr "$FT_LR" --reg-lr "$REG_LR" \
+    --gate-init "$GATE_INIT" \
     --no-progress --output "$run" "${resume[@]}" > /dev/null
 done
 

@@ -238,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fine-tuning-phase lr, constant (3e-5)")
   cofi.add_argument("--reg-lr", type=_positive_float, default=0.01,
                     help="lr of the gates and the Lagrange multipliers (0.01)")
+  cofi.add_argument("--gate-init", type=float, default=10.0,
+                    help="initial log-alpha of the head, attention-block, FFN-block and hidden "
+                         "gates (CoFi's 10: all but surely open; lower for short runs)")
   cofi.add_argument("--layer-weight", type=float, default=None,
                     help="layer-distillation weight (default by task: 0.9 SST-2/QNLI, "
                          "0.7 QQP/MNLI, 0.9 others)")
@@ -356,7 +359,7 @@ def _cofi(args) -> None:
       pruning_epochs=args.pruning_epochs, prepruning_epochs=args.prepruning_epochs,
       lagrangian_warmup_epochs=args.lagrangian_warmup_epochs,
       finetune_epochs=args.finetune_epochs, lr=args.lr, finetune_lr=args.finetune_lr,
-      reg_lr=args.reg_lr, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+      reg_lr=args.reg_lr, gate_init=args.gate_init, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
       max_length=args.max_length, doc_stride=args.doc_stride, pad_to=args.pad_to,
       dtype=args.dtype, layer_weight=args.layer_weight,
       prediction_weight=args.prediction_weight, temperature=args.temperature,

@@ -145,6 +145,20 @@ def test_stopped_run_resumes_to_the_same_result(cofi_run, tmp_path):
     np.testing.assert_array_equal(a[k], b[k])
 
 
+def test_gate_init_sets_the_coarse_gates_start(teacher_run, tmp_path):
+  """Stopped at the end of the distillation-only epoch (gates not yet learned):
+  head, mha, ffn and hidden log-alphas start at ``gate_init`` (CoFi's noise, std
+  0.01), the neuron gates at log(1 - 0.5) - log(0.5) = 0."""
+  import orbax.checkpoint as ocp
+  tmp, _ = teacher_run
+  out = tmp_path / "run"
+  cofi.run_cofi(_config(tmp, out, gate_init=3.0, stop_after_steps=3))
+  state = ocp.StandardCheckpointer().restore((out / "checkpoints" / "3" / "state").resolve())
+  for name, value in state["log_alpha"].items():
+    expected = 0.0 if name == "intermediate" else 3.0
+    np.testing.assert_allclose(np.asarray(value), expected, atol=0.05)
+
+
 def test_bad_settings_are_refused_before_anything_is_written(teacher_run, tmp_path):
   tmp, _ = teacher_run
   out = tmp_path / "bad"
@@ -152,7 +166,8 @@ def test_bad_settings_are_refused_before_anything_is_written(teacher_run, tmp_pa
                       (dict(prepruning_epochs=3), "prepruning"),
                       (dict(gates=("head", "neuron")), "unknown gate"),
                       (dict(teacher=str(tmp_path / "none")), "not a folder"),
-                      (dict(layer_weight=-1.0), "layer_weight")):
+                      (dict(layer_weight=-1.0), "layer_weight"),
+                      (dict(gate_init=float("nan")), "gate-init")):
     with pytest.raises(FlatjaxInputError, match=message):
       cofi.run_cofi(_config(tmp, out, **kw))
     assert not out.exists()
