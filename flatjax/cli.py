@@ -26,6 +26,16 @@ def _positive_int(text: str) -> int:
   return value
 
 
+def _nonnegative_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"must be non-negative, got {value}")
+  return value
+
+
 def _positive_float(text: str) -> float:
   try:
     value = float(text)
@@ -262,6 +272,40 @@ def build_parser() -> argparse.ArgumentParser:
   cofi.add_argument("--output", required=True, help="run folder")
   cofi.add_argument("--resume", action="store_true", help="continue the run in --output")
 
+  sh = sub.add_parser("sharpness", help="flatness of a fine-tuned model: Keskar epsilon-"
+                     "sharpness, Hessian top eigenvalue and trace, loss surfaces")
+  sh.add_argument("run", help="a flatjax train run folder (its best/ model) or a model folder")
+  sh.add_argument("--task", default=None, help="the task (default: the run's)")
+  sh.add_argument("--data", default=None, help="the data (default: the run's)")
+  sh.add_argument("--split", choices=("train", "validation"), default="train",
+                  help="the split whose loss is measured (train, as Keskar et al.)")
+  sh.add_argument("--examples", type=_positive_int, default=256,
+                  help="a fixed, seeded sample of this many examples (256)")
+  sh.add_argument("--batch-size", type=_positive_int, default=32)
+  sh.add_argument("--max-length", type=_positive_int, default=None,
+                  help="tokens per sequence (default: the run's)")
+  sh.add_argument("--seed", type=_nonnegative_int, default=0,
+                  help="seeds the sample, the subspace, the probes and the directions")
+  sh.add_argument("--epsilon", type=_positive_float, action="append", default=None,
+                  help="box size of the epsilon-sharpness, repeatable (1e-3 and 5e-3)")
+  sh.add_argument("--subspace-dim", type=_positive_int, default=None,
+                  help="maximise in a random subspace of this dimension (default: full space)")
+  sh.add_argument("--maxiter", type=_positive_int, default=10, help="L-BFGS-B iterations (10)")
+  sh.add_argument("--hessian-iterations", type=_nonnegative_int, default=20,
+                  help="power iterations at most, 0 skips (20)")
+  sh.add_argument("--hessian-tol", type=_positive_float, default=1e-3,
+                  help="power iteration stops at this relative change (1e-3)")
+  sh.add_argument("--hutchinson-samples", type=_nonnegative_int, default=10,
+                  help="Rademacher probes of the trace estimate, 0 skips (10)")
+  sh.add_argument("--surface-points", type=_nonnegative_int, default=21,
+                  help="1-D loss surface points, 0 skips (21)")
+  sh.add_argument("--contour-points", type=_nonnegative_int, default=11,
+                  help="2-D loss surface points per axis, 0 skips (11)")
+  sh.add_argument("--radius", type=_positive_float, default=1.0,
+                  help="surfaces span [-radius, radius] along each direction (1)")
+  sh.add_argument("--output", default=None, help="results folder (default: RUN/sharpness)")
+  sh.add_argument("--no-progress", action="store_true", help="no progress messages")
+
   ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best) on a task")
   _add_data_flags(ev)
   ev.add_argument("--model", required=True, help="a model folder, hub id or 'minilm'")
@@ -409,6 +453,25 @@ def _train_config_for_eval(args):
                      dtype=args.dtype, pad_to=args.pad_to, progress=not args.no_progress)
 
 
+def _sharpness(args) -> None:
+  from flatjax.sharpness import runner
+  config = runner.SharpnessConfig(
+      run=args.run, output=args.output, task=args.task, data=args.data, split=args.split,
+      examples=args.examples, batch_size=args.batch_size, max_length=args.max_length,
+      seed=args.seed, epsilons=tuple(args.epsilon or (1e-3, 5e-3)),
+      subspace_dim=args.subspace_dim, maxiter=args.maxiter,
+      hessian_iterations=args.hessian_iterations, hessian_tol=args.hessian_tol,
+      hutchinson_samples=args.hutchinson_samples, surface_points=args.surface_points,
+      contour_points=args.contour_points, radius=args.radius, progress=not args.no_progress)
+  results = runner.run_sharpness(config)
+  summary = {"loss": results["loss"],
+             "epsilon_sharpness": {f"{r['epsilon']:g}": r["sharpness"] for r in results["keskar"]}}
+  for name in ("hessian_top_eigenvalue", "hessian_trace"):
+    if name in results:
+      summary[name] = results[name]["eigenvalue" if name.endswith("eigenvalue") else "trace"]
+  print(json.dumps(summary, indent=2))
+
+
 def _eval(args) -> None:
   from pathlib import Path
   from flatjax.data.tasks import get_task
@@ -454,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
   _enable_compilation_cache()
   try:
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
-     "oneshot": _oneshot, "cofi": _cofi}[args.command](args)
+     "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2
