@@ -199,6 +199,24 @@ def init_params(module: nn.Module, seed: int = 0) -> dict[str, Any]:
   return traverse_util.unflatten_dict(flat, sep="/")
 
 
+def read_architecture(model_dir: Path, task: str | TaskSpec | None = None
+                      ) -> tuple[dict[str, Any], bert.BertConfig, TaskSpec | None]:
+  """``(hf_config, BertConfig, task)`` of a model folder's ``config.json``; the task
+  is ``task`` if given, else the ``finetuning_task`` it records (if flatjax knows it)."""
+  hf_config = read_hf_config(model_dir)
+  if hf_config.get("model_type", "bert") != "bert":
+    raise FlatjaxInputError(
+        f"{model_dir}/config.json has model_type {hf_config.get('model_type')!r}; "
+        "flatjax loads BERT checkpoints only")
+  config = bert.BertConfig.from_dict(hf_config)
+  if task is None and hf_config.get("finetuning_task"):
+    try:
+      task = get_task(hf_config["finetuning_task"])
+    except FlatjaxInputError:
+      task = None  # another tool's task name: load the bare encoder
+  return hf_config, config, get_task(task) if isinstance(task, str) else task
+
+
 def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None = None,
                     *, seed: int = 0, dtype=jnp.float32) -> Pretrained:
   """Loads a Hugging Face BERT checkpoint into flatjax.
@@ -218,18 +236,7 @@ def from_pretrained(name_or_path: str | os.PathLike, task: str | TaskSpec | None
     and listed in ``initialized``.
   """
   model_dir = resolve_model_dir(name_or_path)
-  hf_config = read_hf_config(model_dir)
-  if hf_config.get("model_type", "bert") != "bert":
-    raise FlatjaxInputError(
-        f"{model_dir}/config.json has model_type {hf_config.get('model_type')!r}; "
-        "flatjax loads BERT checkpoints only")
-  config = bert.BertConfig.from_dict(hf_config)
-  if task is None and hf_config.get("finetuning_task"):
-    try:
-      task = get_task(hf_config["finetuning_task"])
-    except FlatjaxInputError:
-      task = None  # another tool's task name: load the bare encoder
-  spec = get_task(task) if isinstance(task, str) else task
+  hf_config, config, spec = read_architecture(model_dir, task)
   module = build_module(config, spec, dtype)
   state = read_state_dict(model_dir)
 
@@ -268,6 +275,17 @@ _ARCHITECTURES = {"classification": "BertForSequenceClassification",
                   "span": "BertForQuestionAnswering"}
 
 
+def torch_state_dict(params: dict[str, Any]) -> dict[str, np.ndarray]:
+  """``params`` as a PyTorch ``BertFor...`` state dict: Hugging Face names, float32,
+  kernels transposed to ``[out, in]`` (what ``model.safetensors`` holds)."""
+  tensors = {}
+  for path, value in traverse_util.flatten_dict(jax.device_get(params), sep="/").items():
+    name, transpose = _flax_to_torch_name(path)
+    value = np.asarray(value, np.float32)
+    tensors[name] = np.ascontiguousarray(value.T if transpose else value)
+  return tensors
+
+
 def save_pretrained(out_dir: str | os.PathLike, params: dict[str, Any],
                     config: bert.BertConfig, task: TaskSpec | None = None,
                     tokenizer_dir: str | os.PathLike | None = None) -> Path:
@@ -279,14 +297,17 @@ def save_pretrained(out_dir: str | os.PathLike, params: dict[str, Any],
   from safetensors.numpy import save_file
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  flat = traverse_util.flatten_dict(jax.device_get(params), sep="/")
-  tensors = {}
-  for path, value in flat.items():
-    name, transpose = _flax_to_torch_name(path)
-    value = np.asarray(value, np.float32)
-    tensors[name] = np.ascontiguousarray(value.T if transpose else value)
-  save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+  save_file(torch_state_dict(params), str(out / "model.safetensors"), metadata={"format": "pt"})
+  return save_architecture(out, config, task, tokenizer_dir)
 
+
+def save_architecture(out_dir: str | os.PathLike, config: bert.BertConfig,
+                      task: TaskSpec | None = None,
+                      tokenizer_dir: str | os.PathLike | None = None) -> Path:
+  """Writes a model folder's ``config.json`` (architecture, task, labels) and
+  copies the tokenizer files, but no weights (``save_pretrained`` adds them)."""
+  out = Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
   hf = {"model_type": "bert", **config.to_dict(), "position_embedding_type": "absolute"}
   if task is None:
     hf["architectures"] = ["BertModel"]
