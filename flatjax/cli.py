@@ -306,7 +306,32 @@ def build_parser() -> argparse.ArgumentParser:
   sh.add_argument("--output", default=None, help="results folder (default: RUN/sharpness)")
   sh.add_argument("--no-progress", action="store_true", help="no progress messages")
 
-  ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best) on a task")
+  from flatjax.quant import int8
+  qz = sub.add_parser("quantize", help="int8 post-training quantization of a fine-tuned model: "
+                      "dev metrics in float32 and int8, int8 model folder, file sizes")
+  qz.add_argument("run", help="a flatjax train run folder (its best/ model) or a model folder")
+  qz.add_argument("--scheme", choices=int8.names(), action="append", default=None,
+                  help="quantization recipe, repeatable (default: dynamic, PyTorch's "
+                       "quantize_dynamic on every Linear)")
+  qz.add_argument("--task", default=None, help="the task (default: the run's)")
+  qz.add_argument("--data", default=None,
+                  help="the evaluation data (default: the run's eval data, else its data)")
+  qz.add_argument("--batch-size", type=_positive_int, default=32,
+                  help="eval batch size (32); dynamic int8 scales depend on the batch")
+  qz.add_argument("--max-length", type=_positive_int, default=None,
+                  help="tokens per sequence (default: the run's)")
+  qz.add_argument("--max-eval-examples", type=_positive_int, default=None)
+  qz.add_argument("--doc-stride", type=_positive_int, default=128, help="SQuAD window overlap")
+  qz.add_argument("--pad-to", choices=("longest", "max_length"), default="longest",
+                  help="pad each batch to its longest sequence or always to --max-length")
+  qz.add_argument("--seed", type=_nonnegative_int, default=0,
+                  help="seeds the --max-eval-examples subset")
+  qz.add_argument("--no-save", action="store_true", help="score only; write no int8 model")
+  qz.add_argument("--output", default=None, help="results folder (default: RUN/int8)")
+  qz.add_argument("--no-progress", action="store_true", help="no progress messages")
+
+  ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best, or an int8 folder "
+                      "from flatjax quantize) on a task")
   _add_data_flags(ev)
   ev.add_argument("--model", required=True, help="a model folder, hub id or 'minilm'")
   ev.add_argument("--output", default=None, help="write the metrics JSON here too")
@@ -472,6 +497,20 @@ def _sharpness(args) -> None:
   print(json.dumps(summary, indent=2))
 
 
+def _quantize(args) -> None:
+  from flatjax.quant import runner
+  config = runner.QuantizeConfig(
+      run=args.run, output=args.output, schemes=tuple(args.scheme or ("dynamic",)),
+      task=args.task, data=args.data, batch_size=args.batch_size, max_length=args.max_length,
+      max_eval_examples=args.max_eval_examples, doc_stride=args.doc_stride, pad_to=args.pad_to,
+      seed=args.seed, save=not args.no_save, progress=not args.no_progress)
+  results = runner.run_quantize(config)
+  summary = {"float32": results["float32"],
+             "int8": {name: {"metrics": r["metrics"], "file_ratio": r["sizes"]["ratio"]}
+                      for name, r in results["int8"].items()}}
+  print(json.dumps(summary, indent=2))
+
+
 def _eval(args) -> None:
   from pathlib import Path
   from flatjax.data.tasks import get_task
@@ -517,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
   _enable_compilation_cache()
   try:
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
-     "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness}[args.command](args)
+     "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness,
+     "quantize": _quantize}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

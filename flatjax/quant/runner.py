@@ -1,0 +1,151 @@
+"""``flatjax quantize RUN_DIR``: a fine-tuned model's dev metrics in float32 and in int8.
+
+The paper's Table 8: PyTorch's post-training dynamic int8 quantization of the
+Linear layers (here :data:`flatjax.quant.int8.CONFIGS` ``"dynamic"``, the same
+arithmetic) applied to the fine-tuned model, scored on the task's dev split(s)
+beside the float32 model. For each scheme asked for, the output folder
+(``RUN/int8`` by default) gets the int8 model folder ``SCHEME/`` (int8 file,
+``config.json``, tokenizer: ``flatjax eval --model OUT/SCHEME`` scores it
+again) and ``quantize.json`` gets its metrics, how many dev predictions
+(argmax of each logits output) it keeps from the float model, how far its
+logits move, and its file size against the float32 file.
+
+With dynamic activation scales, an example's int8 logits depend a little on
+the other rows of its batch, padding included, as in PyTorch: the eval batch
+size and padding are part of the result and recorded with it. Side effects
+(files, progress) live here and in the CLI only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from flatjax.data import pipeline
+from flatjax.errors import FlatjaxInputError
+from flatjax.models import pretrained
+from flatjax.quant import export, int8, model as quant_model
+from flatjax.train import evaluation, runs, steps
+from flatjax.train.loop import say
+
+PAD_TO = ("longest", "max_length")
+
+
+@dataclasses.dataclass
+class QuantizeConfig:
+  """A ``flatjax quantize`` run (the flags map 1:1)."""
+  run: str
+  output: str | None = None              # default RUN/int8
+  schemes: tuple[str, ...] = (int8.DEFAULT,)
+  task: str | None = None
+  data: str | None = None                # default: the run's eval data, else its data
+  batch_size: int = 32
+  max_length: int | None = None          # default: the run's, else the task's
+  max_eval_examples: int | None = None
+  doc_stride: int = 128
+  pad_to: str = "longest"
+  seed: int = 0
+  save: bool = True                      # write the int8 model folders
+  progress: bool = True
+
+  def validate(self) -> None:
+    if not self.schemes:
+      raise FlatjaxInputError("give at least one quantization scheme")
+    for name in self.schemes:
+      int8.get_config(name)
+    if len(set(self.schemes)) != len(self.schemes):
+      raise FlatjaxInputError(f"a scheme is given twice: {list(self.schemes)}")
+    if self.batch_size < 1:
+      raise FlatjaxInputError("batch-size must be positive")
+    for name in ("max_length", "max_eval_examples", "doc_stride"):
+      value = getattr(self, name)
+      if value is not None and value < 1:
+        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
+    if self.pad_to not in PAD_TO:
+      raise FlatjaxInputError(f"pad-to must be one of {', '.join(PAD_TO)}, got {self.pad_to!r}")
+
+
+def compare_outputs(reference: list, other: list) -> dict[str, Any]:
+  """How far ``other``'s logits are from ``reference``'s, over the real rows.
+
+  For each logits output: the largest and mean absolute difference and, when
+  it has more than one column (classes, or token positions for SQuAD), the
+  share of rows whose argmax is the same.
+  """
+  result: dict[str, Any] = {}
+  for key in reference[0][1]:
+    a = np.concatenate([o[key][idx >= 0] for idx, o in reference]).astype(np.float64)
+    b = np.concatenate([o[key][idx >= 0] for idx, o in other]).astype(np.float64)
+    diff = np.abs(a - b)
+    entry = {"rows": int(len(a)), "max_abs_diff": float(diff.max(initial=0.0)),
+             "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
+    if a.ndim == 2 and a.shape[1] > 1:
+      entry["argmax_agreement"] = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    result[key] = entry
+  return result
+
+
+def run_quantize(config: QuantizeConfig) -> dict:
+  """Scores the float and int8 models; returns (and writes) the results."""
+  config.validate()
+  run = runs.resolve_finetuned(config.run, config.task)
+  settings: dict[str, Any] = {}
+  if run.run_dir is not None:
+    settings = json.loads((run.run_dir / "config.json").read_text())["config"]
+  data = config.data or settings.get("eval_data") or run.data
+  if data is None:
+    raise FlatjaxInputError(f"{config.run} does not record its data; pass --data")
+  max_length = config.max_length or settings.get("max_length") or run.task.default_max_length
+  out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "int8"
+  note = say if config.progress else (lambda msg: None)
+
+  model = pretrained.from_pretrained(run.model_dir, run.task)
+  tokenizer = pretrained.load_tokenizer(model.tokenizer_dir)
+  splits = [pipeline.load_split(run.task, tokenizer, data, name, batch_size=config.batch_size,
+                                max_length=max_length, shuffle=False, seed=config.seed,
+                                max_examples=config.max_eval_examples, pad_to=config.pad_to,
+                                doc_stride=config.doc_stride)
+            for name in run.task.eval_splits]
+  out.mkdir(parents=True, exist_ok=True)
+  t0 = time.time()
+  float_step = jax.jit(steps.make_eval_step(model.module))
+  float_outputs = {s.split: evaluation.predict(float_step, model.params, None, s) for s in splits}
+  results: dict[str, Any] = {
+      "run": config.run, "model": str(run.model_dir), "task": run.task.name,
+      "optimizer": run.optimizer,
+      "eval": {"data": str(data), "splits": {s.split: s.num_examples for s in splits},
+               "batch_size": config.batch_size, "max_length": max_length,
+               "pad_to": config.pad_to},
+      "config": {**dataclasses.asdict(config), "schemes": list(config.schemes)},
+      "float32": {s.split: s.score(float_outputs[s.split]) for s in splits},
+      "int8": {}}
+  note(f"float32: {json.dumps(results['float32'])}")
+
+  for name in config.schemes:
+    scheme = int8.get_config(name)
+    qparams = quant_model.quantize_params(model.params, scheme)
+    step = jax.jit(quant_model.make_quantized_eval_step(model.module, scheme))
+    entry: dict[str, Any] = {"config": scheme.to_dict(), "metrics": {}, "vs_float32": {}}
+    for s in splits:
+      outputs = evaluation.predict(step, qparams, None, s)
+      entry["metrics"][s.split] = s.score(outputs)
+      entry["vs_float32"][s.split] = compare_outputs(float_outputs[s.split], outputs)
+    meta = {"source": str(run.model_dir), "task": run.task.name}
+    entry["sizes"] = export.file_sizes(qparams, meta)
+    if config.save:
+      folder = export.save_quantized_model(out / name, qparams, model.config, run.task,
+                                           model.tokenizer_dir, meta)
+      entry["model_dir"] = str(folder)
+    results["int8"][name] = entry
+    note(f"int8 {name}: {json.dumps(entry['metrics'])}, file "
+         f"{entry['sizes']['int8_bytes'] / 2**20:.1f} MiB "
+         f"({entry['sizes']['ratio']:.1%} of float32)")
+  results["seconds"] = round(time.time() - t0, 1)
+  (out / "quantize.json").write_text(json.dumps(results, indent=2) + "\n")
+  return results

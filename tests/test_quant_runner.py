@@ -1,0 +1,169 @@
+"""``flatjax quantize RUN`` end to end on a tiny fine-tuned BERT.
+
+References, never flatjax's own int8 code: the float32 dev accuracy of
+transformers' PyTorch model loaded from the run's ``best/`` folder; the int8
+accuracy of ``torch.ao.quantization.quantize_dynamic`` of that model, fed the
+same padded batches; the weight-only accuracy of the PyTorch model whose
+Linear weights were quantized by hand in numpy; the float32 file size of the
+run's own ``model.safetensors``. The int8 folder it writes is scored again by
+``flatjax eval``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from conftest import write_sst2  # noqa: E402
+from flatjax.cli import main as cli_main  # noqa: E402
+from flatjax.data import glue  # noqa: E402
+from flatjax.data.tasks import get_task  # noqa: E402
+from flatjax.train import loop  # noqa: E402
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
+]
+
+N_DEV = 24
+BATCH = 8
+MAX_LENGTH = 32
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny_model_dir):
+  """A tiny SST-2 run, quantized with two schemes; ``(tmp, data, out, results)``."""
+  tmp = tmp_path_factory.mktemp("quantize")
+  data = write_sst2(tmp / "sst2", n_train=32, n_dev=N_DEV)
+  loop.fit(loop.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
+                            data=str(data), epochs=2, batch_size=8, max_length=MAX_LENGTH,
+                            lr=3e-3, progress=False))
+  out = tmp / "int8"
+  code = cli_main(["quantize", str(tmp / "run"), "--scheme", "dynamic", "--scheme",
+                   "weight-only", "--batch-size", str(BATCH), "--pad-to", "max_length",
+                   "--output", str(out), "--no-progress"])
+  assert code == 0
+  return tmp, data, out, json.loads((out / "quantize.json").read_text())
+
+
+def _dev_batches(model_dir, data):
+  """The dev sentences in the runner's order, batches of BATCH padded to MAX_LENGTH."""
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+  examples = glue.load_glue(get_task("sst2"), str(data), "validation")
+  labels = np.asarray(examples.labels)
+  batches = []
+  for i in range(0, len(labels), BATCH):
+    enc = tokenizer(list(examples.text_a[i:i + BATCH]), padding="max_length", truncation=True,
+                    max_length=MAX_LENGTH, return_tensors="pt")
+    batches.append({k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
+  return batches, labels
+
+
+def _accuracy(model, batches, labels):
+  with torch.no_grad():
+    logits = torch.cat([model(**b).logits for b in batches]).numpy()
+  return 100.0 * float(np.mean(logits.argmax(-1) == labels)), logits
+
+
+def _hand_quantized(model):
+  """A copy of ``model`` with every Linear weight replaced by its per-tensor int8
+  value: scale = absmax / 127.5, round half to even, clip to [-128, 127]."""
+  import copy
+  model = copy.deepcopy(model)
+  with torch.no_grad():
+    for module in model.modules():
+      if isinstance(module, torch.nn.Linear):
+        w = module.weight.numpy().astype(np.float32)
+        scale = np.float32(max(np.abs(w).max() / np.float32(127.5), 2.0 ** -23))
+        q = np.clip(np.rint(w * (np.float32(1) / scale)), -128, 127)
+        module.weight.copy_(torch.from_numpy((q * scale).astype(np.float32)))
+  return model
+
+
+def test_quantize_scores_float_and_int8_as_pytorch_does(quantized):
+  tmp, data, out, r = quantized
+  best = tmp / "run" / "best"
+  model = transformers.BertForSequenceClassification.from_pretrained(str(best)).eval()
+  batches, labels = _dev_batches(best, data)
+  assert r["task"] == "sst2" and r["optimizer"] == "adam"
+  assert r["eval"]["splits"] == {"validation": N_DEV}
+  assert r["eval"]["batch_size"] == BATCH and r["eval"]["max_length"] == MAX_LENGTH
+
+  float_acc, float_logits = _accuracy(model, batches, labels)
+  assert r["float32"]["validation"]["accuracy"] == pytest.approx(float_acc)
+
+  weight_only_acc, _ = _accuracy(_hand_quantized(model), batches, labels)
+  assert r["int8"]["weight-only"]["metrics"]["validation"]["accuracy"] == pytest.approx(
+      weight_only_acc)
+
+  qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+  int8_acc, int8_logits = _accuracy(qmodel, batches, labels)
+  dyn = r["int8"]["dynamic"]
+  # The same arithmetic; float ops differ in the last bits, so at most one sentence of
+  # N_DEV may round to another label (tests/test_quant_model.py checks the logits).
+  one = 100.0 / N_DEV
+  assert dyn["metrics"]["validation"]["accuracy"] == pytest.approx(int8_acc, abs=one + 1e-9)
+  vs = dyn["vs_float32"]["validation"]["logits"]
+  assert vs["rows"] == N_DEV
+  torch_agreement = float(np.mean(int8_logits.argmax(-1) == float_logits.argmax(-1)))
+  assert vs["argmax_agreement"] == pytest.approx(torch_agreement, abs=1 / N_DEV + 1e-9)
+  torch_diff = np.abs(int8_logits - float_logits)
+  assert vs["max_abs_diff"] == pytest.approx(torch_diff.max(), rel=0.05, abs=1e-4)
+  assert vs["mean_abs_diff"] == pytest.approx(torch_diff.mean(), rel=0.05, abs=1e-4)
+
+
+def test_int8_folder_sizes_and_rescoring(quantized, capsys):
+  tmp, data, out, r = quantized
+  for scheme in ("dynamic", "weight-only"):
+    entry = r["int8"][scheme]
+    folder = out / scheme
+    assert entry["model_dir"] == str(folder)
+    assert entry["sizes"]["int8_bytes"] == (folder / "model.int8.safetensors").stat().st_size
+    assert entry["sizes"]["fp32_bytes"] == (tmp / "run" / "best" / "model.safetensors").stat().st_size
+    assert entry["sizes"]["ratio"] < 1
+    hf = json.loads((folder / "config.json").read_text())
+    assert hf["finetuning_task"] == "sst2" and (folder / "vocab.txt").is_file()
+    capsys.readouterr()
+    assert cli_main(["eval", "--model", str(folder), "--task", "sst2", "--data", str(data),
+                     "--eval-batch-size", str(BATCH), "--max-length", str(MAX_LENGTH),
+                     "--pad-to", "max_length", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out) == entry["metrics"]
+
+
+def test_no_save_writes_only_the_results(quantized, tmp_path):
+  tmp, _, _, r = quantized
+  out = tmp_path / "scores"
+  assert cli_main(["quantize", str(tmp / "run"), "--no-save", "--batch-size", str(BATCH),
+                   "--pad-to", "max_length", "--output", str(out), "--no-progress"]) == 0
+  assert sorted(p.name for p in out.iterdir()) == ["quantize.json"]
+  again = json.loads((out / "quantize.json").read_text())
+  assert again["int8"]["dynamic"]["metrics"] == r["int8"]["dynamic"]["metrics"]
+
+
+@pytest.mark.parametrize("flags", [["--scheme", "int4"], ["--batch-size", "0"],
+                                   ["--scheme", "dynamic", "--scheme", "dynamic"]])
+def test_bad_input_exits_2_with_nothing_written(quantized, flags, tmp_path):
+  tmp = quantized[0]
+  out = tmp_path / "bad"
+  argparse_refuses = flags[1] in ("int4", "0")
+  if argparse_refuses:
+    with pytest.raises(SystemExit) as e:
+      cli_main(["quantize", str(tmp / "run"), "--output", str(out), *flags])
+    assert e.value.code == 2
+  else:
+    assert cli_main(["quantize", str(tmp / "run"), "--output", str(out), "--no-progress",
+                     *flags]) == 2
+  assert not out.exists()
+
+
+def test_missing_run_or_data_exits_2(tmp_path, tiny_model_dir):
+  assert cli_main(["quantize", str(tmp_path / "none"), "--no-progress"]) == 2
+  # A model folder records its task but not its data.
+  assert cli_main(["quantize", str(tiny_model_dir), "--task", "sst2", "--output",
+                   str(tmp_path / "out"), "--no-progress"]) == 2
+  assert not (tmp_path / "out").exists()
