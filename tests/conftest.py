@@ -134,3 +134,21 @@ def jax_compile_cache(tmp_path_factory):
   yield
   jax.config.update("jax_compilation_cache_dir", previous)
   cc.reset_cache()
+
+
+# The warnings PyTorch's quantize_dynamic raises on every call (a deprecation notice).
+TORCH_INT8_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
+    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
+]
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+  """PyTorch on one thread for a module: its results are the same, and on a busy
+  2-core machine its thread pool spends ~0.2 s per small forward waiting for a core."""
+  torch = pytest.importorskip("torch")
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)

@@ -17,23 +17,12 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from conftest import TORCH_INT8_WARNINGS  # noqa: E402
 from flatjax.errors import FlatjaxInputError  # noqa: E402
 from flatjax.quant import int8  # noqa: E402
 from flatjax.quant.int8 import QArray, QuantConfig  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
-    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
-]
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-  """PyTorch on one thread: its results are the same, and on a busy 2-core
-  machine its thread pool spends ~0.2 s per small forward waiting for a core."""
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
+pytestmark = [*TORCH_INT8_WARNINGS, pytest.mark.usefixtures("torch_one_thread")]
 
 
 f32 = np.float32

@@ -35,7 +35,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from conftest import write_sst2  # noqa: E402
+from conftest import TORCH_INT8_WARNINGS, write_sst2  # noqa: E402
 from flatjax.data import pipeline  # noqa: E402
 from flatjax.data.tasks import get_task  # noqa: E402
 from flatjax.errors import FlatjaxInputError  # noqa: E402
@@ -50,19 +50,7 @@ from flatjax.sparsity.structured import full_gates, prune_model  # noqa: E402
 from flatjax.train.evaluation import evaluate  # noqa: E402
 from flatjax.train.steps import make_eval_step  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
-    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
-]
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-  """PyTorch on one thread: its results are the same, and on a busy 2-core
-  machine its thread pool spends ~0.2 s per small forward waiting for a core."""
-  threads = torch.get_num_threads()
-  torch.set_num_threads(1)
-  yield
-  torch.set_num_threads(threads)
+pytestmark = [*TORCH_INT8_WARNINGS, pytest.mark.usefixtures("torch_one_thread")]
 
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -19,16 +19,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import write_sst2  # noqa: E402
+from conftest import TORCH_INT8_WARNINGS, write_sst2  # noqa: E402
 from flatjax.cli import main as cli_main  # noqa: E402
 from flatjax.data import glue  # noqa: E402
 from flatjax.data.tasks import get_task  # noqa: E402
 from flatjax.train import loop  # noqa: E402
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated"),
-    pytest.mark.filterwarnings("ignore:.*quantized tensor creation functions"),
-]
+pytestmark = TORCH_INT8_WARNINGS
 
 N_DEV = 24
 BATCH = 8
