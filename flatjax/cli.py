@@ -129,6 +129,9 @@ def _add_train_flags(p: argparse.ArgumentParser, several_optimizers: bool) -> No
   p.add_argument("--log-every", type=_positive_int, default=20)
   p.add_argument("--no-keep-best", action="store_true",
                  help="do not save the best-on-validation model")
+  p.add_argument("--mesh", default=None, metavar="data=N,model=M",
+                 help="device mesh: the batch split over data, the big kernels over model "
+                      "(default: every device data parallel)")
 
 
 def _add_mask_flags(p: argparse.ArgumentParser) -> None:
@@ -368,7 +371,7 @@ def _train_config(args, output: str, optimizer: str | None = None, **extra):
       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
       eval_every=args.eval_every, save_every=args.save_every, log_every=args.log_every,
       keep_best=not args.no_keep_best, dtype=args.dtype, pad_to=args.pad_to,
-      progress=not args.no_progress, **extra)
+      mesh=args.mesh, progress=not args.no_progress, **extra)
 
 
 def _train(args) -> None:
@@ -547,6 +550,17 @@ def _enable_compilation_cache() -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
+def _join_distributed() -> None:
+  """With ``FLATJAX_DISTRIBUTED=1`` (``tpu_setup.sh run`` sets it on every worker),
+  ``jax.distributed.initialize()`` before JAX starts: on a TPU pod slice (or a
+  cluster JAX detects, e.g. SLURM) it finds the other processes by itself;
+  elsewhere JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID say."""
+  import os
+  if os.environ.get("FLATJAX_DISTRIBUTED", "") not in ("", "0"):
+    import jax
+    jax.distributed.initialize()
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)  # argparse itself exits 2 on bad flags
@@ -554,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
   # reused instead of page-faulted in afresh every step (flatjax.runtime).
   tune_malloc()
   _enable_compilation_cache()
+  _join_distributed()
   try:
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
      "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness,

@@ -37,6 +37,7 @@ from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
+from flatjax import parallel
 from flatjax.optim import registry
 from flatjax.optim.swa import averaged_params, parse_swa
 from flatjax.sparsity import masks as masks_lib
@@ -90,6 +91,7 @@ class TrainConfig:
   dtype: str = "float32"
   prng_impl: str = state_lib.DEFAULT_PRNG_IMPL
   stop_after_steps: int | None = None   # stop early (checkpointed), as if interrupted
+  mesh: str | None = None               # "data=4,model=2"; None: every device data parallel
   progress: bool = True
 
   def validate(self) -> None:
@@ -123,6 +125,9 @@ class TrainConfig:
       self.pruner(total_steps=1000)  # checks sparsity, granularity, scope names
     get_task(self.task)
     self.optimizer_config()
+    if self.mesh is not None:
+      from flatjax.parallel import MeshConfig
+      MeshConfig.parse(self.mesh)
 
   def pruner(self, total_steps: int):
     """The pruner this run trains with (None without ``pruning``)."""
@@ -156,7 +161,8 @@ class TrainConfig:
 
 
 # Fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"output", "progress", "stop_after_steps", "log_every", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"output", "progress", "stop_after_steps", "log_every", "eval_batch_size",
+                      "mesh"}  # checkpoints restore onto any mesh
 
 
 @dataclasses.dataclass
@@ -339,15 +345,20 @@ class MetricsLog:
   ``keep_until_step`` drops the rows logged after it (they are redone)."""
 
   def __init__(self, path: Path, keep_until_step: int | None):
+    self.path = path
+    self.enabled = jax.process_index() == 0  # on several hosts, the first one logs
+    if not self.enabled:
+      return
     rows = []
     if keep_until_step is not None and path.exists():
       # Rows logged after the checkpoint we resume from are redone: drop them.
       rows = [r for r in path.read_text().splitlines()
               if r.strip() and json.loads(r).get("step", 0) <= keep_until_step]
     path.write_text("".join(r + "\n" for r in rows))
-    self.path = path
 
   def write(self, row: dict) -> None:
+    if not self.enabled:
+      return
     with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
 
@@ -380,8 +391,23 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   best_from = config.pruning_end_step(total_steps)
 
   loss_fn = losses.make_loss_fn(model.module, task)
-  train_step = steps.jit_train_step(steps.make_train_step(loss_fn, tx, schedule, pruner))
-  eval_step = jax.jit(steps.make_eval_step(model.module))
+  step_fn = steps.make_train_step(loss_fn, tx, schedule, pruner)
+  mesh = parallel.mesh_for_run(config.mesh)
+  if mesh is None:
+    train_step = steps.jit_train_step(step_fn)
+    eval_step = jax.jit(steps.make_eval_step(model.module))
+    put_batch = device_batch
+  else:
+    parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh)
+    state, shardings = parallel.shard_state(state, params, mesh)
+    train_step = parallel.jit_train_step(step_fn, shardings, mesh)
+    eval_step = parallel.jit_eval_step(steps.make_eval_step(model.module), shardings.params,
+                                       shardings.mask, mesh)
+    rows = parallel.process_rows(config.batch_size)
+
+    def put_batch(batch):  # this process's rows of the global batch, onto the mesh
+      return parallel.shard_batch({k: v[rows] for k, v in device_batch(batch).items()}, mesh)
 
   out.mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(out / "checkpoints")
@@ -414,6 +440,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                if data.train.num_rows != data.train.num_examples else "")
     say(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
         f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
+        + (f", mesh {parallel.describe(mesh)}" if mesh is not None else "")
         + (f", resuming at step {start}" if start else ""))
 
   def run_eval(step: int) -> dict:
@@ -447,7 +474,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     while step < stop_at:
       epoch, offset = divmod(step, steps_per_epoch)
       for batch in data.train.batcher.epoch(epoch, start=offset):
-        state, metrics = train_step(state, device_batch(batch))
+        state, metrics = train_step(state, put_batch(batch))
         step += 1
         pending.append(metrics)
         window_n += int(batch["example_weight"].sum())
@@ -515,11 +542,15 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
 def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pretrained,
                 task: TaskSpec) -> None:
   """A Hugging Face folder of the params as the forward pass sees them (pruned
-  weights zeroed), with their mask beside them in pruned runs."""
-  pretrained.save_pretrained(folder, masks_lib.apply_mask(state.params, state.mask),
+  weights zeroed), with their mask beside them in pruned runs. On several
+  hosts every process gathers the sharded params and the first one writes."""
+  params, mask = parallel.gather_to_host((state.params, state.mask))
+  if jax.process_index() != 0:
+    return
+  pretrained.save_pretrained(folder, masks_lib.apply_mask(params, mask),
                              model.config, task, model.tokenizer_dir)
-  if state.mask is not None:
-    masks_lib.save_mask(folder / masks_lib.MASK_FILE, state.mask)
+  if mask is not None:
+    masks_lib.save_mask(folder / masks_lib.MASK_FILE, mask)
 
 
 def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
@@ -564,5 +595,7 @@ def progress_bar(enabled: bool, total: int, initial: int):
 
 
 def say(msg: str) -> None:
-  """A progress message for the user (stderr, so stdout stays machine-readable)."""
-  print(msg, file=sys.stderr, flush=True)
+  """A progress message for the user (stderr, so stdout stays machine-readable);
+  on several hosts, from the first process only."""
+  if jax.process_index() == 0:
+    print(msg, file=sys.stderr, flush=True)
