@@ -41,17 +41,55 @@ def fit_config(model_dir, data, output, **overrides):
   return loop.TrainConfig(**{**settings, **overrides})
 
 
+def _device_env(devices: int, **extra: str) -> dict:
+  return {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
+                                      f" --xla_force_host_platform_device_count={devices}"),
+          "JAX_PLATFORMS": "cpu", **extra}
+
+
 if jax.device_count() < DEVICES:
-  def test_sharded_training_on_8_cpu_devices(tmp_path, tiny_model_dir):
+  @pytest.fixture(scope="module")
+  def one_device_run(tmp_path_factory, tiny_model_dir):
     from conftest import write_sst2
     from flatjax.train import loop
-    data = write_sst2(tmp_path / "sst2", n_train=48, n_dev=20)
-    loop.fit(fit_config(tiny_model_dir, data, tmp_path / "one-device"))
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
-                                       f" --xla_force_host_platform_device_count={DEVICES}"),
-           "JAX_PLATFORMS": "cpu",
-           ONE_DEVICE_RUN: os.pathsep.join(map(str, (tmp_path / "one-device", tiny_model_dir,
-                                                     data)))}
+    tmp = tmp_path_factory.mktemp("one_device")
+    data = write_sst2(tmp / "sst2", n_train=48, n_dev=20)
+    loop.fit(fit_config(tiny_model_dir, data, tmp / "one-device"))
+    return tmp / "one-device", tiny_model_dir, data
+
+  def test_two_processes_train_as_one_device(one_device_run, tmp_path):
+    """``flatjax train --mesh data=4,model=2`` as 2 processes of 4 CPU devices each
+    (jax.distributed over gloo, as on 2 hosts): each feeds its half of every
+    batch, the first alone logs and writes; the final model is the one-device run's."""
+    import json
+    import socket
+    from flatjax.models import from_pretrained
+    reference, model_dir, data = one_device_run
+    with socket.socket() as s:
+      s.bind(("localhost", 0))
+      port = s.getsockname()[1]
+    out = tmp_path / "two-processes"
+    command = [sys.executable, "-m", "flatjax.cli", "train", "--task", "sst2", "--model",
+               str(model_dir), "--data", str(data), "--epochs", "2", "--batch-size", "8",
+               "--eval-batch-size", "8", "--max-length", "32", "--lr", "1e-3", "--mesh",
+               "data=4,model=2", "--output", str(out), "--no-progress"]
+    procs = [subprocess.Popen(command, env=_device_env(
+        4, FLATJAX_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+        JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]
+    logs = [p.communicate(timeout=600) for p in procs]
+    for p, (stdout, stderr) in zip(procs, logs):
+      assert p.returncode == 0, stderr[-4000:]
+    assert "steps/epoch" in logs[0][1] and "steps/epoch" not in logs[1][1]  # process 0 logs
+    got = json.loads((out / "results.json").read_text())
+    want = json.loads((reference / "results.json").read_text())
+    assert got["final"] == pytest.approx(want["final"]) and got["step"] == want["step"]
+    a, b = (from_pretrained(r / "final").params for r in (out, reference))
+    assert max(float(np.max(np.abs(x - y))) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b))) <= 1e-5
+
+  def test_sharded_training_on_8_cpu_devices(one_device_run):
+    env = _device_env(DEVICES, **{ONE_DEVICE_RUN: os.pathsep.join(map(str, one_device_run))})
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                            str(Path(__file__).resolve())], env=env, capture_output=True,
                           text=True, cwd=Path(__file__).resolve().parent.parent)

@@ -402,12 +402,17 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     parallel.check_batch_size(config.eval_batch_size, mesh)
     state, shardings = parallel.shard_state(state, params, mesh)
     train_step = parallel.jit_train_step(step_fn, shardings, mesh)
-    eval_step = parallel.jit_eval_step(steps.make_eval_step(model.module), shardings.params,
-                                       shardings.mask, mesh)
+    sharded_eval = parallel.jit_eval_step(steps.make_eval_step(model.module),
+                                          shardings.params, shardings.mask, mesh)
     rows = parallel.process_rows(config.batch_size)
+    eval_rows = parallel.process_rows(config.eval_batch_size)
 
     def put_batch(batch):  # this process's rows of the global batch, onto the mesh
       return parallel.shard_batch({k: v[rows] for k, v in device_batch(batch).items()}, mesh)
+
+    def eval_step(params, mask, batch):  # the logits come back whole on every process
+      return sharded_eval(params, mask, parallel.shard_batch(
+          {k: v[eval_rows] for k, v in batch.items()}, mesh))
 
   out.mkdir(parents=True, exist_ok=True)
   ckpt = Checkpointer(out / "checkpoints")
@@ -415,7 +420,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   if resume and ckpt.latest_step() is not None:
     state, meta = ckpt.restore(ckpt.latest_step(), state)
   start = int(state.step)
-  if not has_run:
+  is_main = jax.process_index() == 0  # on several hosts, the first one writes the files
+  if not has_run and is_main:
     (out / "config.json").write_text(json.dumps(
         {"config": dataclasses.asdict(config), "versions": _versions(),
          "model_source": str(model.source_dir), "initialized": model.initialized,
@@ -448,7 +454,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
            **split_scores(eval_step, state.params, state.mask, data.evals)}
     value = row[f"{data.evals[0].split}/{main}"]
     if state.mask is not None:
-      row["sparsity"] = masks_lib.sparsity(state.mask)
+      row["sparsity"] = masks_lib.sparsity(parallel.gather_to_host(state.mask))
     improved = step >= best_from and (meta["best_metric"] is None or value > meta["best_metric"])
     if improved:
       meta.update(best_metric=value, best_step=step)
@@ -513,8 +519,9 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
     return {"step": step, "total_steps": total_steps, "finished": False}
 
   _save_model(out / "final", state, model, task)
-  if pruner is not None:
-    masks_lib.save_mask(out / masks_lib.MASK_FILE, state.mask,
+  host_mask = parallel.gather_to_host(state.mask)
+  if pruner is not None and is_main:
+    masks_lib.save_mask(out / masks_lib.MASK_FILE, host_mask,
                         metadata={"task": task.name, "optimizer": config.optimizer,
                                   "pruning": config.pruning})
   final_row = _last_eval(out / "metrics.jsonl")
@@ -522,8 +529,10 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   swa_row = None
   if swa is not None:
     swa_row = _evaluate_swa(*swa, state.mask, data, eval_step, step, steps_per_epoch, log)
-    pretrained.save_pretrained(out / "swa", masks_lib.apply_mask(swa[0], state.mask),
-                               model.config, task, model.tokenizer_dir)
+    swa_params = parallel.gather_to_host(swa[0])
+    if is_main:
+      pretrained.save_pretrained(out / "swa", masks_lib.apply_mask(swa_params, host_mask),
+                                 model.config, task, model.tokenizer_dir)
   results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
              "step": step, "total_steps": total_steps, "main_metric": main,
              "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
@@ -533,9 +542,10 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
              "train_seconds": meta["train_seconds"]}
   if swa_row is not None:
     results["swa"] = swa_row
-  if state.mask is not None:
-    results["sparsity"] = masks_lib.sparsity(state.mask)
-  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  if host_mask is not None:
+    results["sparsity"] = masks_lib.sparsity(host_mask)
+  if is_main:
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
   return results
 
 
@@ -581,6 +591,8 @@ def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
 
 
 def _last_eval(path: Path) -> dict:
+  if not path.exists():  # a host other than the first, on its own disk: it logs nothing
+    return {}
   rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
   evals = [r for r in rows if r.get("kind") == "eval"]
   return evals[-1] if evals else {}
