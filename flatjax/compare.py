@@ -1,0 +1,258 @@
+"""``flatjax compare --task TASK``: train flat, then compress, in one command.
+
+For each optimizer (Adam and SAM by default) it fine-tunes the model, then
+compresses the fine-tuned model three ways, each the paper's recipe:
+
+* iterative magnitude pruning (Chen et al. 2020; the paper's Tables 1 and 5)
+  to the task's reference sparsity (:data:`flatjax.sparsity.imp.REFERENCE_SPARSITY`)
+  in ``imp_rounds`` equal rounds, rewinding to the pre-trained weights; its
+  round 0 *is* the fine-tuning, so every later step starts from that model;
+* one-shot global magnitude pruning of the fine-tuned model, no retraining,
+  from 0 to the same sparsity;
+* int8 post-training dynamic quantization (PyTorch's recipe; Table 8).
+
+It writes, into the output folder::
+
+  compare.json        the settings
+  OPT/imp/            the IMP run (round_00 is the fine-tuned model)
+  OPT/oneshot/        the one-shot curve
+  OPT/int8/           quantize.json
+  results.json        every number of the table below
+  summary.md          dev metric before / after each compression, per optimizer
+  compare.png         the same as bars, and the sparsity curves
+
+Each stage is resumable (``resume=True`` continues IMP where it stopped and
+skips finished stages). :data:`PRESETS` size a run: ``cpu`` for about 15
+minutes on MiniLM here, ``full`` for the paper's bert-base recipe on an
+accelerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from flatjax.errors import FlatjaxInputError
+
+# Training settings of each preset (a flag given on the command line wins).
+PRESETS: dict[str, dict[str, Any]] = {
+    # MiniLM on a seeded subset: 640 examples, 2 epochs (40 steps) per fine-tuning run,
+    # IMP in 2 rounds. About 15 minutes for RTE on a 2-core CPU (SAM steps cost 2x).
+    "cpu": {"model": "minilm", "epochs": 2.0, "lr": 1e-4, "batch_size": 32,
+            "max_length": 128, "max_train_examples": 640, "warmup_steps": 0,
+            "imp_rounds": 2},
+    # The paper's: bert-base, all the data, 3 epochs at 2e-5, IMP 10% per round.
+    "full": {"model": "bert-base-uncased", "epochs": 3.0, "lr": 2e-5, "batch_size": 32,
+             "max_length": 128, "max_train_examples": None, "warmup_steps": 0,
+             "imp_rounds": None},
+}
+
+
+@dataclasses.dataclass
+class CompareConfig:
+  """A ``flatjax compare`` run. ``train`` is the fine-tuning recipe
+  (``flatjax.train.loop.TrainConfig``; its ``output`` is the compare folder,
+  its ``optimizer`` is replaced by each of ``optimizers``)."""
+  train: Any
+  optimizers: tuple[str, ...] = ("adam", "sam")
+  sparsity: float | None = None          # None: the task's reference sparsity
+  imp_rounds: int | None = 2             # None: 10% per round (the paper's)
+  oneshot_step: float = 0.1
+  quant_scheme: str = "dynamic"
+  quant_batch_size: int = 32
+
+  def target_sparsity(self) -> float:
+    from flatjax.data.tasks import get_task
+    from flatjax.sparsity.imp import REFERENCE_SPARSITY
+    if self.sparsity is not None:
+      return self.sparsity
+    return REFERENCE_SPARSITY[get_task(self.train.task).name]
+
+  def rounds(self) -> int:
+    s = self.target_sparsity()
+    return self.imp_rounds if self.imp_rounds is not None else max(1, round(s / 0.1))
+
+  def validate(self) -> None:
+    from flatjax.optim import registry
+    from flatjax.quant import int8
+    self.train.validate()
+    if self.train.mask is not None or self.train.pruning is not None:
+      raise FlatjaxInputError("compare fine-tunes dense models; no --mask or --pruning")
+    if not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
+      raise FlatjaxInputError(f"give distinct optimizers, got {list(self.optimizers)}")
+    for name in self.optimizers:
+      if name not in registry.names():
+        raise FlatjaxInputError(f"unknown optimizer {name!r}; known: {registry.names()}")
+    s = self.target_sparsity()
+    if not 0.0 < s < 1.0:
+      raise FlatjaxInputError(f"sparsity must be in (0, 1), got {s}")
+    if self.imp_rounds is not None and self.imp_rounds < 1:
+      raise FlatjaxInputError(f"imp-rounds must be positive, got {self.imp_rounds}")
+    if not 0.0 < self.oneshot_step <= s:
+      raise FlatjaxInputError(f"oneshot-step must be in (0, sparsity], got {self.oneshot_step}")
+    int8.get_config(self.quant_scheme)
+    if self.quant_batch_size < 1:
+      raise FlatjaxInputError("the quantization batch size must be positive")
+
+  def to_json(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["optimizers"] = list(self.optimizers)
+    d["target_sparsity"] = self.target_sparsity()
+    d["rounds"] = self.rounds()
+    for k in ("progress", "stop_after_steps"):
+      d["train"].pop(k, None)
+    return d
+
+
+def _imp_config(config: CompareConfig, out: Path, optimizer: str):
+  from flatjax.sparsity import imp
+  rounds = config.rounds()
+  train = dataclasses.replace(config.train, output=str(out / optimizer / "imp"),
+                              optimizer=optimizer)
+  return imp.IMPConfig(train=train, mode="imp", rate=config.target_sparsity() / rounds,
+                       rounds=rounds)
+
+
+def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
+  """Runs (or resumes) the comparison; returns (and writes) its results."""
+  from flatjax.quant import runner as quant_runner
+  from flatjax.sparsity import imp, oneshot
+  from flatjax.train import loop
+  log = log or loop.say
+  config.validate()
+  out = Path(config.train.output)
+  settings = config.to_json()
+  if not loop.check_driver_folder(out, "compare.json", settings, resume, "a compare run"):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(settings, indent=2) + "\n")
+  target = config.target_sparsity()
+  results: dict[str, Any] = {"task": config.train.task, "sparsity": target, "optimizers": {}}
+  for optimizer in config.optimizers:
+    imp_config = _imp_config(config, out, optimizer)
+    imp_config.stop_after_steps = config.train.stop_after_steps
+    log(f"{optimizer}: fine-tuning, then IMP to {target:.0%} in {imp_config.rounds} rounds")
+    report = imp.run_imp(imp_config, resume=(Path(imp_config.train.output) / "imp.json").exists(),
+                         log=log)
+    if not report["finished"]:
+      log(f"stopped in the {optimizer} run; continue with --resume")
+      return {"finished": False, "optimizer": optimizer}
+    rounds = imp.read_rounds(imp_config.train.output)
+    fine_tuned = imp.round_dir(Path(imp_config.train.output), 0)
+
+    log(f"{optimizer}: one-shot magnitude pruning of the fine-tuned model")
+    curve = oneshot.run_oneshot(
+        dataclasses.replace(config.train, optimizer=optimizer),
+        {optimizer: str(fine_tuned / "best")}, out / optimizer / "oneshot",
+        step=config.oneshot_step, maximum=target, log=log)[optimizer]
+
+    int8_dir = out / optimizer / "int8"
+    if (int8_dir / "quantize.json").exists():
+      quant = json.loads((int8_dir / "quantize.json").read_text())
+    else:
+      log(f"{optimizer}: int8 quantization ({config.quant_scheme})")
+      quant = quant_runner.run_quantize(quant_runner.QuantizeConfig(
+          run=str(fine_tuned), output=str(int8_dir), schemes=(config.quant_scheme,),
+          data=config.train.eval_data or config.train.data,
+          batch_size=config.quant_batch_size, max_length=config.train.max_length,
+          max_eval_examples=config.train.max_eval_examples, doc_stride=config.train.doc_stride,
+          pad_to=config.train.pad_to, seed=config.train.seed, save=False,
+          progress=config.train.progress))
+    results["optimizers"][optimizer] = _summary(rounds, curve, quant, config.quant_scheme,
+                                                target)
+  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  table = summary_table(results)
+  (out / "summary.md").write_text(table + "\n")
+  plot_compare(results, {o: imp.read_rounds(out / o / "imp") for o in config.optimizers},
+               {o: _read_jsonl(out / o / "oneshot" / "oneshot.jsonl") for o in config.optimizers},
+               out / "compare.png")
+  return {"finished": True, **results}
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+  return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+
+
+def _summary(rounds: list[dict], curve: list[dict], quant: dict, scheme: str,
+             target: float) -> dict:
+  """The table's numbers for one optimizer: the task's main dev metric of the
+  fine-tuned model (best evaluation of IMP round 0, the paper's protocol) and
+  after each compression."""
+  full = next(r for r in rounds if r["round"] == 0)
+  at_target = next(r for r in rounds if math.isclose(r["target_sparsity"], target))
+  oneshot_row = next(r for r in curve if math.isclose(r["target_sparsity"], target))
+  dense = next(r for r in curve if r["target_sparsity"] == 0)
+  split, metric = full["metric_name"].split("/", 1)
+  return {
+      "metric": full["metric_name"],
+      "full": full["metric"],
+      "imp": at_target["metric"], "imp_sparsity": at_target["sparsity"],
+      "oneshot": oneshot_row["metric"], "oneshot_sparsity": oneshot_row["sparsity"],
+      "oneshot_dense": dense["metric"],
+      "int8": quant["int8"][scheme]["metrics"][split][metric],
+      "int8_float32": quant["float32"][split][metric],
+      "int8_file_ratio": quant["int8"][scheme]["sizes"]["ratio"]}
+
+
+def summary_table(results: dict) -> str:
+  """Markdown: per optimizer, the dev metric before and after each compression."""
+  s = results["sparsity"]
+  rows = results["optimizers"]
+  metric = next(iter(rows.values()))["metric"] if rows else "metric"
+  lines = [f"{results['task']}, dev {metric}: the fine-tuned model, then each compression "
+           "of it (change in brackets).", "",
+           f"| optimizer | fine-tuned | IMP {s:.0%} (retrained) | one-shot {s:.0%} "
+           "(no retraining) | int8 dynamic |", "|---|---|---|---|---|"]
+  for name, r in rows.items():
+    def cell(value, base):
+      return f"{value:.2f} ({value - base:+.2f})"
+    lines.append(f"| {name} | {r['full']:.2f} | {cell(r['imp'], r['full'])} | "
+                 f"{cell(r['oneshot'], r['oneshot_dense'])} | "
+                 f"{cell(r['int8'], r['int8_float32'])} |")
+  lines += ["", "IMP's change is against the fine-tuned model's best evaluation; one-shot's "
+            "and int8's against the same model's score in their own evaluation (the best "
+            "checkpoint)."]
+  return "\n".join(lines)
+
+
+def plot_compare(results: dict, imp_rounds: dict, oneshot_rows: dict, out: Path) -> Path:
+  """Left: bars of the dev metric per optimizer (fine-tuned, IMP, one-shot,
+  int8). Right: IMP (solid) and one-shot (dashed) curves against sparsity."""
+  from flatjax.sparsity.plots import _pyplot
+  plt = _pyplot()
+  fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
+  names = list(results["optimizers"])
+  kinds = [("full", "fine-tuned"), ("imp", f"IMP {results['sparsity']:.0%}"),
+           ("oneshot", f"one-shot {results['sparsity']:.0%}"), ("int8", "int8")]
+  width = 0.8 / len(kinds)
+  for k, (key, label) in enumerate(kinds):
+    xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(names))]
+    values = [results["optimizers"][n][key] for n in names]
+    bars.bar(xs, values, width, label=label, color=f"C{k}")
+    for x, v in zip(xs, values):
+      bars.text(x, v, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
+  metric = results["optimizers"][names[0]]["metric"]
+  bars.set(xticks=range(len(names)), xticklabels=names, ylabel=f"dev {metric}",
+           title=f"{results['task']}: before and after compression")
+  low = min(min(r[k] for k, _ in kinds) for r in results["optimizers"].values())
+  bars.set_ylim(max(0.0, low - 10), None)
+  bars.legend(fontsize=8)
+  for i, n in enumerate(names):
+    color = f"C{i}"
+    ir = imp_rounds[n]
+    curves.plot([100 * r["target_sparsity"] for r in ir], [r["metric"] for r in ir], "o-",
+                color=color, label=f"{n}: IMP")
+    orows = oneshot_rows[n]
+    curves.plot([100 * r["target_sparsity"] for r in orows], [r["metric"] for r in orows],
+                "x--", color=color, label=f"{n}: one-shot")
+  curves.set(xlabel="sparsity of the prunable weights (%)", ylabel=f"dev {metric}",
+             title="pruning curves")
+  curves.grid(alpha=0.3)
+  curves.legend(fontsize=8)
+  fig.tight_layout()
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=120)
+  plt.close(fig)
+  return out
