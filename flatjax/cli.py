@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
   _add_train_flags(cmp_, several_optimizers=True)
   cmp_.add_argument("--preset", choices=("cpu", "full"), default="cpu",
                     help="cpu: MiniLM, 640 training examples, 2 epochs, lr 1e-4, IMP in 2 "
-                         "rounds (about 15 min for RTE here); full: the paper's bert-base, all "
-                         "data, 3 epochs, lr 2e-5, IMP 10%% per round. Flags given win")
+                         "rounds, scope encoder (MiniLM's pooler is untrained); full: the "
+                         "paper's bert-base, all data, 3 epochs, lr 2e-5, IMP 10%% per round, "
+                         "scope bert. Flags given win")
   cmp_.add_argument("--sparsity", type=_positive_float, default=None,
                     help="IMP and one-shot target (default: the task's reference sparsity, "
                          "e.g. RTE 60%%)")
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="IMP rounds to reach the sparsity (cpu: 2; full: 10%% a round)")
   cmp_.add_argument("--oneshot-step", type=_positive_float, default=0.1,
                     help="one-shot curve step (0.1)")
+  _add_mask_flags(cmp_)
   cmp_.add_argument("--quant-batch-size", type=_positive_int, default=32,
                     help="int8 evaluation batch size (32)")
   cmp_.add_argument("--stop-after-steps", type=_positive_int, default=None,
@@ -221,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
   cmp_.add_argument("--resume", action="store_true", help="continue the run in --output")
   # None: the preset's value (flags given on the command line win).
   cmp_.set_defaults(model=None, epochs=None, lr=None, batch_size=None, max_length=None,
-                    max_train_examples=None, warmup_steps=None)
+                    max_train_examples=None, warmup_steps=None, scope=None)
 
   tickets = sub.add_parser("tickets", help="fine-tune the pre-trained weights under given "
                                            "masks with each optimizer (Table 6, transfer)")
@@ -453,7 +455,7 @@ def _compare(args) -> None:
   from flatjax.data.tasks import get_task
   preset = compare.PRESETS[args.preset]
   for name in ("model", "epochs", "lr", "batch_size", "max_length", "max_train_examples",
-               "warmup_steps"):
+               "warmup_steps", "scope"):
     if getattr(args, name) is None:
       setattr(args, name, preset[name])
   task = get_task(args.task)
@@ -462,7 +464,8 @@ def _compare(args) -> None:
       train=_train_config(args, output, "adam"), optimizers=tuple(_optimizers(args)),
       sparsity=args.sparsity,
       imp_rounds=args.imp_rounds if args.imp_rounds is not None else preset["imp_rounds"],
-      oneshot_step=args.oneshot_step, quant_batch_size=args.quant_batch_size)
+      oneshot_step=args.oneshot_step, scope=args.scope, granularity=args.granularity,
+      quant_batch_size=args.quant_batch_size)
   config.train.stop_after_steps = args.stop_after_steps
   results = compare.run_compare(config, resume=args.resume)
   if not results["finished"]:
