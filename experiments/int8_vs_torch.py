@@ -34,7 +34,7 @@ def main() -> None:
   p.add_argument("--max-length", type=int, default=None)
   args = p.parse_args()
   run = runs.resolve_finetuned(args.run)
-  settings = json.loads((run.run_dir / "config.json").read_text())["config"]
+  settings = run.settings
   max_length = args.max_length or settings["max_length"]
   data = settings.get("eval_data") or run.data
   model = pretrained.from_pretrained(run.model_dir, run.task)

@@ -95,9 +95,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
   """Scores the float and int8 models; returns (and writes) the results."""
   config.validate()
   run = runs.resolve_finetuned(config.run, config.task)
-  settings: dict[str, Any] = {}
-  if run.run_dir is not None:
-    settings = json.loads((run.run_dir / "config.json").read_text())["config"]
+  settings = run.settings
   data = config.data or settings.get("eval_data") or run.data
   if data is None:
     raise FlatjaxInputError(f"{config.run} does not record its data; pass --data")

@@ -99,9 +99,7 @@ def load_objective(config: SharpnessConfig):
   data = config.data or run.data
   if data is None:
     raise FlatjaxInputError(f"{config.run} does not record its data; pass --data")
-  settings = {}
-  if run.run_dir is not None:
-    settings = json.loads((run.run_dir / "config.json").read_text())["config"]
+  settings = run.settings
   max_length = (config.max_length or settings.get("max_length")
                 or run.task.default_max_length)
   model = pretrained.from_pretrained(run.model_dir, run.task)

@@ -24,6 +24,7 @@ class FineTuned:
   data: str | None
   optimizer: str | None
   run_dir: Path | None = None
+  settings: dict = dataclasses.field(default_factory=dict)  # the run's TrainConfig, as saved
 
 
 def resolve_finetuned(path: str, task: str | None = None, role: str = "model") -> FineTuned:
@@ -50,7 +51,7 @@ def resolve_finetuned(path: str, task: str | None = None, role: str = "model") -
     if get_task(name).name != get_task(run["task"]).name:
       raise FlatjaxInputError(f"{role} run {path} was fine-tuned on {run['task']}, not {name}")
     return FineTuned(model_dir, get_task(name), run.get("model"), run.get("data"),
-                     run.get("optimizer"), root)
+                     run.get("optimizer"), root, run)
   if not run_file.is_file():
     raise FlatjaxInputError(f"{role} {path} holds neither a flatjax run nor a model "
                             "(no config.json)")
