@@ -1,4 +1,5 @@
-"""``flatjax train | eval | imp | tickets | oneshot``: the command line.
+"""``flatjax train | eval | imp | compare | tickets | oneshot | cofi | sharpness | quantize | report``:
+the command line.
 
 Bad input (an unknown task, a missing file, a malformed row, a bad flag value)
 prints one line, ``flatjax: error: ...``, and exits with status 2, leaving
@@ -365,6 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
   _add_data_flags(ev)
   ev.add_argument("--model", required=True, help="a model folder, hub id or 'minilm'")
   ev.add_argument("--output", default=None, help="write the metrics JSON here too")
+
+  rp = sub.add_parser("report", help="collect every experiment's results into one report: "
+                      "each paper claim, the paper's number, flatjax's, held or not")
+  rp.add_argument("--results", default="experiments/results",
+                  help="the experiments' results folder (experiments/results)")
+  rp.add_argument("--output", default=None, help="the report (default: RESULTS/README.md)")
+  rp.add_argument("--overhead", default=None,
+                  help="benchmarks/sam_overhead.py's JSON lines, for the SAM variants' cost "
+                       "(default: benchmarks/results/sam_overhead_cpu.jsonl beside RESULTS)")
   return parser
 
 
@@ -621,6 +631,14 @@ def _join_distributed() -> None:
   jax.distributed.initialize(**given)
 
 
+def _report(args) -> None:
+  from pathlib import Path
+  from flatjax.report import write_report
+  path = write_report(Path(args.results), args.output and Path(args.output),
+                      args.overhead and Path(args.overhead))
+  print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)  # argparse itself exits 2 on bad flags
@@ -632,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     _join_distributed()
     {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
      "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness,
-     "quantize": _quantize, "compare": _compare}[args.command](args)
+     "quantize": _quantize, "compare": _compare, "report": _report}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

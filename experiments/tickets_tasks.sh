@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Table 6 (mask source x final optimizer) and ticket transfer, at CPU scale, from the IMP masks
+# that experiments/compare_tasks.sh found (run it first for the tasks and seeds named here).
+#
+# Table 6: for each task in TABLE6_TASKS and seed in SEEDS, the Adam and the SAM IMP masks at
+# the task's reference sparsity and a random mask with the Adam mask's per-tensor sparsities,
+# each applied to the pre-trained weights and fine-tuned with Adam and with SAM, with the
+# settings of the compare run (cpu preset: MiniLM, 640 training examples, SST-2 1,000,
+# 2 epochs, lr 1e-4, batch 32). -> experiments/results/table6_<task>/seed<N>/
+#
+# Transfer: for each target in TRANSFER_TASKS, the Adam and SAM masks found on every other task
+# in TRANSFER_TASKS (each at its source task's reference sparsity, seed 0) fine-tuned on the
+# target with Adam; the heatmap is SAM ticket minus Adam ticket. -> experiments/results/transfer/
+#
+#   TABLE6_TASKS=sst2 SEEDS="0 1" TRANSFER_TASKS="sst2 mrpc qnli" bash experiments/tickets_tasks.sh
+#
+# The paper's scale: run compare_tasks.sh with PRESET=full first, then this with
+# MODEL=bert-base-uncased TRAIN_EXAMPLES=0 EPOCHS=3 LR=2e-5 (10 epochs for RTE and MRPC).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source experiments/_tasks.sh
+TABLE6_TASKS=${TABLE6_TASKS-sst2}
+SEEDS=${SEEDS:-0}
+TRANSFER_TASKS=${TRANSFER_TASKS-"sst2 mrpc qnli"}
+
+for task in $TABLE6_TASKS; do
+  for seed in $SEEDS; do
+    src=runs/compare-$task-seed$seed
+    sparsity=$(target_sparsity "$task" "$seed")
+    train_args_for "$task" "$seed"
+    run=runs/table6-$task-seed$seed
+    resume=(); [ -f "$run/tickets.json" ] && resume=(--resume)
+    echo "== Table 6 $task seed $seed ($sparsity)"
+    .venv/bin/flatjax tickets "${TRAIN_ARGS[@]}" --no-keep-best --sparsity "$sparsity" \
+      --mask "adam=$src/adam/imp" --mask "sam=$src/sam/imp" --random-like adam \
+      --optimizer adam --optimizer sam --output "$run" "${resume[@]}"
+    out=experiments/results/table6_$task/seed$seed
+    mkdir -p "$out"
+    cp "$run"/{tickets.json,tickets.jsonl,tickets.md} "$out/"
+  done
+done
+
+for target in $TRANSFER_TASKS; do
+  masks=()
+  for source in $TRANSFER_TASKS; do
+    [ "$source" = "$target" ] && continue
+    sparsity=$(target_sparsity "$source" 0)
+    for opt in adam sam; do
+      masks+=(--mask "$source-$opt=$(.venv/bin/python -c "
+import sys; from flatjax.sparsity import tickets
+print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "runs/compare-$source-seed0/$opt/imp" "$sparsity")")
+    done
+  done
+  train_args_for "$target" 0
+  run=runs/transfer-$target-seed0
+  resume=(); [ -f "$run/tickets.json" ] && resume=(--resume)
+  echo "== transfer to $target"
+  .venv/bin/flatjax tickets "${TRAIN_ARGS[@]}" --no-keep-best "${masks[@]}" --optimizer adam \
+    --output "$run" "${resume[@]}"
+  out=experiments/results/transfer/$target
+  mkdir -p "$out"
+  cp "$run"/{tickets.json,tickets.jsonl,tickets.md} "$out/"
+done

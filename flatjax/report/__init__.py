@@ -1,0 +1,100 @@
+"""``flatjax report``: every paper claim beside flatjax's numbers, from experiments/results.
+
+:func:`build_report` reads the folders the experiment scripts wrote (one section per
+paper item, :mod:`flatjax.report.sections`), draws the plots that combine several
+experiments (the transfer heatmap, the SAM variants' cost plot), and returns the
+markdown of ``experiments/results/README.md``: a scoreboard of claims (the paper's
+number, flatjax's number, held or not at this scale), then one section per item with
+its scale, commands, table and plots, then every other results folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flatjax.errors import FlatjaxInputError
+from flatjax.report import render, sections
+from flatjax.report.sections import Finding, Section
+from flatjax.report.verdicts import verdict
+
+__all__ = ["Finding", "Section", "build_report", "build_sections", "verdict", "write_report"]
+
+# Folders read by no section: listed with their title and command under "Other results".
+_SECTION_PREFIXES = ("compare_", "std_", "table6_", "transfer", "cofi_", "sharpness_",
+                     "swa_sst2", "movement_sst2", "variants_sst2", "int8_glue", "chance")
+
+
+def build_sections(results: Path, overhead: Path | None = None,
+                   plots: bool = True) -> list[Section]:
+  """Every item's section; with ``plots``, draws the combined plots into ``results``."""
+  overhead = overhead or results.parent.parent / "benchmarks" / "results" / "sam_overhead_cpu.jsonl"
+  transfer, heat = sections.transfer_section(results)
+  if plots and render.plot_transfer(heat, results / "transfer" / "heatmap.png"):
+    transfer.plots.append(("SAM ticket − Adam ticket", "transfer/heatmap.png"))
+  variants, points = sections.variants_section(results, overhead)
+  if plots and render.plot_variants(points, results / "variants_sst2" / "cost.png"):
+    variants.plots.append(("compressibility against cost", "variants_sst2/cost.png"))
+  return [sections.imp_section(results), sections.std_section(results),
+          sections.table6_section(results), transfer, sections.oneshot_section(results),
+          sections.cofi_section(results), sections.int8_section(results),
+          sections.sharpness_section(results), sections.swa_section(results),
+          sections.movement_section(results), variants]
+
+
+def _other_folders(results: Path) -> list[str]:
+  lines = []
+  for d in sorted(p for p in results.iterdir() if p.is_dir()):
+    if d.name.startswith(_SECTION_PREFIXES):
+      continue
+    readme = d / "README.md"
+    if readme.is_file():
+      made_by = sections._made_by(readme)
+      lines.append(f"- [`{d.name}/`]({d.name}/README.md): {sections.readme_title(readme)}"
+                   + (f" — `{made_by}`" if made_by else ""))
+    else:
+      lines.append(f"- `{d.name}/` (no README)")
+  return lines
+
+
+def build_report(results: Path, overhead: Path | None = None) -> str:
+  """The markdown of the report on the results folder ``results``."""
+  results = Path(results)
+  if not results.is_dir():
+    raise FlatjaxInputError(f"results folder {results} does not exist")
+  secs = build_sections(results, overhead)
+  lines = [
+      "# Train flat, then compress: the paper's claims at CPU scale",
+      "",
+      "Written by `flatjax report` from the folders below; every flatjax number comes from a "
+      "run whose command is given with it. The paper's numbers are bert-base-uncased on the "
+      "full GLUE/SQuAD training sets, 3 seeds. flatjax's are **MiniLM-L6 (22.7M parameters) "
+      "trained on small subsets on a 2-core CPU**, each section stating its scale: a claim "
+      "that did not hold here is a measurement at this scale, not a refutation of the paper. "
+      "The full-scale configurations (`PRESET=full`, `MODEL=bert-base-uncased ...`) are in "
+      "each script's header for a GPU/TPU.",
+      "",
+      "Verdicts: **held** = the mean difference over seeds goes the paper's way and every seed "
+      "does; **mixed** = the mean does but not every seed; **did not hold** = the mean does "
+      "not; **not testable** = the models compared are within a point of always predicting "
+      "the most frequent label ([`chance/`](chance/README.md)). Numbers in brackets after a "
+      "mean are the seeds'.",
+      "",
+      "## Scoreboard",
+      "",
+  ] + render.scoreboard(secs) + [""]
+  for s in secs:
+    lines += render.section_markdown(s)
+  others = _other_folders(results)
+  if others:
+    lines += ["## Other results folders", "",
+              "Earlier experiments (development of each part); their READMEs hold their "
+              "numbers and commands.", ""] + others + [""]
+  lines += ["Regenerate with `flatjax report` (reads `experiments/results/`, writes this file).",
+            ""]
+  return "\n".join(lines)
+
+
+def write_report(results: Path, output: Path | None = None, overhead: Path | None = None) -> Path:
+  output = Path(output) if output else Path(results) / "README.md"
+  output.write_text(build_report(Path(results), overhead))
+  return output

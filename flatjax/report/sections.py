@@ -1,0 +1,747 @@
+"""One section of the report per paper item, read from the experiments' result files.
+
+Each ``*_section(results)`` reads the folders an experiment script wrote under
+``experiments/results/`` and returns a :class:`Section`: the paper's claim, the scale
+the numbers were measured at, the commands that made them, a table of paper vs flatjax
+numbers, and the verdicts (:mod:`flatjax.report.verdicts`). A missing folder gives a
+section that says so, so the report always covers every item.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from flatjax.report import paper
+from flatjax.report import verdicts as V
+
+
+@dataclasses.dataclass
+class Finding:
+  """One tested claim: where, the paper's number, flatjax's number, the verdict."""
+  claim: str
+  setting: str
+  paper: str
+  flatjax: str
+  verdict: str
+
+
+@dataclasses.dataclass
+class Section:
+  key: str
+  title: str
+  claim: str
+  commands: list[str]
+  folders: list[str]
+  scale: str = ""
+  table: list[list[str]] = dataclasses.field(default_factory=list)  # header row first
+  findings: list[Finding] = dataclasses.field(default_factory=list)
+  plots: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (caption, path)
+  notes: list[str] = dataclasses.field(default_factory=list)
+
+  @property
+  def empty(self) -> bool:
+    return len(self.table) <= 1 and not self.findings
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading result files
+
+def _json(path: Path) -> Any:
+  return json.loads(path.read_text())
+
+
+def _jsonl(path: Path) -> list[dict]:
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _seed_dirs(folder: Path) -> list[tuple[int, Path]]:
+  """``folder/seed<N>/`` sub-folders, by seed."""
+  out = []
+  for d in folder.glob("seed*"):
+    m = re.fullmatch(r"seed(\d+)", d.name)
+    if m and d.is_dir():
+      out.append((int(m.group(1)), d))
+  return sorted(out)
+
+
+def _task_folders(results: Path, prefix: str) -> list[tuple[str, Path]]:
+  """``results/<prefix><task>/`` folders in the paper's task order."""
+  found = {d.name[len(prefix):]: d for d in results.glob(prefix + "*") if d.is_dir()}
+  order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
+  return sorted(found.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+
+
+def _task(name: str) -> str:
+  return paper.TASK_NAMES.get(name, name)
+
+
+def _metric_key(metric: str) -> str:
+  """``"validation/accuracy"`` -> ``"accuracy"``."""
+  return metric.rsplit("/", 1)[-1]
+
+
+class Chance:
+  """Majority-label dev scores from ``chance/chance.json`` (experiments/chance_levels.py)."""
+
+  def __init__(self, results: Path):
+    path = results / "chance" / "chance.json"
+    self.tasks = _json(path)["tasks"] if path.is_file() else {}
+
+  def level(self, task: str, metric: str, seeds: list[int] | None = None) -> float | None:
+    per_seed = self.tasks.get(task)
+    if not per_seed:
+      return None
+    key = _metric_key(metric)
+    values = [row[key] for seed, row in per_seed.items()
+              if key in row and (seeds is None or int(seed) in seeds)]
+    return V.mean(values) if values else None
+
+
+def _scale_of(train: dict) -> str:
+  """A run's scale in words, from its saved TrainConfig."""
+  n = train.get("max_train_examples")
+  parts = [str(train.get("model", "?")),
+           f"{n:,} training examples" if n else "all training data",
+           f"{train.get('epochs', 0):g} epochs", f"lr {train.get('lr', 0):g}",
+           f"batch {train.get('batch_size')}", f"max length {train.get('max_length')}"]
+  if train.get("max_eval_examples"):
+    parts.append(f"{train['max_eval_examples']} dev examples")
+  return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# compare runs: IMP (Tables 1/5), one-shot curves, int8 (Table 8)
+
+@dataclasses.dataclass
+class CompareRun:
+  task: str
+  seed: int
+  folder: Path
+  results: dict
+  settings: dict
+
+  def opt(self, name: str) -> dict | None:
+    return self.results["optimizers"].get(name)
+
+
+def read_compare(results: Path) -> dict[str, list[CompareRun]]:
+  """Every ``compare_<task>/seed<N>/`` folder with a results.json, by task."""
+  runs: dict[str, list[CompareRun]] = {}
+  for task, folder in _task_folders(results, "compare_"):
+    for seed, d in _seed_dirs(folder):
+      if (d / "results.json").is_file():
+        settings = _json(d / "compare.json") if (d / "compare.json").is_file() else {}
+        runs.setdefault(task, []).append(CompareRun(task, seed, d, _json(d / "results.json"),
+                                                    settings))
+  return runs
+
+
+def _compare_scale(runs: dict[str, list[CompareRun]]) -> str:
+  lines = []
+  for task, rs in runs.items():
+    train = rs[0].settings.get("train", {})
+    seeds = ", ".join(str(r.seed) for r in rs)
+    scope = rs[0].settings.get("scope", "bert")
+    rounds = rs[0].settings.get("rounds", "?")
+    lines.append(f"{_task(task)}: {_scale_of(train)}; IMP in {rounds} rounds over the "
+                 f"`{scope}` scope; seeds {seeds}")
+  return "; ".join(lines)
+
+
+def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]], chance: Chance,
+                before: str, after: str, paper_rows: Callable[[str], tuple | None],
+                sparsity_key: str | None) -> None:
+  """Adds a table row and a finding per task for "SAM loses less from ``before`` to
+  ``after``" (keys of compare's results.json)."""
+  for task, rs in runs.items():
+    pairs = [(r.opt("adam"), r.opt("sam")) for r in rs]
+    pairs = [(a, s) for a, s in pairs if a and s]
+    if not pairs:
+      continue
+    metric = pairs[0][0]["metric"]
+    a_before = [a[before] for a, _ in pairs]
+    a_after = [a[after] for a, _ in pairs]
+    s_before = [s[before] for _, s in pairs]
+    s_after = [s[after] for _, s in pairs]
+    diffs = [(ab - aa) - (sb - sa) for ab, aa, sb, sa in zip(a_before, a_after, s_before, s_after)]
+    level = chance.level(task, metric, [r.seed for r in rs])
+    testable = V.above_chance(a_before, level) and V.above_chance(s_before, level)
+    verdict = V.verdict(diffs, testable)
+    sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
+    ref = paper_rows(task)
+    if ref:
+      (pa_b, pa_a), (ps_b, ps_a) = ref
+      paper_text = (f"Adam {V.fmt(pa_b, 1)} → {V.fmt(pa_a, 1)}, SAM {V.fmt(ps_b, 1)} → "
+                    f"{V.fmt(ps_a, 1)}")
+      paper_diff = (pa_b - pa_a) - (ps_b - ps_a)
+      paper_says = "yes" if paper_diff > 0 else "no"
+    else:
+      paper_text, paper_says = "–", "–"
+    row = [_task(task)] + ([sparsity] if sparsity_key else []) + [
+        paper_text, V.fmt_transition(a_before, a_after), V.fmt_transition(s_before, s_after),
+        V.fmt_seeds(diffs), str(len(pairs)), paper_says,
+        verdict + ("" if level is None else f" (chance {V.fmt(level, 1)})")]
+    section.table.append(row)
+    section.findings.append(Finding(
+        claim, f"{_task(task)} {sparsity}".strip(), paper_text,
+        f"Adam {V.fmt_transition(a_before, a_after)}, SAM {V.fmt_transition(s_before, s_after)}"
+        f"; SAM loses {V.fmt(V.mean(diffs))} points less ({len(pairs)} seed"
+        f"{'s' if len(pairs) > 1 else ''})", verdict))
+
+
+def _table5_rows(kind: str) -> Callable[[str], tuple | None]:
+  def rows(task):
+    t = paper.TABLE5
+    if task not in t["full"]["adam"]:
+      return None
+    return ((t["full"]["adam"][task], t[kind]["adam"][task]),
+            (t["full"]["sam"][task], t[kind]["sam"][task]))
+  return rows
+
+
+_DROP_HEADER = ["paper (bert-base)", "flatjax Adam", "flatjax SAM",
+                "Adam drop − SAM drop (seeds)", "seeds", "paper: SAM loses less?", "verdict"]
+
+
+def imp_section(results: Path) -> Section:
+  runs = read_compare(results)
+  section = Section(
+      "imp", "Tables 1/5: IMP, Adam vs SAM, at the reference sparsities",
+      "Lottery tickets found by iterative magnitude pruning with rewinding keep more of the "
+      "full model's accuracy when fine-tuned with SAM than with Adam (Table 5's IMP rows).",
+      ["TASKS=\"rte mrpc sst2 qnli mnli qqp squad\" SEEDS=\"0 1\" bash experiments/compare_tasks.sh"],
+      [f"compare_{t}" for t in runs])
+  section.scale = _compare_scale(runs)
+  section.table = [["task", "sparsity"] + _DROP_HEADER]
+  _drop_claim(section, "IMP: SAM loses less", runs, Chance(results), "full", "imp",
+              _table5_rows("imp"), "imp_sparsity")
+  for task, rs in runs.items():
+    png = rs[0].folder / "compare.png"
+    if png.is_file():
+      section.plots.append((f"{_task(task)}, seed {rs[0].seed}", str(png.relative_to(results))))
+  return section
+
+
+def oneshot_section(results: Path) -> Section:
+  runs = read_compare(results)
+  section = Section(
+      "oneshot", "One-shot magnitude pruning without retraining",
+      "Pruned in one shot and not retrained, SAM's fine-tuned model holds its accuracy longer "
+      "than Adam's (the paper's one-shot figure, 5% steps to 60%; no table).",
+      ["bash experiments/compare_tasks.sh (the one-shot step of each compare run)"],
+      [f"compare_{t}" for t in runs])
+  section.scale = _compare_scale(runs) + "; global magnitude ranking, 10% steps"
+  section.table = [["task", "sparsity"] + _DROP_HEADER]
+  _drop_claim(section, "one-shot: SAM loses less", runs, Chance(results), "oneshot_dense",
+              "oneshot", lambda task: None, "oneshot_sparsity")
+  for row in section.table[1:]:
+    row[2] = "figure: SAM above Adam up to 60%"
+    row[-2] = "yes"
+  for f in section.findings:
+    f.paper = "figure: SAM above Adam up to 60%"
+  section.notes.append("The curves are the right-hand panels of the compare plots in the "
+                       "Table 1/5 section.")
+  return section
+
+
+def _quant_scores(q: dict, metric: str) -> tuple[float, float] | None:
+  fp32 = q["float32"]
+  split = next(iter(fp32))
+  if metric not in fp32[split]:
+    return None
+  scheme = next(iter(q["int8"]))
+  return fp32[split][metric], q["int8"][scheme]["metrics"][split][metric]
+
+
+def int8_section(results: Path) -> Section:
+  runs = read_compare(results)
+  chance = Chance(results)
+  section = Section(
+      "int8", "Table 8: int8 dynamic quantization",
+      "After post-training dynamic int8 quantization of the Linear layers, SAM's model loses "
+      "less than Adam's.",
+      ["bash experiments/compare_tasks.sh (the int8 step of each compare run)",
+       "bash experiments/int8_glue.sh"],
+      [f"compare_{t}" for t in runs] + ["int8_glue"])
+  section.scale = _compare_scale(runs) + ("; int8 = PyTorch's quantize_dynamic recipe (per-"
+                                          "tensor weights, dynamic activations), eval batch 32")
+  section.table = [["task (metric)", "models"] + _DROP_HEADER]
+  groups: list[tuple[str, str, str, list[tuple[int, dict, dict]]]] = []
+  for task, rs in runs.items():
+    metric = paper.TABLE8.get(task, (None,))[0]
+    pairs = []
+    for r in rs:
+      qa, qs = r.folder / "adam" / "quantize.json", r.folder / "sam" / "quantize.json"
+      if qa.is_file() and qs.is_file():
+        pairs.append((r.seed, _json(qa), _json(qs)))
+    if pairs:
+      if metric is None or _quant_scores(pairs[0][1], metric) is None:
+        metric = _metric_key(rs[0].opt("adam")["metric"])
+      groups.append((task, metric, "compare", pairs))
+  legacy = results / "int8_glue"
+  if legacy.is_dir():
+    by_task: dict[str, dict[str, dict[str, dict]]] = {}
+    for d in sorted(legacy.iterdir()):
+      m = re.fullmatch(r"([a-z0-9]+)-(adam|sam)(?:-seed(\d+))?", d.name)
+      if m and (d / "quantize.json").is_file():
+        by_task.setdefault(m.group(1), {}).setdefault(m.group(3) or "0", {})[m.group(2)] = (
+            _json(d / "quantize.json"))
+    for task, seeds in by_task.items():
+      metric = paper.TABLE8.get(task, ("accuracy",))[0]
+      pairs = [(int(s), o["adam"], o["sam"]) for s, o in sorted(seeds.items())
+               if "adam" in o and "sam" in o]
+      if pairs and _quant_scores(pairs[0][1], metric) is not None:
+        groups.append((task, metric, "int8_glue", pairs))
+  for task, metric, source, pairs in groups:
+    a = [_quant_scores(qa, metric) for _, qa, _ in pairs]
+    s = [_quant_scores(qs, metric) for _, _, qs in pairs]
+    diffs = [(ab - aa) - (sb - sa) for (ab, aa), (sb, sa) in zip(a, s)]
+    level = chance.level(task, metric, [seed for seed, _, _ in pairs])
+    testable = (V.above_chance([x[0] for x in a], level)
+                and V.above_chance([x[0] for x in s], level))
+    verdict = V.verdict(diffs, testable)
+    ref = paper.TABLE8.get(task)
+    if ref and ref[0] == metric:
+      _, (pa_b, pa_a), (ps_b, ps_a) = ref
+      paper_text = f"Adam {pa_b:.2f} → {pa_a:.2f}, SAM {ps_b:.2f} → {ps_a:.2f}"
+      paper_says = "yes" if (pa_b - pa_a) > (ps_b - ps_a) else "no"
+    else:
+      paper_text, paper_says = "–", "–"
+    where = ("compare run" if source == "compare" else
+             "int8_glue (earlier models: SST-2 4,000 sentences; RTE full data)")
+    section.table.append([
+        f"{_task(task)} ({metric})", where, paper_text,
+        V.fmt_transition([x[0] for x in a], [x[1] for x in a]),
+        V.fmt_transition([x[0] for x in s], [x[1] for x in s]), V.fmt_seeds(diffs),
+        str(len(pairs)), paper_says,
+        verdict + ("" if level is None else f" (chance {V.fmt(level, 1)})")])
+    section.findings.append(Finding(
+        "int8: SAM loses less", f"{_task(task)} {metric} ({source})", paper_text,
+        f"SAM loses {V.fmt(V.mean(diffs))} points less ({len(pairs)} seed"
+        f"{'s' if len(pairs) > 1 else ''})", verdict))
+  return section
+
+
+def _read_rounds_by_opt(folder: Path) -> dict[str, list[dict]]:
+  return {d.name: _jsonl(d / "rounds.jsonl") for d in sorted(folder.iterdir())
+          if (d / "rounds.jsonl").is_file()}
+
+
+def std_section(results: Path) -> Section:
+  section = Section(
+      "std", "Table 5: Std pruning (no rewinding), Adam vs SAM",
+      "Pruning by magnitude and continuing to train the pruned fine-tuned weights (Table 5's "
+      "Std rows), SAM's model loses less than Adam's.",
+      ["SEEDS=\"0 1\" bash experiments/std_sst2.sh"], [])
+  section.table = [["task", "sparsity"] + _DROP_HEADER]
+  chance = Chance(results)
+  for task, folder in _task_folders(results, "std_"):
+    section.folders.append(folder.name)
+    per_seed = []
+    for seed, d in _seed_dirs(folder):
+      rounds = _read_rounds_by_opt(d)
+      if "adam" in rounds and "sam" in rounds:
+        per_seed.append((seed, rounds["adam"], rounds["sam"]))
+    if not per_seed:
+      continue
+    cfg = _json(folder / f"seed{per_seed[0][0]}" / "adam" / "imp.json")
+    section.scale = (f"{_task(task)}: {_scale_of(cfg.get('train', {}))}; "
+                     f"{cfg.get('rounds')} rounds of {cfg.get('rate', 0):.0%}; seeds "
+                     + ", ".join(str(s) for s, _, _ in per_seed))
+    a = [(r[0]["metric"], r[-1]["metric"]) for _, r, _ in per_seed]
+    s = [(r[0]["metric"], r[-1]["metric"]) for _, _, r in per_seed]
+    diffs = [(ab - aa) - (sb - sa) for (ab, aa), (sb, sa) in zip(a, s)]
+    metric = per_seed[0][1][0]["metric_name"]
+    level = chance.level(task, metric, [seed for seed, _, _ in per_seed])
+    testable = (V.above_chance([x[0] for x in a], level)
+                and V.above_chance([x[0] for x in s], level))
+    verdict = V.verdict(diffs, testable)
+    sparsity = per_seed[0][1][-1]["sparsity"]
+    ref = _table5_rows("std")(task)
+    (pa_b, pa_a), (ps_b, ps_a) = ref
+    paper_text = f"Adam {pa_b:.1f} → {pa_a:.1f}, SAM {ps_b:.1f} → {ps_a:.1f}"
+    section.table.append([
+        _task(task), f"{sparsity:.0%}", paper_text,
+        V.fmt_transition([x[0] for x in a], [x[1] for x in a]),
+        V.fmt_transition([x[0] for x in s], [x[1] for x in s]), V.fmt_seeds(diffs),
+        str(len(per_seed)), "yes" if (pa_b - pa_a) > (ps_b - ps_a) else "no", verdict])
+    section.findings.append(Finding("Std: SAM loses less", f"{_task(task)} {sparsity:.0%}",
+                                    paper_text, f"SAM loses {V.fmt(V.mean(diffs))} points less "
+                                    f"({len(per_seed)} seeds)", verdict))
+    png = folder / f"seed{per_seed[0][0]}" / "imp.png"
+    if png.is_file():
+      section.plots.append((f"{_task(task)} Std rounds, seed {per_seed[0][0]}",
+                            str(png.relative_to(results))))
+  return section
+
+
+# ---------------------------------------------------------------------------------------------
+# Tickets: Table 6 and transfer
+
+def _tickets(folder: Path) -> dict[tuple[str, str], float]:
+  return {(r["mask"], r["optimizer"]): r["metric"] for r in _jsonl(folder / "tickets.jsonl")}
+
+
+def table6_section(results: Path) -> Section:
+  section = Section(
+      "table6", "Table 6: mask source × final optimizer",
+      "SAM's IMP mask is a better ticket than Adam's even when the ticket is fine-tuned with "
+      "Adam, and both beat a random mask of the same per-tensor sparsities.",
+      ["TABLE6_TASKS=sst2 SEEDS=\"0 1\" TRANSFER_TASKS=\"\" bash experiments/tickets_tasks.sh"],
+      [])
+  section.table = [["task (sparsity)", "mask", "paper Adam / SAM", "flatjax Adam", "flatjax SAM",
+                    "seeds"]]
+  for task, folder in _task_folders(results, "table6_"):
+    section.folders.append(folder.name)
+    grids = [(seed, _tickets(d)) for seed, d in _seed_dirs(folder)
+             if (d / "tickets.jsonl").is_file()]
+    if not grids:
+      continue
+    settings = _json(folder / f"seed{grids[0][0]}" / "tickets.json")
+    section.scale = (f"{_task(task)}: {_scale_of(settings.get('train', {}))}; masks from the "
+                     "compare runs' IMP of the same seed; seeds "
+                     + ", ".join(str(s) for s, _ in grids))
+    sparsity = paper_sparsity = settings.get("sparsity")
+    ref = paper.TABLE6.get(task, {})
+    for mask in ("random", "adam", "sam"):
+      cells = {o: [g[(mask, o)] for _, g in grids if (mask, o) in g] for o in ("adam", "sam")}
+      p = ref.get(mask)
+      section.table.append([
+          f"{_task(task)} ({paper_sparsity:.0%})" if paper_sparsity else _task(task),
+          mask, f"{p[0]} / {p[1]}" if p else "–", V.fmt_seeds(cells["adam"]),
+          V.fmt_seeds(cells["sam"]), str(len(cells["adam"]))])
+    for opt in ("adam", "sam"):
+      diffs = [g[("sam", opt)] - g[("adam", opt)] for _, g in grids
+               if ("sam", opt) in g and ("adam", opt) in g]
+      i = 0 if opt == "adam" else 1
+      p = (f"{ref['sam'][i]} vs {ref['adam'][i]}" if ref else "–")
+      section.findings.append(Finding(
+          f"Table 6: SAM mask beats Adam mask (fine-tuned with {opt})",
+          f"{_task(task)} {sparsity:.0%}", p,
+          f"SAM mask − Adam mask {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+    diffs = [min(g[("adam", o)], g[("sam", o)]) - g[("random", o)] for _, g in grids
+             for o in ("adam", "sam") if all((m, o) in g for m in ("adam", "sam", "random"))]
+    section.findings.append(Finding(
+        "Table 6: IMP masks beat a random mask", f"{_task(task)} {sparsity:.0%}",
+        f"random {ref['random'][0]} / {ref['random'][1]} vs IMP ≥ {min(ref['adam'])}"
+        if ref else "–",
+        f"weaker IMP mask − random {V.fmt_seeds(diffs)} (seed × optimizer)", V.verdict(diffs)))
+  return section
+
+
+def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]]]:
+  """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}."""
+  folder = results / "transfer"
+  section = Section(
+      "transfer", "Ticket transfer across tasks",
+      "A ticket found with SAM on one task transfers to other tasks better than one found with "
+      "Adam (the paper's heatmap of SAM ticket minus Adam ticket, 70% tickets).",
+      ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 mrpc qnli\" bash experiments/tickets_tasks.sh"],
+      ["transfer"])
+  heat: dict[str, dict[str, float]] = {}
+  if not folder.is_dir():
+    return section, heat
+  section.table = [["source → target", "source sparsity", "Adam ticket", "SAM ticket",
+                    "SAM − Adam"]]
+  scales = []
+  for target_dir in sorted(d for d in folder.iterdir() if (d / "tickets.jsonl").is_file()):
+    target = target_dir.name
+    rows = _jsonl(target_dir / "tickets.jsonl")
+    scales.append(f"{_task(target)}: " + _scale_of(_json(target_dir / "tickets.json")["train"]))
+    by_mask = {r["mask"]: r for r in rows}
+    for label, row in by_mask.items():
+      source, _, opt = label.rpartition("-")
+      if opt != "sam" or f"{source}-adam" not in by_mask:
+        continue
+      adam = by_mask[f"{source}-adam"]
+      d = row["metric"] - adam["metric"]
+      heat.setdefault(source, {})[target] = d
+      section.table.append([f"{_task(source)} → {_task(target)}", f"{row['sparsity']:.0%}",
+                            V.fmt(adam["metric"]), V.fmt(row["metric"]), V.fmt_signed(d)])
+  section.scale = ("tickets fine-tuned with Adam on the target, seed 0; " + "; ".join(scales)
+                   + "; each source's Adam and SAM masks at its reference sparsity")
+  diffs = [v for targets in heat.values() for v in targets.values()]
+  section.findings.append(Finding(
+      "transfer: SAM tickets transfer better", f"{len(diffs)} task pairs",
+      "heatmap mostly positive (figure)",
+      f"SAM − Adam over the pairs: mean {V.fmt_signed(V.mean(diffs))}, "
+      f"{sum(d > 0 for d in diffs)} of {len(diffs)} positive", V.verdict(diffs)))
+  return section, heat
+
+
+# ---------------------------------------------------------------------------------------------
+# CoFi, sharpness, SWA, movement pruning, SAM variants
+
+def cofi_section(results: Path) -> Section:
+  section = Section(
+      "cofi", "Table 2: CoFi structured pruning with distillation",
+      "Distilled and structurally pruned (CoFi) from a SAM teacher, the student keeps more "
+      "accuracy than from an Adam teacher.",
+      [], [])
+  section.table = [["run", "target → reached (Adam / SAM)", "paper SST-2 (95%)",
+                    "flatjax Adam teacher → pruned", "flatjax SAM teacher → pruned",
+                    "Adam drop − SAM drop", "verdict"]]
+  chance = Chance(results)
+  for folder in sorted(results.glob("cofi_*")):
+    for run in sorted(d for d in folder.iterdir() if d.is_dir()):
+      ra, rs = run / "adam" / "results.json", run / "sam" / "results.json"
+      if not (ra.is_file() and rs.is_file()):
+        continue
+      section.folders.append(f"{folder.name}/{run.name}")
+      readme = run / "README.md"
+      made_by = _made_by(readme) if readme.is_file() else None
+      if made_by:
+        section.commands.append(made_by)
+      a, s = _json(ra), _json(rs)
+      key = a["main_metric"]
+      ab, aa, sb, sa = a["teacher"][key], a["pruned"][key], s["teacher"][key], s["pruned"][key]
+      diff = (ab - aa) - (sb - sa)
+      level = chance.level(a["task"], key)
+      verdict = V.verdict([diff], V.above_chance([ab], level) and V.above_chance([sb], level))
+      p = paper.TABLE2.get(a["task"])
+      paper_text = (f"Adam {p[0][0]} → {p[0][1]}, SAM {p[1][0]} → {p[1][1]}" if p else "–")
+      section.table.append([
+          f"{folder.name}/{run.name}",
+          f"{a['target_sparsity']:.0%} → {a['sparsity']:.1%} / {s['sparsity']:.1%}", paper_text,
+          V.fmt_transition([ab], [aa]), V.fmt_transition([sb], [sa]), V.fmt_signed(diff),
+          verdict])
+      section.findings.append(Finding(
+          "CoFi: SAM teacher's student loses less", f"{_task(a['task'])}, {run.name}",
+          paper_text, f"Adam {V.fmt_transition([ab], [aa])}, SAM {V.fmt_transition([sb], [sa])}"
+          " (1 seed)", verdict))
+  section.scale = ("MiniLM teachers fine-tuned on SST-2 subsets, CoFi with fewer epochs and "
+                   "lower targets than the paper's; see each run's README")
+  return section
+
+
+def sharpness_section(results: Path) -> Section:
+  section = Section(
+      "sharpness", "Tables 3/4: flatness of the fine-tuned models",
+      "SAM's fine-tuned model is flatter: lower Keskar epsilon-sharpness (Table 3); flatjax "
+      "adds the Hessian's top eigenvalue and trace.",
+      ["bash experiments/sharpness_sst2.sh"], [])
+  section.table = [["folder", "measure", "paper SST-2 Adam / SAM", "flatjax Adam",
+                    "flatjax SAM", "verdict"]]
+  for folder in sorted(results.glob("sharpness_*")):
+    fa, fs = folder / "adam" / "sharpness.json", folder / "sam" / "sharpness.json"
+    if not (fa.is_file() and fs.is_file()):
+      continue
+    section.folders.append(folder.name)
+    a, s = _json(fa), _json(fs)
+    task = a["task"]
+    p = paper.TABLE3.get(task)
+    measures: list[tuple[str, float, float, str]] = []
+    for ka, ks in zip(a["keskar"], s["keskar"]):
+      eps = ka["epsilon"]
+      ptext = f"{p[0]} / {p[1]}" if p and eps == 1e-3 else "–"
+      measures.append((f"ε-sharpness ×100, ε {eps:g}", ka["sharpness"], ks["sharpness"], ptext))
+    if a.get("hessian_top_eigenvalue"):
+      measures.append(("Hessian top eigenvalue", a["hessian_top_eigenvalue"]["eigenvalue"],
+                       s["hessian_top_eigenvalue"]["eigenvalue"], "not reported"))
+    if a.get("hessian_trace"):
+      measures.append(("Hessian trace", a["hessian_trace"]["trace"], s["hessian_trace"]["trace"],
+                       "not reported"))
+    for name, va, vs, ptext in measures:
+      verdict = V.verdict([va - vs])
+      section.table.append([folder.name, name, ptext, V.fmt(va), V.fmt(vs), verdict])
+      section.findings.append(Finding(f"SAM is flatter: {name}", f"{_task(task)} (1 seed)",
+                                      ptext, f"Adam {V.fmt(va)}, SAM {V.fmt(vs)}", verdict))
+    sample = a.get("sample")
+    section.scale = (f"{_task(task)} teachers of the CoFi experiment (MiniLM, 4,000 sentences); "
+                     f"loss on {sample if isinstance(sample, str) else json.dumps(sample)}; "
+                     f"{a.get('num_params', 0):,} parameters perturbed")
+    for png in ("surface_1d.png",):
+      if (folder / png).is_file():
+        section.plots.append(("1-D loss surfaces", f"{folder.name}/{png}"))
+  return section
+
+
+def _oneshot_curves(path: Path) -> dict[str, list[dict]]:
+  curves: dict[str, list[dict]] = {}
+  for row in _jsonl(path):
+    curves.setdefault(row["label"], []).append(row)
+  for rows in curves.values():
+    rows.sort(key=lambda r: r["target_sparsity"])
+  return curves
+
+
+def swa_section(results: Path) -> Section:
+  folder = results / "swa_sst2"
+  section = Section(
+      "swa", "SWA, the paper's third baseline",
+      "The paper fine-tunes with stochastic weight averaging as another route to flat minima "
+      "(the paper's text gives no SWA numbers here). Measured: does the SWA model compress "
+      "like SAM's?", ["SEEDS=\"0 1\" bash experiments/swa_sst2.sh"], ["swa_sst2"])
+  if not folder.is_dir():
+    return section
+  compare = {r.seed: r for r in read_compare(results).get("sst2", [])}
+  section.table = [["seed", "model", "dense", "one-shot 60% (change)", "int8 (change)"]]
+  drops: dict[str, dict[str, list[float]]] = {}
+  for seed, d in _seed_dirs(folder):
+    if not (d / "oneshot.jsonl").is_file():
+      continue
+    section.scale = ("SST-2: " + _scale_of(_json(d / "config.json")["config"]) +
+                     f"; SWA recipe {_json(d / 'config.json')['config'].get('swa')}")
+    curves = _oneshot_curves(d / "oneshot.jsonl")
+    int8 = {"swa": _quant_scores(_json(d / "quantize.json"), "accuracy")}
+    if seed in compare:
+      for opt in ("adam", "sam"):
+        q = compare[seed].folder / opt / "quantize.json"
+        if q.is_file():
+          int8[opt] = _quant_scores(_json(q), "accuracy")
+    for label in ("adam", "sam", "swa"):
+      rows = curves.get(label)
+      if not rows:
+        continue
+      dense, last = rows[0]["metric"], rows[-1]["metric"]
+      q = int8.get(label)
+      drops.setdefault(label, {}).setdefault("oneshot", []).append(dense - last)
+      if q:
+        drops[label].setdefault("int8", []).append(q[0] - q[1])
+      section.table.append([str(seed), label, V.fmt(dense),
+                            f"{V.fmt(last)} ({V.fmt_signed(last - dense)})",
+                            f"{V.fmt(q[1])} ({V.fmt_signed(q[1] - q[0])})" if q else "–"])
+  for kind in ("oneshot", "int8"):
+    a, w = drops.get("adam", {}).get(kind, []), drops.get("swa", {}).get(kind, [])
+    if a and w and len(a) == len(w):
+      diffs = [x - y for x, y in zip(a, w)]
+      section.findings.append(Finding(
+          f"SWA loses less than Adam ({kind})", "SST-2", "no number in the paper's text",
+          f"Adam drop − SWA drop {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+    s = drops.get("sam", {}).get(kind, [])
+    if s and w and len(s) == len(w):
+      diffs = [x - y for x, y in zip(w, s)]
+      section.findings.append(Finding(
+          f"SAM loses less than SWA ({kind})", "SST-2", "no number in the paper's text",
+          f"SWA drop − SAM drop {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+  first = _seed_dirs(folder)
+  if first and (first[0][1] / "oneshot.png").is_file():
+    section.plots.append((f"one-shot curves, seed {first[0][0]}",
+                          f"swa_sst2/seed{first[0][0]}/oneshot.png"))
+  return section
+
+
+def movement_section(results: Path) -> Section:
+  folder = results / "movement_sst2"
+  section = Section(
+      "movement", "Beyond the paper: movement pruning × {Adam, SAM}",
+      "Open question: does SAM also help movement pruning (Sanh et al. 2020)? Measured as the "
+      "dev score at the end of pruning to 60% during fine-tuning.",
+      ["SEEDS=\"0 1\" bash experiments/movement_sst2.sh"], ["movement_sst2"])
+  if not folder.is_dir():
+    return section
+  compare = {r.seed: r for r in read_compare(results).get("sst2", [])}
+  section.table = [["seed", "optimizer", "sparsity", "movement-pruned dev (best at final "
+                    "sparsity)", "dense fine-tuned (compare)", "IMP 60% (compare)"]]
+  diffs = []
+  for seed, d in _seed_dirs(folder):
+    scores = {}
+    for opt in ("adam", "sam"):
+      f = d / opt / "results.json"
+      if not f.is_file():
+        continue
+      r = _json(f)
+      key = next(k for k in r["best"] if k != "step")
+      scores[opt] = r["best"][key]
+      section.scale = "SST-2: " + _scale_of(_json(d / opt / "config.json")["config"]) + (
+          "; per-tensor top-k of the movement scores, cubic schedule 10% → 70% of the run")
+      c = compare.get(seed)
+      co = c.opt(opt) if c else None
+      section.table.append([str(seed), opt, f"{r.get('sparsity', 0):.0%}", V.fmt(scores[opt]),
+                            V.fmt(co["full"]) if co else "–", V.fmt(co["imp"]) if co else "–"])
+    if len(scores) == 2:
+      diffs.append(scores["sam"] - scores["adam"])
+  chance = Chance(results).level("sst2", "accuracy")
+  section.findings.append(Finding(
+      "movement pruning: SAM ends higher than Adam", "SST-2 60%", "open question (not in the "
+      "paper)", f"SAM − Adam {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+  if chance is not None:
+    section.notes.append(f"Always predicting the majority label scores {chance:.2f} on this dev "
+                         "set.")
+  return section
+
+
+def _sam_overhead(path: Path) -> dict[str, float]:
+  if not path.is_file():
+    return {}
+  rows = [r for r in _jsonl(path) if "ratio_to_adam" in r]
+  return rows[-1]["ratio_to_adam"] if rows else {}
+
+
+def variants_section(results: Path, overhead: Path) -> tuple[Section, list[dict]]:
+  """The section and one point per optimizer and seed for the cost plot."""
+  folder = results / "variants_sst2"
+  section = Section(
+      "variants", "Beyond the paper: the efficient SAM variants' compressibility against cost",
+      "Open question: do cheaper variants (LookSAM, ASAM, GSAM) keep SAM's compressibility at "
+      "a fraction of its cost? Compressibility: the accuracy lost to one-shot pruning to 60% "
+      "(no retraining) and to int8; cost: a train step relative to Adam's.",
+      ["SEEDS=\"0 1\" bash experiments/variants_sst2.sh",
+       "python benchmarks/sam_overhead.py --repeats 5 --output "
+       "benchmarks/results/sam_overhead_cpu.jsonl"], ["variants_sst2"])
+  points: list[dict] = []
+  if not folder.is_dir():
+    return section, points
+  cost = _sam_overhead(overhead)
+  compare = {r.seed: r for r in read_compare(results).get("sst2", [])}
+  section.table = [["optimizer", "step cost × Adam (CPU)", "dense dev", "one-shot 60% drop",
+                    "int8 drop", "seeds"]]
+  per_opt: dict[str, dict[str, list[float]]] = {}
+  for seed, d in _seed_dirs(folder):
+    if not (d / "oneshot.jsonl").is_file():
+      continue
+    curves = _oneshot_curves(d / "oneshot.jsonl")
+    for label, rows in curves.items():
+      q_path = d / label / "quantize.json"
+      if not q_path.is_file() and seed in compare:
+        q_path = compare[seed].folder / label / "quantize.json"
+      q = _quant_scores(_json(q_path), "accuracy") if q_path.is_file() else None
+      dense, last = rows[0]["metric"], rows[-1]["metric"]
+      entry = per_opt.setdefault(label, {"dense": [], "oneshot": [], "int8": []})
+      entry["dense"].append(dense)
+      entry["oneshot"].append(dense - last)
+      if q:
+        entry["int8"].append(q[0] - q[1])
+      points.append({"optimizer": label, "seed": seed, "cost": cost.get(label),
+                     "oneshot_drop": dense - last, "int8_drop": q[0] - q[1] if q else None})
+      cfg = d / label / "config.json"
+      if cfg.is_file():
+        section.scale = ("SST-2: " + _scale_of(_json(cfg)["config"]) + "; step cost from "
+                         "benchmarks/sam_overhead.py (batch 32, length 128, side by side)")
+  for label, e in per_opt.items():
+    section.table.append([label, V.fmt(cost.get(label)), V.fmt_seeds(e["dense"]),
+                          V.fmt_seeds(e["oneshot"]), V.fmt_seeds(e["int8"]),
+                          str(len(e["dense"]))])
+  adam = per_opt.get("adam")
+  for label, e in per_opt.items():
+    if label == "adam" or not adam:
+      continue
+    for kind in ("oneshot", "int8"):
+      if len(e[kind]) == len(adam[kind]) and e[kind]:
+        diffs = [x - y for x, y in zip(adam[kind], e[kind])]
+        section.findings.append(Finding(
+            f"{label} loses less than Adam ({kind})", "SST-2",
+            "open question (not in the paper)",
+            f"Adam drop − {label} drop {V.fmt_seeds(diffs)}; cost {V.fmt(cost.get(label))}× "
+            "Adam", V.verdict(diffs)))
+  return section, points
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything else
+
+def _made_by(readme: Path) -> str | None:
+  """The command in a results README's "Made by `...`" line."""
+  m = re.search(r"Made by\s+`([^`]+)`", readme.read_text())
+  return m.group(1) if m else None
+
+
+def readme_title(readme: Path) -> str:
+  for line in readme.read_text().splitlines():
+    if line.startswith("# "):
+      return line[2:].strip()
+  return readme.parent.name

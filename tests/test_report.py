@@ -1,0 +1,219 @@
+"""flatjax report: verdicts, sections and the written report, on hand-made result folders
+whose differences are worked out by hand below."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flatjax import cli
+from flatjax.report import build_report, build_sections, paper, sections, verdict
+from flatjax.report import verdicts as V
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, obj) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(obj))
+
+
+def _write_jsonl(path: Path, rows) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+TRAIN = {"model": "minilm", "max_train_examples": 640, "epochs": 2.0, "lr": 1e-4,
+         "batch_size": 32, "max_length": 128}
+
+
+def _quantize(fp32: float, int8: float, metric: str = "accuracy") -> dict:
+  return {"float32": {"validation": {metric: fp32}},
+          "int8": {"dynamic": {"metrics": {"validation": {metric: int8}}}}}
+
+
+def _compare(results: Path, task: str, seed: int, adam: dict, sam: dict) -> None:
+  """adam/sam: full, imp, oneshot, int8 scores (accuracy)."""
+  d = results / f"compare_{task}" / f"seed{seed}"
+  _write(d / "compare.json", {"train": TRAIN, "scope": "encoder", "rounds": 2})
+  opts = {}
+  for name, s in (("adam", adam), ("sam", sam)):
+    opts[name] = {"metric": "validation/accuracy", "full": s["full"], "imp": s["imp"],
+                  "imp_sparsity": 0.6, "oneshot": s["oneshot"], "oneshot_sparsity": 0.6,
+                  "oneshot_dense": s["full"], "int8": s["int8"], "int8_float32": s["full"]}
+    _write(d / name / "quantize.json", _quantize(s["full"], s["int8"]))
+  _write(d / "results.json", {"task": task, "sparsity": 0.6, "optimizers": opts})
+  (d / "compare.png").write_bytes(b"\x89PNG")
+
+
+def _chance(results: Path, task: str, accuracy: float) -> None:
+  _write(results / "chance" / "chance.json",
+         {"tasks": {task: {"0": {"accuracy": accuracy}, "1": {"accuracy": accuracy}}}})
+
+
+# ------------------------------------------------------------------------------------ verdicts
+
+@pytest.mark.parametrize("diffs, testable, expected", [
+    ([1.0, 0.5], True, V.HELD),
+    ([1.0, -0.5], True, V.MIXED),     # mean 0.25 > 0, one seed against
+    ([0.5, -1.0], True, V.NOT_HELD),  # mean -0.25
+    ([0.0], True, V.NOT_HELD),        # no difference is not "loses less"
+    ([2.0], False, V.NOT_TESTABLE),
+    ([], True, V.NO_DATA),
+])
+def test_verdict(diffs, testable, expected):
+  assert verdict(diffs, testable) == expected
+
+
+def test_above_chance_margin_is_one_point():
+  assert V.above_chance([52.0, 53.9], 51.9)       # mean 52.95 > 52.9
+  assert not V.above_chance([52.0, 53.7], 51.9)   # mean 52.85
+  assert V.above_chance([10.0], None)             # no chance level known: testable
+
+
+def test_fmt_seeds_and_transition():
+  assert V.fmt_seeds([80.0, 79.0]) == "79.50 (80.00, 79.00)"
+  assert V.fmt_seeds([1.234]) == "1.23"
+  assert V.fmt_transition([80.0, 78.0], [77.0, 76.0]) == "79.00 → 76.50 (-2.50)"
+
+
+# ------------------------------------------------------------------------------- IMP and int8
+
+def test_imp_and_int8_sections_by_hand(tmp_path):
+  # seed 0: Adam 80 -> 77 (drop 3), SAM 79 -> 78 (drop 1): SAM loses 2 less.
+  # seed 1: Adam 81 -> 80 (drop 1), SAM 80 -> 78.5 (drop 1.5): SAM loses 0.5 more.
+  # mean 0.75 > 0 with one seed against: mixed.
+  _compare(tmp_path, "sst2", 0, dict(full=80, imp=77, oneshot=70, int8=79),
+           dict(full=79, imp=78, oneshot=74, int8=78.5))
+  _compare(tmp_path, "sst2", 1, dict(full=81, imp=80, oneshot=75, int8=80),
+           dict(full=80, imp=78.5, oneshot=76, int8=79.8))
+  _chance(tmp_path, "sst2", 50.9)
+  imp = sections.imp_section(tmp_path)
+  [finding] = imp.findings
+  assert finding.verdict == V.MIXED
+  assert "0.75" in finding.flatjax
+  assert finding.paper == "Adam 92.7 → 91.7, SAM 93.1 → 93.2"
+  row = imp.table[1]
+  assert row[0] == "SST-2" and row[1] == "60%"
+  assert row[3] == "80.50 → 78.50 (-2.00)"   # Adam: means 80.5 -> 78.5
+  assert row[5] == "0.75 (2.00, -0.50)"
+  # int8: Adam drops 1 and 1, SAM 0.5 and 0.2: SAM loses 0.5 and 0.8 less -> held.
+  [int8] = sections.int8_section(tmp_path).findings
+  assert int8.verdict == V.HELD and "0.65" in int8.flatjax
+  # one-shot: Adam drops 10 and 6, SAM 5 and 4: SAM loses 5 and 2 less -> held.
+  [oneshot] = sections.oneshot_section(tmp_path).findings
+  assert oneshot.verdict == V.HELD and "3.50" in oneshot.flatjax
+
+
+def test_models_at_chance_are_not_testable(tmp_path):
+  _compare(tmp_path, "rte", 0, dict(full=53.0, imp=47.0, oneshot=47.0, int8=53.0),
+           dict(full=60.0, imp=59.0, oneshot=58.0, int8=59.0))
+  _chance(tmp_path, "rte", 52.7)   # Adam's 53.0 is within a point of always "entailment"
+  [finding] = sections.imp_section(tmp_path).findings
+  assert finding.verdict == V.NOT_TESTABLE
+
+
+def test_int8_uses_the_papers_metric_when_measured(tmp_path):
+  _compare(tmp_path, "mrpc", 0, dict(full=70, imp=69, oneshot=68, int8=69),
+           dict(full=71, imp=70, oneshot=69, int8=70))
+  d = tmp_path / "compare_mrpc" / "seed0"
+  # F1 (Table 8's MRPC metric): Adam 85 -> 80 (drop 5), SAM 86 -> 85 (drop 1) -> 4 less.
+  for opt, (b, a) in {"adam": (85.0, 80.0), "sam": (86.0, 85.0)}.items():
+    q = _quantize(70.0, 69.0)
+    q["float32"]["validation"]["f1"] = b
+    q["int8"]["dynamic"]["metrics"]["validation"]["f1"] = a
+    _write(d / opt / "quantize.json", q)
+  [finding] = sections.int8_section(tmp_path).findings
+  assert finding.setting == "MRPC f1 (compare)"
+  assert "4.00" in finding.flatjax and finding.verdict == V.HELD
+  assert finding.paper.startswith("Adam 89.57 → 86.81")
+
+
+# --------------------------------------------------------------------------- tickets sections
+
+def _tickets(folder: Path, rows: dict, task="sst2", sparsity=0.6) -> None:
+  _write(folder / "tickets.json", {"train": TRAIN | {"task": task}, "sparsity": sparsity})
+  _write_jsonl(folder / "tickets.jsonl", [
+      {"mask": m, "optimizer": o, "metric": v, "sparsity": sparsity}
+      for (m, o), v in rows.items()])
+
+
+def test_table6_by_hand(tmp_path):
+  _tickets(tmp_path / "table6_sst2" / "seed0", {
+      ("adam", "adam"): 77.0, ("adam", "sam"): 76.0, ("sam", "adam"): 78.0,
+      ("sam", "sam"): 75.0, ("random", "adam"): 70.0, ("random", "sam"): 77.0})
+  sec = sections.table6_section(tmp_path)
+  by_claim = {f.claim: f for f in sec.findings}
+  assert by_claim["Table 6: SAM mask beats Adam mask (fine-tuned with adam)"].verdict == V.HELD
+  assert by_claim["Table 6: SAM mask beats Adam mask (fine-tuned with sam)"].verdict == V.NOT_HELD
+  # weaker IMP mask - random: adam column min(77, 78) - 70 = 7, sam column min(76, 75) - 77 = -2
+  random = by_claim["Table 6: IMP masks beat a random mask"]
+  assert random.verdict == V.MIXED and "2.50 (7.00, -2.00)" in random.flatjax
+  assert ["SST-2 (60%)", "sam", "92.4 / 92.9", "78.00", "75.00", "1"] in sec.table
+
+
+def test_transfer_heatmap(tmp_path):
+  _tickets(tmp_path / "transfer" / "mrpc", {("sst2-adam", "adam"): 70.0,
+                                           ("sst2-sam", "adam"): 72.5}, task="mrpc")
+  _tickets(tmp_path / "transfer" / "sst2", {("mrpc-adam", "adam"): 80.0,
+                                           ("mrpc-sam", "adam"): 79.0}, task="sst2")
+  sec, heat = sections.transfer_section(tmp_path)
+  assert heat == {"sst2": {"mrpc": 2.5}, "mrpc": {"sst2": -1.0}}
+  [finding] = sec.findings
+  assert finding.verdict == V.MIXED and "1 of 2 positive" in finding.flatjax
+  sections_ = build_sections(tmp_path, tmp_path / "none.jsonl")
+  assert (tmp_path / "transfer" / "heatmap.png").stat().st_size > 1000
+  assert ("SAM ticket − Adam ticket", "transfer/heatmap.png") in sections_[3].plots
+
+
+# ------------------------------------------------------------------------ the written report
+
+def test_report_covers_every_item_and_says_what_is_missing(tmp_path):
+  _compare(tmp_path, "sst2", 0, dict(full=80, imp=77, oneshot=70, int8=79),
+           dict(full=79, imp=78, oneshot=74, int8=78.5))
+  (tmp_path / "finetune_sst2").mkdir()
+  (tmp_path / "finetune_sst2" / "README.md").write_text(
+      "# Fine-tuning curves\n\nMade by `bash experiments/finetune_sst2.sh`.\n")
+  text = build_report(tmp_path, tmp_path / "none.jsonl")
+  for key in ("imp", "std", "table6", "transfer", "oneshot", "cofi", "int8", "sharpness",
+              "swa", "movement", "variants"):
+    assert f'<a id="{key}"></a>' in text
+  assert text.count("not run yet") == 8      # all but IMP, one-shot and int8 (compare only)
+  assert "Adam 92.70 → 91.17, SAM 93.08 → 92.39" in text       # Table 8, SST-2
+  assert "![SST-2, seed 0](compare_sst2/seed0/compare.png)" in text
+  assert ("- [`finetune_sst2/`](finetune_sst2/README.md): Fine-tuning curves — "
+          "`bash experiments/finetune_sst2.sh`") in text
+
+
+def test_cli_report_writes_the_readme(tmp_path, capsys):
+  _compare(tmp_path, "sst2", 0, dict(full=80, imp=77, oneshot=70, int8=79),
+           dict(full=79, imp=78, oneshot=74, int8=78.5))
+  assert cli.main(["report", "--results", str(tmp_path)]) == 0
+  assert "## Scoreboard" in (tmp_path / "README.md").read_text()
+  assert cli.main(["report", "--results", str(tmp_path / "missing")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+def test_paper_numbers_match_the_papers_tables():
+  # Spot checks against ../shared/paper.md, typed independently of flatjax/report/paper.py.
+  assert paper.TABLE5["imp"]["sam"]["rte"] == 71.8
+  assert paper.TABLE5["std"]["adam"]["qqp"] == 88.1
+  assert paper.TABLE6["mrpc"]["random"] == (70.8, 70.1)
+  assert paper.TABLE8["squad"] == ("f1", (89.20, 80.13), (89.20, 84.92))
+  assert paper.TABLE3["mrpc"] == (6.1, 7.0)
+  assert paper.TABLE2["mnli"] == ((84.7, 80.2), (85.3, 80.6))
+
+
+def test_committed_report_covers_every_item():
+  """experiments/results/README.md, as committed, has data for every paper item."""
+  results = ROOT / "experiments" / "results"
+  secs = build_sections(results, plots=False)
+  missing = [s.title for s in secs if not s.findings]
+  assert not missing, f"no results for {missing}"
+  for s in secs:
+    for cmd in s.commands:
+      script = cmd.split("bash ", 1)[-1].split()[0] if "bash " in cmd else None
+      if script and script.startswith("experiments/"):
+        assert (ROOT / script).is_file(), cmd
