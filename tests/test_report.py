@@ -217,3 +217,66 @@ def test_committed_report_covers_every_item():
       script = cmd.split("bash ", 1)[-1].split()[0] if "bash " in cmd else None
       if script and script.startswith("experiments/"):
         assert (ROOT / script).is_file(), cmd
+
+
+# ------------------------------------------------------- Std, sharpness, CoFi, SAM variants
+
+def test_std_section_by_hand(tmp_path):
+  for seed, (a, s) in enumerate([((80.0, 76.0), (79.0, 78.0)), ((81.0, 79.0), (80.0, 79.5))]):
+    d = tmp_path / "std_sst2" / f"seed{seed}"
+    for opt, (full, pruned) in (("adam", a), ("sam", s)):
+      _write(d / opt / "imp.json", {"train": TRAIN, "rate": 0.3, "rounds": 2, "mode": "std"})
+      _write_jsonl(d / opt / "rounds.jsonl", [
+          {"round": 0, "sparsity": 0.0, "metric": full, "metric_name": "validation/accuracy"},
+          {"round": 1, "sparsity": 0.3, "metric": 0.0, "metric_name": "validation/accuracy"},
+          {"round": 2, "sparsity": 0.6, "metric": pruned,
+           "metric_name": "validation/accuracy"}])
+  [finding] = sections.std_section(tmp_path).findings
+  # drops: Adam 4 and 2, SAM 1 and 0.5 -> SAM loses 3 and 1.5 less
+  assert finding.verdict == V.HELD and "2.25" in finding.flatjax
+  assert finding.paper == "Adam 92.7 → 91.1, SAM 93.1 → 92.1"
+
+
+def test_sharpness_over_seeds(tmp_path):
+  def measure(eps1, eig):
+    return {"task": "mrpc", "keskar": [{"epsilon": 1e-3, "sharpness": eps1}],
+            "hessian_top_eigenvalue": {"eigenvalue": eig}, "sample": "128 train examples"}
+  for seed, (a, s) in enumerate([((10.0, 50.0), (4.0, 60.0)), ((8.0, 40.0), (6.0, 20.0))]):
+    d = tmp_path / "sharpness_compare" / "mrpc" / f"seed{seed}"
+    _write(d / "adam" / "sharpness.json", measure(*a))
+    _write(d / "sam" / "sharpness.json", measure(*s))
+  found = {f.claim: f for f in sections.sharpness_section(tmp_path).findings}
+  eps = found["SAM is flatter: ε-sharpness ×100, ε 0.001"]
+  assert eps.verdict == V.HELD and eps.paper == "6.1 / 7.0"        # diffs 6 and 2
+  assert found["SAM is flatter: Hessian top eigenvalue"].verdict == V.MIXED  # -10 and 20
+
+
+def test_cofi_section(tmp_path):
+  for opt, (teacher, pruned) in (("adam", (84.0, 81.0)), ("sam", (85.0, 80.0))):
+    _write(tmp_path / "cofi_sst2" / "run1" / opt / "results.json", {
+        "task": "sst2", "main_metric": "validation/accuracy", "target_sparsity": 0.8,
+        "sparsity": 0.83, "teacher": {"validation/accuracy": teacher},
+        "pruned": {"validation/accuracy": pruned}})
+  [finding] = sections.cofi_section(tmp_path).findings
+  assert finding.verdict == V.NOT_HELD          # Adam loses 3, SAM 5
+  assert finding.paper == "Adam 92.7 → 90.2, SAM 93.1 → 91.3"
+
+
+def test_variants_cost_and_compressibility(tmp_path):
+  overhead = tmp_path / "sam_overhead.jsonl"
+  _write_jsonl(overhead, [{"ratio_to_adam": {"adam": 1.0, "sam": 1.8, "looksam": 1.2}}])
+  d = tmp_path / "variants_sst2" / "seed0"
+  rows = []
+  for label, dense, pruned in (("adam", 80.0, 75.0), ("sam", 79.0, 76.0),
+                               ("looksam", 81.0, 79.0)):
+    rows += [{"label": label, "target_sparsity": 0.0, "metric": dense},
+             {"label": label, "target_sparsity": 0.6, "metric": pruned}]
+    _write(d / label / "quantize.json", _quantize(dense, dense - 1.0))
+  _write_jsonl(d / "oneshot.jsonl", rows)
+  sec, points = sections.variants_section(tmp_path, overhead)
+  found = {f.claim: f for f in sec.findings}
+  assert found["looksam loses less than Adam (oneshot)"].verdict == V.HELD   # 5 vs 2
+  assert found["looksam loses less than Adam (int8)"].verdict == V.NOT_HELD  # 1 vs 1
+  assert {(p["optimizer"], p["cost"], p["oneshot_drop"]) for p in points} == {
+      ("adam", 1.0, 5.0), ("sam", 1.8, 3.0), ("looksam", 1.2, 2.0)}
+  assert ["looksam", "1.20", "81.00", "2.00", "1.00", "1"] in sec.table

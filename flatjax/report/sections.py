@@ -518,45 +518,72 @@ def cofi_section(results: Path) -> Section:
   return section
 
 
+def _sharpness_groups(results: Path) -> list[tuple[str, list[tuple[int, dict, dict]]]]:
+  """(folder label, [(seed, adam sharpness.json, sam sharpness.json)]) for the CoFi teachers
+  (``sharpness_<task>/<opt>/``) and the compare models (``sharpness_compare/<task>/seed<N>/``)."""
+  groups = []
+  for folder in sorted(results.glob("sharpness_*")):
+    fa, fs = folder / "adam" / "sharpness.json", folder / "sam" / "sharpness.json"
+    if fa.is_file() and fs.is_file():
+      groups.append((folder.name, [(0, _json(fa), _json(fs))]))
+  compare = results / "sharpness_compare"
+  if compare.is_dir():
+    for task_dir in sorted(d for d in compare.iterdir() if d.is_dir()):
+      pairs = [(seed, _json(d / "adam" / "sharpness.json"), _json(d / "sam" / "sharpness.json"))
+               for seed, d in _seed_dirs(task_dir)
+               if (d / "adam" / "sharpness.json").is_file()
+               and (d / "sam" / "sharpness.json").is_file()]
+      if pairs:
+        groups.append((f"sharpness_compare/{task_dir.name}", pairs))
+  return groups
+
+
+def _sharpness_measures(a: dict) -> dict[str, float]:
+  out = {f"ε-sharpness ×100, ε {k['epsilon']:g}": k["sharpness"] for k in a.get("keskar", [])}
+  if a.get("hessian_top_eigenvalue"):
+    out["Hessian top eigenvalue"] = a["hessian_top_eigenvalue"]["eigenvalue"]
+  if a.get("hessian_trace"):
+    out["Hessian trace"] = a["hessian_trace"]["trace"]
+  return out
+
+
 def sharpness_section(results: Path) -> Section:
   section = Section(
       "sharpness", "Tables 3/4: flatness of the fine-tuned models",
       "SAM's fine-tuned model is flatter: lower Keskar epsilon-sharpness (Table 3); flatjax "
       "adds the Hessian's top eigenvalue and trace.",
-      ["bash experiments/sharpness_sst2.sh"], [])
-  section.table = [["folder", "measure", "paper SST-2 Adam / SAM", "flatjax Adam",
-                    "flatjax SAM", "verdict"]]
-  for folder in sorted(results.glob("sharpness_*")):
-    fa, fs = folder / "adam" / "sharpness.json", folder / "sam" / "sharpness.json"
-    if not (fa.is_file() and fs.is_file()):
-      continue
-    section.folders.append(folder.name)
-    a, s = _json(fa), _json(fs)
-    task = a["task"]
+      ["bash experiments/sharpness_sst2.sh",
+       "TASKS=\"sst2 mrpc\" SEEDS=\"0 1\" bash experiments/sharpness_tasks.sh"], [])
+  section.table = [["models", "measure", "paper Adam / SAM", "flatjax Adam", "flatjax SAM",
+                    "Adam − SAM (seeds)", "verdict"]]
+  scales = []
+  for label, pairs in _sharpness_groups(results):
+    section.folders.append(label)
+    task = pairs[0][1]["task"]
     p = paper.TABLE3.get(task)
-    measures: list[tuple[str, float, float, str]] = []
-    for ka, ks in zip(a["keskar"], s["keskar"]):
-      eps = ka["epsilon"]
-      ptext = f"{p[0]} / {p[1]}" if p and eps == 1e-3 else "–"
-      measures.append((f"ε-sharpness ×100, ε {eps:g}", ka["sharpness"], ks["sharpness"], ptext))
-    if a.get("hessian_top_eigenvalue"):
-      measures.append(("Hessian top eigenvalue", a["hessian_top_eigenvalue"]["eigenvalue"],
-                       s["hessian_top_eigenvalue"]["eigenvalue"], "not reported"))
-    if a.get("hessian_trace"):
-      measures.append(("Hessian trace", a["hessian_trace"]["trace"], s["hessian_trace"]["trace"],
-                       "not reported"))
-    for name, va, vs, ptext in measures:
-      verdict = V.verdict([va - vs])
-      section.table.append([folder.name, name, ptext, V.fmt(va), V.fmt(vs), verdict])
-      section.findings.append(Finding(f"SAM is flatter: {name}", f"{_task(task)} (1 seed)",
-                                      ptext, f"Adam {V.fmt(va)}, SAM {V.fmt(vs)}", verdict))
-    sample = a.get("sample")
-    section.scale = (f"{_task(task)} teachers of the CoFi experiment (MiniLM, 4,000 sentences); "
-                     f"loss on {sample if isinstance(sample, str) else json.dumps(sample)}; "
-                     f"{a.get('num_params', 0):,} parameters perturbed")
-    for png in ("surface_1d.png",):
-      if (folder / png).is_file():
-        section.plots.append(("1-D loss surfaces", f"{folder.name}/{png}"))
+    measures = _sharpness_measures(pairs[0][1])
+    for name in measures:
+      va = [_sharpness_measures(a)[name] for _, a, _ in pairs]
+      vs = [_sharpness_measures(s)[name] for _, _, s in pairs]
+      diffs = [x - y for x, y in zip(va, vs)]
+      ptext = (f"{p[0]} / {p[1]}" if p and name.endswith("ε 0.001") else
+               "not reported" if name.startswith("Hessian") else "–")
+      verdict = V.verdict(diffs)
+      section.table.append([f"{_task(task)} ({label})", name, ptext, V.fmt_seeds(va),
+                            V.fmt_seeds(vs), V.fmt_seeds(diffs), verdict])
+      section.findings.append(Finding(
+          f"SAM is flatter: {name}", f"{_task(task)} ({label}, {len(pairs)} seed"
+          f"{'s' if len(pairs) > 1 else ''})", ptext,
+          f"Adam {V.fmt_seeds(va)}, SAM {V.fmt_seeds(vs)}", verdict))
+    sample = pairs[0][1].get("sample")
+    scales.append(f"{label}: {_task(task)}, loss on "
+                  f"{sample if isinstance(sample, str) else json.dumps(sample)}; "
+                  f"{pairs[0][1].get('num_params', 0):,} parameters perturbed")
+    if (results / label / "surface_1d.png").is_file():
+      section.plots.append((f"1-D loss surfaces ({label})", f"{label}/surface_1d.png"))
+  section.scale = ("; ".join(scales) + ". sharpness_sst2 measures the CoFi experiment's "
+                   "teachers (MiniLM, 4,000 SST-2 sentences); sharpness_compare the compare "
+                   "runs' fine-tuned models")
   return section
 
 
