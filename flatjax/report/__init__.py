@@ -34,11 +34,19 @@ def build_sections(results: Path, overhead: Path | None = None,
   variants, points = sections.variants_section(results, overhead)
   if plots and render.plot_variants(points, results / "variants_sst2" / "cost.png"):
     variants.plots.append(("compressibility against cost", "variants_sst2/cost.png"))
-  return [sections.imp_section(results), sections.std_section(results),
+  secs = [sections.imp_section(results), sections.std_section(results),
           sections.table6_section(results), transfer, sections.oneshot_section(results),
           sections.cofi_section(results), sections.int8_section(results),
           sections.sharpness_section(results), sections.swa_section(results),
           sections.movement_section(results), variants]
+  for s in secs:
+    # The commands recorded in the results folders' READMEs win over the scripts' defaults;
+    # benchmark commands (not results folders) stay.
+    recorded = sections._commands(results, s.folders)
+    if recorded:
+      s.commands = recorded + [c for c in s.commands if c.startswith("python benchmarks/")
+                               and c not in recorded]
+  return secs
 
 
 def _other_folders(results: Path) -> list[str]:

@@ -84,6 +84,17 @@ def _metric_key(metric: str) -> str:
   return metric.rsplit("/", 1)[-1]
 
 
+def _commands(results: Path, folders: list[str]) -> list[str]:
+  """The "Made by" commands of the folders' READMEs, each once."""
+  out: list[str] = []
+  for f in folders:
+    readme = results / f / "README.md"
+    cmd = _made_by(readme) if readme.is_file() else None
+    if cmd and cmd not in out:
+      out.append(cmd)
+  return out
+
+
 class Chance:
   """Majority-label dev scores from ``chance/chance.json`` (experiments/chance_levels.py)."""
 
@@ -216,8 +227,7 @@ def imp_section(results: Path) -> Section:
       "imp", "Tables 1/5: IMP, Adam vs SAM, at the reference sparsities",
       "Lottery tickets found by iterative magnitude pruning with rewinding keep more of the "
       "full model's accuracy when fine-tuned with SAM than with Adam (Table 5's IMP rows).",
-      ["TASKS=\"rte mrpc sst2 qnli mnli qqp squad\" SEEDS=\"0 1\" bash experiments/compare_tasks.sh"],
-      [f"compare_{t}" for t in runs])
+      _commands(results, [f"compare_{t}" for t in runs]), [f"compare_{t}" for t in runs])
   section.scale = _compare_scale(runs)
   section.table = [["task", "sparsity"] + _DROP_HEADER]
   _drop_claim(section, "IMP: SAM loses less", runs, Chance(results), "full", "imp",
@@ -235,8 +245,7 @@ def oneshot_section(results: Path) -> Section:
       "oneshot", "One-shot magnitude pruning without retraining",
       "Pruned in one shot and not retrained, SAM's fine-tuned model holds its accuracy longer "
       "than Adam's (the paper's one-shot figure, 5% steps to 60%; no table).",
-      ["bash experiments/compare_tasks.sh (the one-shot step of each compare run)"],
-      [f"compare_{t}" for t in runs])
+      _commands(results, [f"compare_{t}" for t in runs]), [f"compare_{t}" for t in runs])
   section.scale = _compare_scale(runs) + "; global magnitude ranking, 10% steps"
   section.table = [["task", "sparsity"] + _DROP_HEADER]
   _drop_claim(section, "one-shot: SAM loses less", runs, Chance(results), "oneshot_dense",
@@ -263,8 +272,7 @@ def int8_section(results: Path) -> Section:
       "int8", "Table 8: int8 dynamic quantization",
       "After post-training dynamic int8 quantization of the Linear layers, SAM's model loses "
       "less than Adam's.",
-      ["bash experiments/compare_tasks.sh (the int8 step of each compare run)",
-       "bash experiments/int8_glue.sh"],
+      _commands(results, [f"compare_{t}" for t in runs] + ["int8_glue"]),
       [f"compare_{t}" for t in runs] + ["int8_glue"])
   section.scale = _compare_scale(runs) + ("; int8 = PyTorch's quantize_dynamic recipe (per-"
                                           "tensor weights, dynamic activations), eval batch 32")
