@@ -34,3 +34,14 @@ target_sparsity() {
   .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['target_sparsity'])" \
     "runs/compare-$1-seed$2/compare.json"
 }
+
+# The data flags alone (fills EVAL_ARGS), for flatjax oneshot on TASK's dev set as compare scores it.
+eval_args_for() {
+  local task=$1 seed=$2
+  EVAL_ARGS=(--task "$task" --data "$(data_for "$task")" --seed "$seed" --no-progress)
+  case $task in
+    qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && EVAL_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
+  esac
+  [ "$task" = squad ] && EVAL_ARGS+=(--max-length 256 --doc-stride 64)
+  return 0
+}

@@ -20,12 +20,13 @@ SEEDS=${SEEDS:-0}
 SWA=${SWA:-0.5:8}
 for seed in $SEEDS; do
   train_args_for sst2 "$seed"
+  eval_args_for sst2 "$seed"
   run=runs/swa-sst2-seed$seed
   compare=runs/compare-sst2-seed$seed
   resume=(); [ -f "$run/config.json" ] && resume=(--resume)
   .venv/bin/flatjax train "${TRAIN_ARGS[@]}" --optimizer adam --swa "$SWA" --output "$run" \
     "${resume[@]}" > /dev/null
-  .venv/bin/flatjax oneshot "${TRAIN_ARGS[@]}" --step 0.1 --max 0.6 --scope encoder \
+  .venv/bin/flatjax oneshot "${EVAL_ARGS[@]}" --step 0.1 --max 0.6 --scope encoder \
     --granularity global --model "adam=$compare/adam/imp/round_00/best" \
     --model "sam=$compare/sam/imp/round_00/best" --model "swa=$run/swa" --output "$run/oneshot"
   .venv/bin/flatjax quantize "$run/swa" --task sst2 --data "$(data_for sst2)" --scheme dynamic \

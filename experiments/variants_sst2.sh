@@ -18,6 +18,7 @@ SEEDS=${SEEDS:-0}
 VARIANTS=${VARIANTS:-"looksam asam gsam"}
 for seed in $SEEDS; do
   train_args_for sst2 "$seed"
+  eval_args_for sst2 "$seed"
   compare=runs/compare-sst2-seed$seed
   out=experiments/results/variants_sst2/seed$seed
   models=(--model "adam=$compare/adam/imp/round_00/best" --model "sam=$compare/sam/imp/round_00/best")
@@ -32,7 +33,7 @@ for seed in $SEEDS; do
     mkdir -p "$out/$opt"
     cp "$run"/{config.json,metrics.jsonl,results.json} "$run/int8/quantize.json" "$out/$opt/"
   done
-  .venv/bin/flatjax oneshot "${TRAIN_ARGS[@]}" --step 0.1 --max 0.6 --scope encoder \
+  .venv/bin/flatjax oneshot "${EVAL_ARGS[@]}" --step 0.1 --max 0.6 --scope encoder \
     --granularity global "${models[@]}" --output "runs/variants-sst2-seed$seed-oneshot"
   cp "runs/variants-sst2-seed$seed-oneshot"/{oneshot.jsonl,oneshot.md,oneshot.png} "$out/"
 done

@@ -412,7 +412,8 @@ def table6_section(results: Path) -> Section:
     section.scale = (f"{_task(task)}: {_scale_of(settings.get('train', {}))}; masks from the "
                      "compare runs' IMP of the same seed; seeds "
                      + ", ".join(str(s) for s, _ in grids))
-    sparsity = paper_sparsity = settings.get("sparsity")
+    sparsity = paper_sparsity = _jsonl(folder / f"seed{grids[0][0]}" / "tickets.jsonl")[0][
+        "sparsity"]
     ref = paper.TABLE6.get(task, {})
     for mask in ("random", "adam", "sam"):
       cells = {o: [g[(mask, o)] for _, g in grids if (mask, o) in g] for o in ("adam", "sam")}
@@ -447,7 +448,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       "transfer", "Ticket transfer across tasks",
       "A ticket found with SAM on one task transfers to other tasks better than one found with "
       "Adam (the paper's heatmap of SAM ticket minus Adam ticket, 70% tickets).",
-      ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 mrpc qnli\" bash experiments/tickets_tasks.sh"],
+      ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" bash experiments/tickets_tasks.sh"],
       ["transfer"])
   heat: dict[str, dict[str, float]] = {}
   if not folder.is_dir():
@@ -472,6 +473,15 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   section.scale = ("tickets fine-tuned with Adam on the target, seed 0; " + "; ".join(scales)
                    + "; each source's Adam and SAM masks at its reference sparsity")
   diffs = [v for targets in heat.values() for v in targets.values()]
+  # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, seed 0.
+  for source in list(heat):
+    grid = results / f"table6_{source}" / "seed0"
+    if (grid / "tickets.jsonl").is_file():
+      cells = _tickets(grid)
+      if ("sam", "adam") in cells and ("adam", "adam") in cells:
+        heat[source][source] = cells[("sam", "adam")] - cells[("adam", "adam")]
+        section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
+                             "(same task, seed 0); the verdict counts only transfers.")
   section.findings.append(Finding(
       "transfer: SAM tickets transfer better", f"{len(diffs)} task pairs",
       "heatmap mostly positive (figure)",
