@@ -25,10 +25,10 @@ def scoreboard(sections: list[Section]) -> list[str]:
            "verdict"]]
   for s in sections:
     if not s.findings:
-      rows.append([f"[{s.title.split(':')[0]}](#{s.key})", "–", "–", "–", "not run yet",
+      rows.append([f"[{s.short}](#{s.key})", "–", "–", "–", "not run yet",
                    V.NO_DATA])
     for f in s.findings:
-      rows.append([f"[{s.title.split(':')[0]}](#{s.key})", f.claim, f.setting, f.paper,
+      rows.append([f"[{s.short}](#{s.key})", f.claim, f.setting, f.paper,
                    f.flatjax, f"**{f.verdict}**"])
   return _table(rows)
 

@@ -32,6 +32,7 @@ class Finding:
 @dataclasses.dataclass
 class Section:
   key: str
+  short: str                      # the item's name in the scoreboard
   title: str
   claim: str
   commands: list[str]
@@ -73,6 +74,10 @@ def _task_folders(results: Path, prefix: str) -> list[tuple[str, Path]]:
   found = {d.name[len(prefix):]: d for d in results.glob(prefix + "*") if d.is_dir()}
   order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
   return sorted(found.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+
+
+def _seeds(n: int) -> str:
+  return f"{n} seed" + ("s" if n != 1 else "")
 
 
 def _task(name: str) -> str:
@@ -203,8 +208,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     section.findings.append(Finding(
         claim, f"{_task(task)} {sparsity}".strip(), paper_text,
         f"Adam {V.fmt_transition(a_before, a_after)}, SAM {V.fmt_transition(s_before, s_after)}"
-        f"; SAM loses {V.fmt(V.mean(diffs))} points less ({len(pairs)} seed"
-        f"{'s' if len(pairs) > 1 else ''})", verdict))
+        f"; Adam drop − SAM drop {V.fmt_seeds(diffs)} ({_seeds(len(pairs))})", verdict))
 
 
 def _table5_rows(kind: str) -> Callable[[str], tuple | None]:
@@ -224,7 +228,7 @@ _DROP_HEADER = ["paper (bert-base)", "flatjax Adam", "flatjax SAM",
 def imp_section(results: Path) -> Section:
   runs = read_compare(results)
   section = Section(
-      "imp", "Tables 1/5: IMP, Adam vs SAM, at the reference sparsities",
+      "imp", "Tables 1/5 IMP", "Tables 1/5: IMP, Adam vs SAM, at the reference sparsities",
       "Lottery tickets found by iterative magnitude pruning with rewinding keep more of the "
       "full model's accuracy when fine-tuned with SAM than with Adam (Table 5's IMP rows).",
       _commands(results, [f"compare_{t}" for t in runs]), [f"compare_{t}" for t in runs])
@@ -242,7 +246,7 @@ def imp_section(results: Path) -> Section:
 def oneshot_section(results: Path) -> Section:
   runs = read_compare(results)
   section = Section(
-      "oneshot", "One-shot magnitude pruning without retraining",
+      "oneshot", "One-shot", "One-shot magnitude pruning without retraining",
       "Pruned in one shot and not retrained, SAM's fine-tuned model holds its accuracy longer "
       "than Adam's (the paper's one-shot figure, 5% steps to 60%; no table).",
       _commands(results, [f"compare_{t}" for t in runs]), [f"compare_{t}" for t in runs])
@@ -269,7 +273,7 @@ def int8_section(results: Path) -> Section:
   runs = read_compare(results)
   chance = Chance(results)
   section = Section(
-      "int8", "Table 8: int8 dynamic quantization",
+      "int8", "Table 8 int8", "Table 8: int8 dynamic quantization",
       "After post-training dynamic int8 quantization of the Linear layers, SAM's model loses "
       "less than Adam's.",
       _commands(results, [f"compare_{t}" for t in runs] + ["int8_glue"]),
@@ -328,8 +332,9 @@ def int8_section(results: Path) -> Section:
         verdict + ("" if level is None else f" (chance {V.fmt(level, 1)})")])
     section.findings.append(Finding(
         "int8: SAM loses less", f"{_task(task)} {metric} ({source})", paper_text,
-        f"SAM loses {V.fmt(V.mean(diffs))} points less ({len(pairs)} seed"
-        f"{'s' if len(pairs) > 1 else ''})", verdict))
+        f"Adam {V.fmt_transition([x[0] for x in a], [x[1] for x in a])}, SAM "
+        f"{V.fmt_transition([x[0] for x in s], [x[1] for x in s])}; Adam drop − SAM drop "
+        f"{V.fmt_seeds(diffs)} ({_seeds(len(pairs))})", verdict))
   return section
 
 
@@ -340,7 +345,7 @@ def _read_rounds_by_opt(folder: Path) -> dict[str, list[dict]]:
 
 def std_section(results: Path) -> Section:
   section = Section(
-      "std", "Table 5: Std pruning (no rewinding), Adam vs SAM",
+      "std", "Table 5 Std", "Table 5: Std pruning (no rewinding), Adam vs SAM",
       "Pruning by magnitude and continuing to train the pruned fine-tuned weights (Table 5's "
       "Std rows), SAM's model loses less than Adam's.",
       ["SEEDS=\"0 1\" bash experiments/std_sst2.sh"], [])
@@ -377,8 +382,8 @@ def std_section(results: Path) -> Section:
         V.fmt_transition([x[0] for x in s], [x[1] for x in s]), V.fmt_seeds(diffs),
         str(len(per_seed)), "yes" if (pa_b - pa_a) > (ps_b - ps_a) else "no", verdict])
     section.findings.append(Finding("Std: SAM loses less", f"{_task(task)} {sparsity:.0%}",
-                                    paper_text, f"SAM loses {V.fmt(V.mean(diffs))} points less "
-                                    f"({len(per_seed)} seeds)", verdict))
+                                    paper_text, f"Adam drop − SAM drop {V.fmt_seeds(diffs)} "
+                                    f"({_seeds(len(per_seed))})", verdict))
     png = folder / f"seed{per_seed[0][0]}" / "imp.png"
     if png.is_file():
       section.plots.append((f"{_task(task)} Std rounds, seed {per_seed[0][0]}",
@@ -395,7 +400,7 @@ def _tickets(folder: Path) -> dict[tuple[str, str], float]:
 
 def table6_section(results: Path) -> Section:
   section = Section(
-      "table6", "Table 6: mask source × final optimizer",
+      "table6", "Table 6", "Table 6: mask source × final optimizer",
       "SAM's IMP mask is a better ticket than Adam's even when the ticket is fine-tuned with "
       "Adam, and both beat a random mask of the same per-tensor sparsities.",
       ["TABLE6_TASKS=sst2 SEEDS=\"0 1\" TRANSFER_TASKS=\"\" bash experiments/tickets_tasks.sh"],
@@ -445,7 +450,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}."""
   folder = results / "transfer"
   section = Section(
-      "transfer", "Ticket transfer across tasks",
+      "transfer", "Ticket transfer", "Ticket transfer across tasks",
       "A ticket found with SAM on one task transfers to other tasks better than one found with "
       "Adam (the paper's heatmap of SAM ticket minus Adam ticket, 70% tickets).",
       ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" bash experiments/tickets_tasks.sh"],
@@ -495,7 +500,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
 
 def cofi_section(results: Path) -> Section:
   section = Section(
-      "cofi", "Table 2: CoFi structured pruning with distillation",
+      "cofi", "Table 2 CoFi", "Table 2: CoFi structured pruning with distillation",
       "Distilled and structurally pruned (CoFi) from a SAM teacher, the student keeps more "
       "accuracy than from an Adam teacher.",
       [], [])
@@ -566,7 +571,7 @@ def _sharpness_measures(a: dict) -> dict[str, float]:
 
 def sharpness_section(results: Path) -> Section:
   section = Section(
-      "sharpness", "Tables 3/4: flatness of the fine-tuned models",
+      "sharpness", "Tables 3/4 flatness", "Tables 3/4: flatness of the fine-tuned models",
       "SAM's fine-tuned model is flatter: lower Keskar epsilon-sharpness (Table 3); flatjax "
       "adds the Hessian's top eigenvalue and trace.",
       ["bash experiments/sharpness_sst2.sh",
@@ -616,7 +621,7 @@ def _oneshot_curves(path: Path) -> dict[str, list[dict]]:
 def swa_section(results: Path) -> Section:
   folder = results / "swa_sst2"
   section = Section(
-      "swa", "SWA, the paper's third baseline",
+      "swa", "SWA", "SWA, the paper's third baseline",
       "The paper fine-tunes with stochastic weight averaging as another route to flat minima "
       "(the paper's text gives no SWA numbers here). Measured: does the SWA model compress "
       "like SAM's?", ["SEEDS=\"0 1\" bash experiments/swa_sst2.sh"], ["swa_sst2"])
@@ -672,7 +677,7 @@ def swa_section(results: Path) -> Section:
 def movement_section(results: Path) -> Section:
   folder = results / "movement_sst2"
   section = Section(
-      "movement", "Beyond the paper: movement pruning × {Adam, SAM}",
+      "movement", "Movement pruning", "Beyond the paper: movement pruning × {Adam, SAM}",
       "Open question: does SAM also help movement pruning (Sanh et al. 2020)? Measured as the "
       "dev score at the end of pruning to 60% during fine-tuning.",
       ["SEEDS=\"0 1\" bash experiments/movement_sst2.sh"], ["movement_sst2"])
@@ -704,10 +709,11 @@ def movement_section(results: Path) -> Section:
   chance = Chance(results).level("sst2", "accuracy")
   # Both pruned models at the majority label: the comparison says nothing.
   testable = any(V.above_chance(v, chance) for v in ends.values())
-  section.findings.append(Finding(
-      "movement pruning: SAM ends higher than Adam", "SST-2 60%", "open question (not in the "
-      "paper)", f"Adam {V.fmt_seeds(ends['adam'])}, SAM {V.fmt_seeds(ends['sam'])}; SAM − Adam "
-      f"{V.fmt_seeds(diffs)}", V.verdict(diffs, testable)))
+  if diffs:
+    section.findings.append(Finding(
+        "movement pruning: SAM ends higher than Adam", "SST-2 60%", "open question (not in "
+        "the paper)", f"Adam {V.fmt_seeds(ends['adam'])}, SAM {V.fmt_seeds(ends['sam'])}; "
+        f"SAM − Adam {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})", V.verdict(diffs, testable)))
   if chance is not None:
     section.notes.append(f"Always predicting the majority label scores {chance:.2f} on this dev "
                          "set.")
@@ -725,7 +731,7 @@ def variants_section(results: Path, overhead: Path) -> tuple[Section, list[dict]
   """The section and one point per optimizer and seed for the cost plot."""
   folder = results / "variants_sst2"
   section = Section(
-      "variants", "Beyond the paper: the efficient SAM variants' compressibility against cost",
+      "variants", "SAM variants", "Beyond the paper: the efficient SAM variants' compressibility against cost",
       "Open question: do cheaper variants (LookSAM, ASAM, GSAM) keep SAM's compressibility at "
       "a fraction of its cost? Compressibility: the accuracy lost to one-shot pruning to 60% "
       "(no retraining) and to int8; cost: a train step relative to Adam's.",
