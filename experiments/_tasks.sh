@@ -1,6 +1,6 @@
-# Shared by the experiment scripts: the CPU-scale data and training settings of each task,
-# matching experiments/compare_tasks.sh, so a ticket, SWA or variant run is comparable with the
-# compare run of the same task and seed.
+# Shared by the experiment scripts: the CPU-scale data and training settings of each task, so a
+# ticket, SWA, variant or sharpness run is comparable with the compare run of the same task and
+# seed. TRAIN_EXAMPLES, MAXLEN, EPOCHS, LR, MODEL and EVAL_EXAMPLES override them (0 = all data).
 DATA=${DATA:-../shared/data}
 EVAL_EXAMPLES=${EVAL_EXAMPLES:-500}
 
@@ -15,17 +15,49 @@ data_for() {
   esac
 }
 
+# Training examples per task at CPU scale: SST-2's short sentences allow 1,000; MNLI's and QQP's
+# pairs are short enough for max length 64, which buys twice the examples (1,280) per step-second;
+# RTE, MRPC and QNLI keep length 128 and 640 pairs; SQuAD 640 questions at length 256.
+train_examples_for() {
+  case $1 in
+    sst2) echo "${TRAIN_EXAMPLES:-1000}" ;;
+    mnli|qqp) echo "${TRAIN_EXAMPLES:-1280}" ;;
+    *) echo "${TRAIN_EXAMPLES:-640}" ;;
+  esac
+}
+
+# Empty with PRESET=full (then flatjax's defaults: 128, SQuAD 384).
+max_length_for() {
+  [ "${PRESET:-cpu}" = full ] && { echo "${MAXLEN:-}"; return 0; }
+  case $1 in
+    mnli|qqp) echo "${MAXLEN:-64}" ;;
+    squad) echo "${MAXLEN:-256}" ;;
+    *) echo "${MAXLEN:-128}" ;;
+  esac
+}
+
+# The data flags alone (fills EVAL_ARGS): TASK's dev set as compare scores it.
+eval_args_for() {
+  local task=$1 seed=$2
+  local length
+  length=$(max_length_for "$task")
+  EVAL_ARGS=(--task "$task" --data "$(data_for "$task")" --seed "$seed" --no-progress)
+  [ -n "$length" ] && EVAL_ARGS+=(--max-length "$length")
+  case $task in
+    qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && EVAL_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
+  esac
+  [ "$task" = squad ] && [ "${PRESET:-cpu}" != full ] && EVAL_ARGS+=(--doc-stride 64)
+  return 0
+}
+
 # The training flags of compare's cpu preset for TASK and SEED (fills the array TRAIN_ARGS).
 train_args_for() {
   local task=$1 seed=$2 train
-  train=${TRAIN_EXAMPLES:-640}; [ "$task" = sst2 ] && train=${TRAIN_EXAMPLES:-1000}
-  TRAIN_ARGS=(--task "$task" --data "$(data_for "$task")" --seed "$seed" --no-progress
-              --model "${MODEL:-minilm}" --epochs "${EPOCHS:-2}" --batch-size 32 --lr "${LR:-1e-4}")
+  train=$(train_examples_for "$task")
+  eval_args_for "$task" "$seed"
+  TRAIN_ARGS=("${EVAL_ARGS[@]}" --model "${MODEL:-minilm}" --epochs "${EPOCHS:-2}" --batch-size 32
+              --lr "${LR:-1e-4}")
   [ "$train" != 0 ] && TRAIN_ARGS+=(--max-train-examples "$train")
-  case $task in
-    qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && TRAIN_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
-  esac
-  [ "$task" = squad ] && TRAIN_ARGS+=(--max-length 256 --doc-stride 64)
   return 0
 }
 
@@ -33,15 +65,4 @@ train_args_for() {
 target_sparsity() {
   .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['target_sparsity'])" \
     "runs/compare-$1-seed$2/compare.json"
-}
-
-# The data flags alone (fills EVAL_ARGS), for flatjax oneshot on TASK's dev set as compare scores it.
-eval_args_for() {
-  local task=$1 seed=$2
-  EVAL_ARGS=(--task "$task" --data "$(data_for "$task")" --seed "$seed" --no-progress)
-  case $task in
-    qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && EVAL_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
-  esac
-  [ "$task" = squad ] && EVAL_ARGS+=(--max-length 256 --doc-stride 64)
-  return 0
 }

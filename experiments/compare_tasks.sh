@@ -4,8 +4,10 @@
 # task's reference sparsity in 2 rounds with rewinding; one-shot magnitude pruning in 10%
 # steps; int8 dynamic quantization), each copied to experiments/results/compare_<task>/seed<N>/.
 #
-# CPU scale (the `cpu` preset): MiniLM, a seeded subset of TRAIN_EXAMPLES training examples
-# (640; SST-2 1,000), 2 epochs, batch 32, lr 1e-4, max length 128 (SQuAD 256, stride 64),
+# CPU scale (the `cpu` preset): MiniLM, a seeded subset of the training set (SST-2 1,000
+# sentences; MNLI and QQP 1,280 pairs at max length 64; RTE, MRPC and QNLI 640 pairs at max
+# length 128; SQuAD 640 questions at max length 256, stride 64; experiments/_tasks.sh), 2 epochs,
+# batch 32, lr 1e-4,
 # encoder scope (MiniLM's pooler is untrained). Dev: all of RTE (277), MRPC (408), SST-2 (872);
 # a seeded random EVAL_EXAMPLES (500) rows of the hub-schema subsets' validation files (QNLI, MNLI
 # matched, QQP) and of the SQuAD dev split (the subset is drawn with the run's seed). About 8-20 min per task and seed on the 2-core CPU.
@@ -23,13 +25,10 @@ PRESET=${PRESET:-cpu}
 
 for task in $TASKS; do
   for seed in $SEEDS; do
-    train=${TRAIN_EXAMPLES:-640}; [ "$task" = sst2 ] && train=${TRAIN_EXAMPLES:-1000}
-    args=(--task "$task" --data "$(data_for "$task")" --preset "$PRESET" --seed "$seed" --no-progress)
+    train=$(train_examples_for "$task")
+    eval_args_for "$task" "$seed"
+    args=("${EVAL_ARGS[@]}" --preset "$PRESET")
     [ "$train" != 0 ] && args+=(--max-train-examples "$train")
-    case $task in
-      qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && args+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
-    esac
-    [ "$task" = squad ] && [ "$PRESET" = cpu ] && args+=(--max-length 256 --doc-stride 64)
     run=runs/compare-$task-seed$seed
     resume=(); [ -f "$run/compare.json" ] && resume=(--resume)
     echo "== $task seed $seed: flatjax compare ${args[*]} --output $run"
