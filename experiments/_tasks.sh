@@ -17,11 +17,13 @@ data_for() {
 
 # Training examples per task at CPU scale: SST-2's short sentences allow 1,000; MNLI's and QQP's
 # pairs are short enough for max length 64, which buys twice the examples (1,280) per step-second;
-# RTE, MRPC and QNLI keep length 128 and 640 pairs; SQuAD 640 questions at length 256.
+# RTE, MRPC and QNLI keep length 128 and 640 pairs; SQuAD 400 questions at length 192 (each
+# question's context makes several windows, and each is scored ~30 times per compare run).
 train_examples_for() {
   case $1 in
     sst2) echo "${TRAIN_EXAMPLES:-1000}" ;;
     mnli|qqp) echo "${TRAIN_EXAMPLES:-1280}" ;;
+    squad) echo "${TRAIN_EXAMPLES:-400}" ;;
     *) echo "${TRAIN_EXAMPLES:-640}" ;;
   esac
 }
@@ -31,7 +33,7 @@ max_length_for() {
   [ "${PRESET:-cpu}" = full ] && { echo "${MAXLEN:-}"; return 0; }
   case $1 in
     mnli|qqp) echo "${MAXLEN:-64}" ;;
-    squad) echo "${MAXLEN:-256}" ;;
+    squad) echo "${MAXLEN:-192}" ;;
     *) echo "${MAXLEN:-128}" ;;
   esac
 }
@@ -44,7 +46,8 @@ eval_args_for() {
   EVAL_ARGS=(--task "$task" --data "$(data_for "$task")" --seed "$seed" --no-progress)
   [ -n "$length" ] && EVAL_ARGS+=(--max-length "$length")
   case $task in
-    qnli|mnli|qqp|squad) [ "$EVAL_EXAMPLES" != 0 ] && EVAL_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
+    qnli|mnli|qqp) [ "$EVAL_EXAMPLES" != 0 ] && EVAL_ARGS+=(--max-eval-examples "$EVAL_EXAMPLES") ;;
+    squad) [ "${SQUAD_EVAL_EXAMPLES:-200}" != 0 ] && EVAL_ARGS+=(--max-eval-examples "${SQUAD_EVAL_EXAMPLES:-200}") ;;
   esac
   [ "$task" = squad ] && [ "${PRESET:-cpu}" != full ] && EVAL_ARGS+=(--doc-stride 64)
   return 0

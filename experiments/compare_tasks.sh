@@ -6,16 +6,17 @@
 #
 # CPU scale (the `cpu` preset): MiniLM, a seeded subset of the training set (SST-2 1,000
 # sentences; MNLI and QQP 1,280 pairs at max length 64; RTE, MRPC and QNLI 640 pairs at max
-# length 128; SQuAD 640 questions at max length 256, stride 64; experiments/_tasks.sh), 2 epochs,
+# length 128; SQuAD 400 questions at max length 192, stride 64; experiments/_tasks.sh), 2 epochs,
 # batch 32, lr 1e-4,
 # encoder scope (MiniLM's pooler is untrained). Dev: all of RTE (277), MRPC (408), SST-2 (872);
 # a seeded random EVAL_EXAMPLES (500) rows of the hub-schema subsets' validation files (QNLI, MNLI
-# matched, QQP) and of the SQuAD dev split (the subset is drawn with the run's seed). About 8-20 min per task and seed on the 2-core CPU.
+# matched, QQP) and 200 (SQUAD_EVAL_EXAMPLES) questions of the SQuAD dev split (the subsets are
+# drawn with the run's seed). About 8-20 min per task and seed on the 2-core CPU.
 #
 #   TASKS="mrpc qnli" SEEDS="0 1" bash experiments/compare_tasks.sh
 #
 # The paper's scale on a GPU/TPU (bert-base-uncased, all data, 3 epochs, lr 2e-5, IMP 10% per
-# round, 3 seeds): PRESET=full TRAIN_EXAMPLES=0 EVAL_EXAMPLES=0 SEEDS="0 1 2" bash experiments/compare_tasks.sh
+# round, 3 seeds): PRESET=full TRAIN_EXAMPLES=0 EVAL_EXAMPLES=0 SQUAD_EVAL_EXAMPLES=0 SEEDS="0 1 2" bash experiments/compare_tasks.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source experiments/_tasks.sh
