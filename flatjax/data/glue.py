@@ -419,6 +419,10 @@ def _read_file(task: TaskSpec, path: str) -> TextExamples:
       "or .parquet (hub schema)")
 
 
+class MissingSplitError(FlatjaxInputError):
+  """A local data folder has no file for the split asked for."""
+
+
 def _load_local(task: TaskSpec, path: str, split: str) -> TextExamples:
   if os.path.isfile(path):
     return _read_file(task, path)     # a single file: the split is its content
@@ -433,7 +437,7 @@ def _load_local(task: TaskSpec, path: str, split: str) -> TextExamples:
   own_name = os.path.basename(os.path.normpath(path)).lower()
   if folder == path and own_name not in (GLUE_FOLDERS[task.name].lower(), task.name):
     hint = f"; nor is there a {GLUE_FOLDERS[task.name]}/ or {task.name}/ subfolder"
-  raise FlatjaxInputError(
+  raise MissingSplitError(
       f"no {split} file for {task.name} in {folder}: expected {_tsv_name(task, split)} "
       f"(GLUE layout) or {candidates[0].rsplit('.', 1)[0]}.jsonl/.json/.csv/.parquet "
       f"(hub schema){hint}")

@@ -9,6 +9,7 @@ feature) to the task's metrics. The loop never branches on the task.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -100,6 +101,24 @@ def load_split(task: TaskSpec, tokenizer: Any, source: Any, split: str, *, batch
   def score(outputs) -> dict[str, float]:
     return metrics.task_metrics(task, gather(outputs, "logits", len(labels)), labels)
   return SplitData(task, split, batcher, len(examples), examples.source, score)
+
+
+def load_eval_splits(task: TaskSpec, tokenizer: Any, source: Any, **kwargs) -> list[SplitData]:
+  """Every evaluation split of ``task`` (``load_split`` arguments, ``shuffle`` off).
+
+  The first split is required. A later one (MNLI's mismatched set) that a local
+  folder lacks is left out with a warning, so a folder with only the matched
+  ``validation`` file (e.g. a hub-schema subset) still evaluates.
+  """
+  out = []
+  for i, split in enumerate(task.eval_splits):
+    try:
+      out.append(load_split(task, tokenizer, source, split, shuffle=False, **kwargs))
+    except glue.MissingSplitError as e:
+      if i == 0:
+        raise
+      warnings.warn(f"{e}; evaluating without {split}", stacklevel=2)
+  return out
 
 
 def _load_squad(task, tokenizer, source, split, *, batch_size, max_length, shuffle, seed,

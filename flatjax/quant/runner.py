@@ -105,11 +105,10 @@ def run_quantize(config: QuantizeConfig) -> dict:
 
   model = pretrained.from_pretrained(run.model_dir, run.task)
   tokenizer = pretrained.load_tokenizer(model.tokenizer_dir)
-  splits = [pipeline.load_split(run.task, tokenizer, data, name, batch_size=config.batch_size,
-                                max_length=max_length, shuffle=False, seed=config.seed,
-                                max_examples=config.max_eval_examples, pad_to=config.pad_to,
-                                doc_stride=config.doc_stride)
-            for name in run.task.eval_splits]
+  splits = pipeline.load_eval_splits(run.task, tokenizer, data, batch_size=config.batch_size,
+                                     max_length=max_length, seed=config.seed,
+                                     max_examples=config.max_eval_examples, pad_to=config.pad_to,
+                                     doc_stride=config.doc_stride)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   float_step = jax.jit(steps.make_eval_step(model.module))

@@ -47,10 +47,8 @@ def evaluate_model(model: str, task: TaskSpec, data: Any, *, max_length: int,
     loaded = pretrained.from_pretrained(model, task, dtype=DTYPES[dtype])
     step, params = steps.make_eval_step(loaded.module), loaded.params
   tokenizer = pretrained.load_tokenizer(loaded.tokenizer_dir)
-  splits = [pipeline.load_split(task, tokenizer, data, name, batch_size=batch_size,
-                                max_length=max_length, shuffle=False, seed=seed,
-                                max_examples=max_examples, doc_stride=doc_stride,
-                                pad_to=pad_to)
-            for name in task.eval_splits]
+  splits = pipeline.load_eval_splits(task, tokenizer, data, batch_size=batch_size,
+                                     max_length=max_length, seed=seed, max_examples=max_examples,
+                                     doc_stride=doc_stride, pad_to=pad_to)
   eval_step = jax.jit(step)
   return {s.split: evaluate(eval_step, params, None, s) for s in splits}

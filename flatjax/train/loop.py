@@ -200,10 +200,8 @@ def load_eval_splits(config: TrainConfig, tokenizer: Any) -> list[pipeline.Split
   """Every evaluation split of the run's task (``eval_data``, else ``data``)."""
   task = get_task(config.task)
   source = config.eval_data if config.eval_data is not None else config.data
-  return [pipeline.load_split(task, tokenizer, source, split,
-                              batch_size=config.eval_batch_size, shuffle=False,
-                              max_examples=config.max_eval_examples, **_common(config))
-          for split in task.eval_splits]
+  return pipeline.load_eval_splits(task, tokenizer, source, batch_size=config.eval_batch_size,
+                                   max_examples=config.max_eval_examples, **_common(config))
 
 
 def load_data(config: TrainConfig, model: pretrained.Pretrained) -> RunData:
