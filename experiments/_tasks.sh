@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the experiment scripts: the CPU-scale data and training settings of each task, so a
 # ticket, SWA, variant or sharpness run is comparable with the compare run of the same task and
 # seed. TRAIN_EXAMPLES, MAXLEN, EPOCHS, LR, MODEL and EVAL_EXAMPLES override them (0 = all data).
