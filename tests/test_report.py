@@ -280,3 +280,15 @@ def test_variants_cost_and_compressibility(tmp_path):
   assert {(p["optimizer"], p["cost"], p["oneshot_drop"]) for p in points} == {
       ("adam", 1.0, 5.0), ("sam", 1.8, 3.0), ("looksam", 1.2, 2.0)}
   assert ["looksam", "1.20", "81.00", "2.00", "1.00", "1"] in sec.table
+
+
+def test_transfer_pairs_at_the_targets_chance_are_not_counted(tmp_path):
+  _tickets(tmp_path / "transfer" / "mrpc", {("sst2-adam", "adam"): 68.0,
+                                           ("sst2-sam", "adam"): 68.4}, task="mrpc")
+  _tickets(tmp_path / "transfer" / "sst2", {("mrpc-adam", "adam"): 80.0,
+                                           ("mrpc-sam", "adam"): 79.0}, task="sst2")
+  _chance(tmp_path, "mrpc", 68.38)      # MRPC's majority label: the SST-2 -> MRPC pair says nothing
+  sec, _ = sections.transfer_section(tmp_path)
+  [finding] = sec.findings
+  assert finding.verdict == V.NOT_HELD and "0 of 1 positive" in finding.flatjax
+  assert any("SST-2 → MRPC" in n for n in sec.notes)

@@ -459,8 +459,9 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   if not folder.is_dir():
     return section, heat
   section.table = [["source → target", "source sparsity", "Adam ticket", "SAM ticket",
-                    "SAM − Adam"]]
-  scales = []
+                    "SAM − Adam", "target chance"]]
+  scales, diffs, at_chance = [], [], []
+  chance = Chance(results)
   for target_dir in sorted(d for d in folder.iterdir() if (d / "tickets.jsonl").is_file()):
     target = target_dir.name
     rows = _jsonl(target_dir / "tickets.jsonl")
@@ -473,11 +474,17 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       adam = by_mask[f"{source}-adam"]
       d = row["metric"] - adam["metric"]
       heat.setdefault(source, {})[target] = d
-      section.table.append([f"{_task(source)} → {_task(target)}", f"{row['sparsity']:.0%}",
-                            V.fmt(adam["metric"]), V.fmt(row["metric"]), V.fmt_signed(d)])
+      level = chance.level(target, row.get("metric_name", "accuracy"), [0])
+      pair = f"{_task(source)} → {_task(target)}"
+      # Both tickets at the target's majority label: the pair says nothing.
+      if V.above_chance([max(adam["metric"], row["metric"])], level):
+        diffs.append(d)
+      else:
+        at_chance.append(pair)
+      section.table.append([pair, f"{row['sparsity']:.0%}", V.fmt(adam["metric"]),
+                            V.fmt(row["metric"]), V.fmt_signed(d), V.fmt(level)])
   section.scale = ("tickets fine-tuned with Adam on the target, seed 0; " + "; ".join(scales)
                    + "; each source's Adam and SAM masks at its reference sparsity")
-  diffs = [v for targets in heat.values() for v in targets.values()]
   # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, seed 0.
   for source in list(heat):
     grid = results / f"table6_{source}" / "seed0"
@@ -487,11 +494,15 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
         heat[source][source] = cells[("sam", "adam")] - cells[("adam", "adam")]
         section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
                              "(same task, seed 0); the verdict counts only transfers.")
+  if at_chance:
+    section.notes.append("Not counted, both tickets at the target's majority label: "
+                         + ", ".join(at_chance) + ".")
   section.findings.append(Finding(
-      "transfer: SAM tickets transfer better", f"{len(diffs)} task pairs",
+      "transfer: SAM tickets transfer better", f"{len(diffs)} task pair"
+      f"{'s' if len(diffs) != 1 else ''} above chance (seed 0)",
       "heatmap mostly positive (figure)",
-      f"SAM − Adam over the pairs: mean {V.fmt_signed(V.mean(diffs))}, "
-      f"{sum(d > 0 for d in diffs)} of {len(diffs)} positive", V.verdict(diffs)))
+      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive",
+      V.verdict(diffs, bool(diffs) or not at_chance)))
   return section, heat
 
 
