@@ -189,6 +189,9 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     testable = V.above_chance(a_before, level) and V.above_chance(s_before, level)
     verdict = V.verdict(diffs, testable)
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
+    if testable and not (V.above_chance(a_after, level) or V.above_chance(s_after, level)):
+      section.notes.append(f"{_task(task)}: both compressed models fall to the majority "
+                           f"label ({V.fmt(level)}) at {sparsity}, so neither loses less.")
     ref = paper_rows(task)
     if ref:
       (pa_b, pa_a), (ps_b, ps_a) = ref
@@ -435,7 +438,8 @@ def table6_section(results: Path) -> Section:
       section.findings.append(Finding(
           f"Table 6: SAM mask beats Adam mask (fine-tuned with {opt})",
           f"{_task(task)} {sparsity:.0%}", p,
-          f"SAM mask − Adam mask {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+          f"SAM mask − Adam mask {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})",
+          V.verdict(diffs)))
     diffs = [min(g[("adam", o)], g[("sam", o)]) - g[("random", o)] for _, g in grids
              for o in ("adam", "sam") if all((m, o) in g for m in ("adam", "sam", "random"))]
     section.findings.append(Finding(
@@ -671,13 +675,15 @@ def swa_section(results: Path) -> Section:
       diffs = [x - y for x, y in zip(a, w)]
       section.findings.append(Finding(
           f"SWA loses less than Adam ({kind})", "SST-2", "no number in the paper's text",
-          f"Adam drop − SWA drop {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+          f"Adam drop − SWA drop {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})",
+          V.verdict(diffs)))
     s = drops.get("sam", {}).get(kind, [])
     if s and w and len(s) == len(w):
       diffs = [x - y for x, y in zip(w, s)]
       section.findings.append(Finding(
           f"SAM loses less than SWA ({kind})", "SST-2", "no number in the paper's text",
-          f"SWA drop − SAM drop {V.fmt_seeds(diffs)}", V.verdict(diffs)))
+          f"SWA drop − SAM drop {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})",
+          V.verdict(diffs)))
   first = _seed_dirs(folder)
   if first and (first[0][1] / "oneshot.png").is_file():
     section.plots.append((f"one-shot curves, seed {first[0][0]}",
@@ -798,8 +804,9 @@ def variants_section(results: Path, overhead: Path) -> tuple[Section, list[dict]
         section.findings.append(Finding(
             f"{label} loses less than Adam ({kind})", "SST-2",
             "open question (not in the paper)",
-            f"dense {V.fmt_seeds(e['dense'])}; Adam drop − {label} drop {V.fmt_seeds(diffs)}; "
-            f"cost {V.fmt(cost.get(label))}× Adam", V.verdict(diffs, testable)))
+            f"dense {V.fmt_seeds(e['dense'])}; Adam drop − {label} drop {V.fmt_seeds(diffs)} "
+            f"({_seeds(len(diffs))}); cost {V.fmt(cost.get(label))}× Adam",
+            V.verdict(diffs, testable)))
   return section, points
 
 
