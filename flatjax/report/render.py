@@ -98,13 +98,14 @@ def plot_variants(points: list[dict], path: Path) -> Path | None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  colors = {name: f"C{i}" for i, name in enumerate(sorted({p["optimizer"] for p in points}))}
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key, title in zip(axes, ("oneshot_drop", "int8_drop"),
                             ("one-shot pruning to 60%", "int8 dynamic")):
     for p in points:
       if p.get(key) is None:
         continue
-      ax.scatter(p["cost"], p[key], color=f"C{sorted({q['optimizer'] for q in points}).index(p['optimizer'])}")
+      ax.scatter(p["cost"], p[key], color=colors[p["optimizer"]])
       ax.annotate(f"{p['optimizer']} s{p['seed']}", (p["cost"], p[key]), fontsize=8,
                   xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("train step cost (× Adam, CPU)")
