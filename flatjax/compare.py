@@ -35,6 +35,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from flatjax import jsonl
 from flatjax.errors import FlatjaxInputError
 
 # Training settings of each preset (a flag given on the command line wins).
@@ -175,13 +176,9 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
   table = summary_table(results)
   (out / "summary.md").write_text(table + "\n")
   plot_compare(results, {o: imp.read_rounds(out / o / "imp") for o in config.optimizers},
-               {o: _read_jsonl(out / o / "oneshot" / "oneshot.jsonl") for o in config.optimizers},
+               {o: jsonl.read(out / o / "oneshot" / "oneshot.jsonl") for o in config.optimizers},
                out / "compare.png")
   return {"finished": True, **results}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-  return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
 
 
 def _summary(rounds: list[dict], curve: list[dict], quant: dict, scheme: str,

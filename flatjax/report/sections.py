@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from flatjax import jsonl
 from flatjax.report import paper
 from flatjax.report import verdicts as V
 
@@ -53,10 +54,6 @@ class Section:
 
 def _json(path: Path) -> Any:
   return json.loads(path.read_text())
-
-
-def _jsonl(path: Path) -> list[dict]:
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _seed_dirs(folder: Path) -> list[tuple[int, Path]]:
@@ -349,7 +346,7 @@ def int8_section(results: Path) -> Section:
 
 
 def _read_rounds_by_opt(folder: Path) -> dict[str, list[dict]]:
-  return {d.name: _jsonl(d / "rounds.jsonl") for d in sorted(folder.iterdir())
+  return {d.name: jsonl.read(d / "rounds.jsonl") for d in sorted(folder.iterdir())
           if (d / "rounds.jsonl").is_file()}
 
 
@@ -405,7 +402,7 @@ def std_section(results: Path) -> Section:
 # Tickets: Table 6 and transfer
 
 def _tickets(folder: Path) -> dict[tuple[str, str], float]:
-  return {(r["mask"], r["optimizer"]): r["metric"] for r in _jsonl(folder / "tickets.jsonl")}
+  return {(r["mask"], r["optimizer"]): r["metric"] for r in jsonl.read(folder / "tickets.jsonl")}
 
 
 def table6_section(results: Path) -> Section:
@@ -427,7 +424,7 @@ def table6_section(results: Path) -> Section:
     section.scale = (f"{_task(task)}: {_scale_of(settings.get('train', {}))}; masks from the "
                      "compare runs' IMP of the same seed; seeds "
                      + ", ".join(str(s) for s, _ in grids))
-    sparsity = paper_sparsity = _jsonl(folder / f"seed{grids[0][0]}" / "tickets.jsonl")[0][
+    sparsity = paper_sparsity = jsonl.read(folder / f"seed{grids[0][0]}" / "tickets.jsonl")[0][
         "sparsity"]
     ref = paper.TABLE6.get(task, {})
     for mask in ("random", "adam", "sam"):
@@ -475,7 +472,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   chance = Chance(results)
   for target_dir in sorted(d for d in folder.iterdir() if (d / "tickets.jsonl").is_file()):
     target = target_dir.name
-    rows = _jsonl(target_dir / "tickets.jsonl")
+    rows = jsonl.read(target_dir / "tickets.jsonl")
     scales.append(f"{_task(target)}: " + _scale_of(_json(target_dir / "tickets.json")["train"]))
     by_mask = {r["mask"]: r for r in rows}
     for label, row in by_mask.items():
@@ -633,7 +630,7 @@ def sharpness_section(results: Path) -> Section:
 
 def _oneshot_curves(path: Path) -> dict[str, list[dict]]:
   curves: dict[str, list[dict]] = {}
-  for row in _jsonl(path):
+  for row in jsonl.read(path):
     curves.setdefault(row["label"], []).append(row)
   for rows in curves.values():
     rows.sort(key=lambda r: r["target_sparsity"])
@@ -676,21 +673,19 @@ def swa_section(results: Path) -> Section:
       section.table.append([str(seed), label, V.fmt(dense),
                             f"{V.fmt(last)} ({V.fmt_signed(last - dense)})",
                             f"{V.fmt(q[1])} ({V.fmt_signed(q[1] - q[0])})" if q else "–"])
+  names = {"adam": "Adam", "swa": "SWA", "sam": "SAM"}
   for kind in ("oneshot", "int8"):
-    a, w = drops.get("adam", {}).get(kind, []), drops.get("swa", {}).get(kind, [])
-    if a and w and len(a) == len(w):
-      diffs = [x - y for x, y in zip(a, w)]
+    # Each claim "B loses less than A" is measured as A's drop − B's drop, per seed.
+    for worse, better in (("adam", "swa"), ("swa", "sam")):
+      a, b = drops.get(worse, {}).get(kind, []), drops.get(better, {}).get(kind, [])
+      if not (a and b and len(a) == len(b)):
+        continue
+      diffs = [x - y for x, y in zip(a, b)]
       section.findings.append(Finding(
-          f"SWA loses less than Adam ({kind})", "SST-2", "no number in the paper's text",
-          f"Adam drop − SWA drop {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})",
-          V.verdict(diffs)))
-    s = drops.get("sam", {}).get(kind, [])
-    if s and w and len(s) == len(w):
-      diffs = [x - y for x, y in zip(w, s)]
-      section.findings.append(Finding(
-          f"SAM loses less than SWA ({kind})", "SST-2", "no number in the paper's text",
-          f"SWA drop − SAM drop {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})",
-          V.verdict(diffs)))
+          f"{names[better]} loses less than {names[worse]} ({kind})", "SST-2",
+          "no number in the paper's text",
+          f"{names[worse]} drop − {names[better]} drop {V.fmt_seeds(diffs)} "
+          f"({_seeds(len(diffs))})", V.verdict(diffs)))
   first = _seed_dirs(folder)
   if first and (first[0][1] / "oneshot.png").is_file():
     section.plots.append((f"one-shot curves, seed {first[0][0]}",
@@ -747,7 +742,7 @@ def movement_section(results: Path) -> Section:
 def _sam_overhead(path: Path) -> dict[str, float]:
   if not path.is_file():
     return {}
-  rows = [r for r in _jsonl(path) if "ratio_to_adam" in r]
+  rows = [r for r in jsonl.read(path) if "ratio_to_adam" in r]
   return rows[-1]["ratio_to_adam"] if rows else {}
 
 

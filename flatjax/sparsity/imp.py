@@ -40,8 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jax
-
+from flatjax import jsonl
 from flatjax.errors import FlatjaxInputError
 from flatjax.sparsity import masks as masks_lib
 
@@ -110,13 +109,7 @@ def round_dir(run: Path, round_: int) -> Path:
 
 def read_rounds(run: str | Path) -> list[dict]:
   """The rows of an IMP run's ``rounds.jsonl`` (finished rounds, in order)."""
-  return _read_rows(Path(run) / "rounds.jsonl")
-
-
-def _read_rows(path: Path) -> list[dict]:
-  if not path.exists():
-    return []
-  return [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+  return jsonl.read(Path(run) / "rounds.jsonl")
 
 
 def _round_config(config: IMPConfig, run: Path, round_: int, budget: int | None):
@@ -181,7 +174,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
     run.mkdir(parents=True, exist_ok=True)
     (run / "imp.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
   rows_path = run / "rounds.jsonl"
-  rows = _read_rows(rows_path)
+  rows = jsonl.read(rows_path)
   done_steps = sum(r["steps"] for r in rows)
   for round_ in range(len(rows), config.rounds + 1):
     t0 = time.time()
@@ -210,11 +203,10 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
            "metric_name": main_key, "best": results["best"], "final": results["final"],
            "before_retraining": before, "steps": results["step"],
            "train_seconds": results["train_seconds"], "seconds": round(time.time() - t0, 1)}
-    with rows_path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    jsonl.append(rows_path, row)
     done_steps += results["step"]
     log(f"round {round_}: sparsity {row['sparsity']:.1%}, {main_key} {row['metric']:.2f}")
-  rows = _read_rows(rows_path)
+  rows = jsonl.read(rows_path)
   report = ticket_report(rows, config.train.task, config.tolerance)
   (run / "ticket.json").write_text(json.dumps(report, indent=2) + "\n")
   from flatjax.sparsity import plots

@@ -10,13 +10,13 @@ equals pruning step by step).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
+from flatjax import jsonl
 from flatjax.errors import FlatjaxInputError
 from flatjax.sparsity import masks as masks_lib
 
@@ -78,8 +78,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
     raise FlatjaxInputError(f"output {out} exists and is not a folder")
   out.mkdir(parents=True, exist_ok=True)
   rows_path = out / "oneshot.jsonl"
-  previous = [json.loads(r) for r in rows_path.read_text().splitlines() if r.strip()] \
-      if rows_path.exists() else []
+  previous = jsonl.read(rows_path)
   curves = {}
   for label, model in models.items():
     done = {r["target_sparsity"]: r for r in previous
@@ -87,8 +86,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
 
     def write(row, label=label, model=model):
       row.update(label=label, model=str(model))
-      with rows_path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+      jsonl.append(rows_path, row)
       log(f"{label}: sparsity {row['target_sparsity']:.0%}: {row['metric_name']} "
           f"{row['metric']:.2f}")
     curves[label] = oneshot_curve(base, str(model), grid, scope=scope, granularity=granularity,

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import jax
 
+from flatjax import jsonl
 from flatjax.errors import FlatjaxInputError
 from flatjax.sparsity import imp as imp_lib
 from flatjax.sparsity import masks as masks_lib
@@ -106,8 +107,7 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
               "source": f"random, like {config.random_like}", "seed": str(config.random_seed)})
     sources["random"] = str(random_path)
   rows_path = out / "tickets.jsonl"
-  rows = ([json.loads(r) for r in rows_path.read_text().splitlines() if r.strip()]
-          if rows_path.exists() else [])
+  rows = jsonl.read(rows_path)
   done = {(r["mask"], r["optimizer"]) for r in rows}
   for label, path in sources.items():
     meta = masks_lib.mask_metadata(path)
@@ -128,8 +128,7 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
              "metric": results["best"][main_key], "metric_name": main_key,
              "best": results["best"], "final": results["final"], "steps": results["step"]}
       rows.append(row)
-      with rows_path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+      jsonl.append(rows_path, row)
   (out / "tickets.md").write_text(grid_table(rows) + "\n")
   return rows
 

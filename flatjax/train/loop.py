@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flatjax import jsonl
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
 from flatjax.errors import FlatjaxInputError
@@ -357,8 +358,7 @@ class MetricsLog:
   def write(self, row: dict) -> None:
     if not self.enabled:
       return
-    with self.path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    jsonl.append(self.path, row)
 
 
 def fit(config: TrainConfig, resume: bool = False) -> dict:
@@ -591,7 +591,7 @@ def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
 def _last_eval(path: Path) -> dict:
   if not path.exists():  # a host other than the first, on its own disk: it logs nothing
     return {}
-  rows = [json.loads(r) for r in path.read_text().splitlines() if r.strip()]
+  rows = jsonl.read(path)
   evals = [r for r in rows if r.get("kind") == "eval"]
   return evals[-1] if evals else {}
 

@@ -1,0 +1,27 @@
+"""JSON Lines files: the append-only result logs of flatjax's runs.
+
+``metrics.jsonl``, IMP's ``rounds.jsonl``, ``oneshot.jsonl``, ``tickets.jsonl`` and the
+benchmarks' logs are one JSON object per line, appended as each row is done, so an
+interrupted run keeps its finished rows and a resumed one skips them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read(path: str | Path, missing_ok: bool = True) -> list[dict[str, Any]]:
+  """The rows of ``path`` in order, blank lines skipped; ``[]`` for a missing file
+  unless ``missing_ok`` is False (then FileNotFoundError)."""
+  path = Path(path)
+  if missing_ok and not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(path: str | Path, row: dict[str, Any]) -> None:
+  """Appends ``row`` as one line (the file is created if need be)."""
+  with Path(path).open("a") as f:
+    f.write(json.dumps(row) + "\n")

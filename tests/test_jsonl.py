@@ -1,0 +1,25 @@
+"""flatjax.jsonl: the result logs' format, checked against hand-written files."""
+
+import pytest
+
+from flatjax import jsonl
+
+
+def test_read_skips_blank_lines_and_keeps_order(tmp_path):
+  path = tmp_path / "rows.jsonl"
+  path.write_text('{"round": 0, "metric": 80.5}\n\n{"round": 1, "metric": 79.25}\n  \n')
+  assert jsonl.read(path) == [{"round": 0, "metric": 80.5}, {"round": 1, "metric": 79.25}]
+
+
+def test_missing_file_is_empty_unless_required(tmp_path):
+  assert jsonl.read(tmp_path / "none.jsonl") == []
+  with pytest.raises(FileNotFoundError):
+    jsonl.read(tmp_path / "none.jsonl", missing_ok=False)
+
+
+def test_append_writes_one_line_per_row(tmp_path):
+  path = tmp_path / "rows.jsonl"
+  jsonl.append(path, {"mask": "sam", "metric": 77.87})
+  jsonl.append(str(path), {"mask": "adam", "nested": {"a": [1, 2]}})
+  assert path.read_text() == ('{"mask": "sam", "metric": 77.87}\n'
+                              '{"mask": "adam", "nested": {"a": [1, 2]}}\n')
