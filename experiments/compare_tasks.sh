@@ -5,8 +5,8 @@
 # steps; int8 dynamic quantization), each copied to experiments/results/compare_<task>/seed<N>/.
 #
 # CPU scale (the `cpu` preset): MiniLM, a seeded subset of the training set (SST-2 1,000
-# sentences; MNLI and QQP 1,280 pairs at max length 64; RTE, MRPC and QNLI 640 pairs at max
-# length 128; SQuAD 400 questions at max length 192, stride 64; experiments/_tasks.sh), 2 epochs,
+# sentences; QNLI, MNLI and QQP 1,280 pairs at max length 64; MRPC 1,280 pairs and RTE 640 at
+# max length 128; SQuAD 400 questions at max length 192, stride 64; experiments/_tasks.sh), 2 epochs,
 # batch 32, lr 1e-4,
 # encoder scope (MiniLM's pooler is untrained). Dev: all of RTE (277), MRPC (408), SST-2 (872);
 # a seeded random EVAL_EXAMPLES (500) rows of the hub-schema subsets' validation files (QNLI, MNLI

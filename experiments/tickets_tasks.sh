@@ -5,8 +5,8 @@
 # Table 6: for each task in TABLE6_TASKS and seed in SEEDS, the Adam and the SAM IMP masks at
 # the task's reference sparsity and a random mask with the Adam mask's per-tensor sparsities,
 # each applied to the pre-trained weights and fine-tuned with Adam and with SAM, with the
-# settings of the compare run (cpu preset: MiniLM, 640 training examples, SST-2 1,000,
-# 2 epochs, lr 1e-4, batch 32). -> experiments/results/table6_<task>/seed<N>/
+# settings of the compare run (cpu preset: MiniLM, each task's CPU-scale subset and length from
+# experiments/_tasks.sh, 2 epochs, lr 1e-4, batch 32). -> experiments/results/table6_<task>/seed<N>/
 #
 # Transfer: for each target in TRANSFER_TASKS, the Adam and SAM masks found on every other task
 # in TRANSFER_TASKS (each at its source task's reference sparsity, seed 0) fine-tuned on the

@@ -268,7 +268,7 @@ def test_variants_cost_and_compressibility(tmp_path):
   d = tmp_path / "variants_sst2" / "seed0"
   rows = []
   for label, dense, pruned in (("adam", 80.0, 75.0), ("sam", 79.0, 76.0),
-                               ("looksam", 81.0, 79.0)):
+                               ("looksam", 81.0, 79.0), ("looksam-alpha0.1", 80.0, 77.5)):
     rows += [{"label": label, "target_sparsity": 0.0, "metric": dense},
              {"label": label, "target_sparsity": 0.6, "metric": pruned}]
     _write(d / label / "quantize.json", _quantize(dense, dense - 1.0))
@@ -278,7 +278,8 @@ def test_variants_cost_and_compressibility(tmp_path):
   assert found["looksam loses less than Adam (oneshot)"].verdict == V.HELD   # 5 vs 2
   assert found["looksam loses less than Adam (int8)"].verdict == V.NOT_HELD  # 1 vs 1
   assert {(p["optimizer"], p["cost"], p["oneshot_drop"]) for p in points} == {
-      ("adam", 1.0, 5.0), ("sam", 1.8, 3.0), ("looksam", 1.2, 2.0)}
+      ("adam", 1.0, 5.0), ("sam", 1.8, 3.0), ("looksam", 1.2, 2.0),
+      ("looksam-alpha0.1", 1.2, 2.5)}   # a LookSAM run with other settings costs LookSAM's step
   assert ["looksam", "1.20", "81.00", "2.00", "1.00", "1"] in sec.table
 
 
