@@ -5,7 +5,7 @@
 # steps; int8 dynamic quantization), each copied to experiments/results/compare_<task>/seed<N>/.
 #
 # CPU scale (the `cpu` preset): MiniLM, a seeded subset of the training set (SST-2 1,000
-# sentences; QNLI, MNLI and QQP 1,280 pairs at max length 64; MRPC 1,280 pairs and RTE 640 at
+# sentences; QNLI, MNLI and QQP 1,280 pairs and MRPC 2,560 at max length 64; RTE 640 pairs at
 # max length 128; SQuAD 400 questions at max length 192, stride 64; experiments/_tasks.sh), 2 epochs,
 # batch 32, lr 1e-4,
 # encoder scope (MiniLM's pooler is untrained). Dev: all of RTE (277), MRPC (408), SST-2 (872);

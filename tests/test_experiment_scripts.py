@@ -46,7 +46,7 @@ def _flags(args: list[str]) -> dict[str, str]:
 @pytest.mark.parametrize("task, data, examples, length, dev", [
     ("sst2", "../shared/data/glue/SST-2", "1000", "128", None),
     ("rte", "../shared/data/glue/RTE", "640", "128", None),
-    ("mrpc", "../shared/data/glue/MRPC", "1280", "128", None),
+    ("mrpc", "../shared/data/glue/MRPC", "2560", "64", None),
     ("qnli", "../shared/data/glue_subsets/qnli", "1280", "64", "500"),
     ("mnli", "../shared/data/glue_subsets/mnli", "1280", "64", "500"),
     ("qqp", "../shared/data/glue_subsets/qqp", "1280", "64", "500"),

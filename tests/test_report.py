@@ -67,10 +67,29 @@ def test_verdict(diffs, testable, expected):
   assert verdict(diffs, testable) == expected
 
 
-def test_above_chance_margin_is_one_point():
-  assert V.above_chance([52.0, 53.9], 51.9)       # mean 52.95 > 52.9
-  assert not V.above_chance([52.0, 53.7], 51.9)   # mean 52.85
+def test_above_chance_uses_the_levels_margin():
+  assert V.above_chance([52.0, 53.9], V.ChanceLevel(51.9))       # mean 52.95 > 51.9 + 1
+  assert not V.above_chance([52.0, 53.7], V.ChanceLevel(51.9))   # mean 52.85
+  assert not V.above_chance([55.0], V.ChanceLevel(50.0, 5.0))
   assert V.above_chance([10.0], None)             # no chance level known: testable
+
+
+def test_sampling_margin_is_two_binomial_standard_errors():
+  # p = 0.5, n = 500: 2 * sqrt(0.25 / 500) = 0.044721 -> 4.47 points
+  assert V.sampling_margin(50.0, 500) == pytest.approx(4.4721, abs=1e-4)
+  # p = 0.68, n = 408 (MRPC's dev set): 2 * sqrt(0.2176 / 408) = 0.046188
+  assert V.sampling_margin(68.0, 408) == pytest.approx(4.6188, abs=1e-4)
+  assert V.sampling_margin(50.0, 10**6) == 1.0    # never below the least margin
+
+
+def test_chance_level_takes_the_margin_of_its_dev_sample(tmp_path):
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"qnli": {
+      "0": {"examples": 500, "accuracy": 50.0}, "1": {"examples": 100, "accuracy": 52.0}}}})
+  chance = sections.Chance(tmp_path)
+  assert chance.level("qnli", "validation/accuracy", [0]) == pytest.approx((50.0, 4.4721), abs=1e-4)
+  # both seeds: the mean score, the larger margin (2 * sqrt(0.52 * 0.48 / 100) = 0.09992)
+  assert chance.level("qnli", "accuracy") == pytest.approx((51.0, 9.992), abs=1e-3)
+  assert chance.level("mnli", "accuracy") is None
 
 
 def test_fmt_seeds_and_transition():

@@ -83,9 +83,10 @@ def build_report(results: Path, overhead: Path | None = None) -> str:
       "",
       "Verdicts: **held** = the mean difference over seeds goes the paper's way and every seed "
       "does; **mixed** = the mean does but not every seed; **did not hold** = the mean does "
-      "not; **not testable** = the models compared are within a point of always predicting "
-      "the most frequent label ([`chance/`](chance/README.md)). Numbers in brackets after a "
-      "mean are the seeds'.",
+      "not; **not testable** = a model compared is within two standard errors of a dev-set "
+      "accuracy (`200·sqrt(p(1−p)/n)` points, at least 1; 4.5 points at 50% on 500 examples) "
+      "of always predicting the most frequent label ([`chance/`](chance/README.md)), written "
+      "`chance 51.2 ± 4.5`. Numbers in brackets after a mean are the seeds'.",
       "",
       "## Scoreboard",
       "",

@@ -104,14 +104,23 @@ class Chance:
     path = results / "chance" / "chance.json"
     self.tasks = _json(path)["tasks"] if path.is_file() else {}
 
-  def level(self, task: str, metric: str, seeds: list[int] | None = None) -> float | None:
+  def level(self, task: str, metric: str,
+            seeds: list[int] | None = None) -> V.ChanceLevel | None:
+    """The majority label's ``metric`` over ``seeds`` (their dev samples), with the
+    sampling margin of an accuracy on that many examples (the larger over seeds; the
+    least margin for other metrics)."""
     per_seed = self.tasks.get(task)
     if not per_seed:
       return None
     key = _metric_key(metric)
-    values = [row[key] for seed, row in per_seed.items()
-              if key in row and (seeds is None or int(seed) in seeds)]
-    return V.mean(values) if values else None
+    rows = [row for seed, row in per_seed.items()
+            if key in row and (seeds is None or int(seed) in seeds)]
+    if not rows:
+      return None
+    margins = [V.sampling_margin(row["accuracy"], row["examples"]) for row in rows
+               if key == "accuracy" and row.get("examples")]
+    return V.ChanceLevel(V.mean([row[key] for row in rows]),
+                         max(margins, default=V.CHANCE_MARGIN))
 
 
 def _scale_of(train: dict) -> str:
@@ -188,7 +197,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
     if testable and not (V.above_chance(a_after, level) or V.above_chance(s_after, level)):
       section.notes.append(f"{_task(task)}: both compressed models fall to the majority "
-                           f"label ({V.fmt(level)}) at {sparsity}, so neither loses less.")
+                           f"label ({V.fmt_chance(level)}) at {sparsity}, so neither loses less.")
     ref = paper_rows(task)
     if ref:
       (pa_b, pa_a), (ps_b, ps_a) = ref
@@ -203,7 +212,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     row = [_task(task)] + ([sparsity] if sparsity_key else []) + [
         paper_text, V.fmt_transition(a_before, a_after), V.fmt_transition(s_before, s_after),
         V.fmt_seeds(diffs), str(len(pairs)), paper_says,
-        verdict + ("" if level is None else f" (chance {V.fmt(level, 1)})")]
+        verdict + ("" if level is None else f" (chance {V.fmt_chance(level)})")]
     section.table.append(row)
     section.findings.append(Finding(
         claim, f"{_task(task)} {sparsity}".strip(), paper_text,
@@ -336,7 +345,7 @@ def int8_section(results: Path) -> Section:
         V.fmt_transition([x[0] for x in a], [x[1] for x in a]),
         V.fmt_transition([x[0] for x in s], [x[1] for x in s]), V.fmt_seeds(diffs),
         str(len(pairs)), paper_says,
-        verdict + ("" if level is None else f" (chance {V.fmt(level, 1)})")])
+        verdict + ("" if level is None else f" (chance {V.fmt_chance(level)})")])
     section.findings.append(Finding(
         "int8: SAM loses less", f"{_task(task)} {metric} ({source})", paper_text,
         f"Adam {V.fmt_transition([x[0] for x in a], [x[1] for x in a])}, SAM "
@@ -490,7 +499,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       else:
         at_chance.append(pair)
       section.table.append([pair, f"{row['sparsity']:.0%}", V.fmt(adam["metric"]),
-                            V.fmt(row["metric"]), V.fmt_signed(d), V.fmt(level)])
+                            V.fmt(row["metric"]), V.fmt_signed(d), V.fmt_chance(level)])
   section.scale = ("tickets fine-tuned with Adam on the target, seed 0; " + "; ".join(scales)
                    + "; each source's Adam and SAM masks at its reference sparsity")
   # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, seed 0.
@@ -734,8 +743,9 @@ def movement_section(results: Path) -> Section:
         "the paper)", f"Adam {V.fmt_seeds(ends['adam'])}, SAM {V.fmt_seeds(ends['sam'])}; "
         f"SAM − Adam {V.fmt_seeds(diffs)} ({_seeds(len(diffs))})", V.verdict(diffs, testable)))
   if chance is not None:
-    section.notes.append(f"Always predicting the majority label scores {chance:.2f} on this dev "
-                         "set.")
+    section.notes.append(f"Always predicting the majority label scores {chance.score:.2f} on "
+                         f"this dev set; a model within {chance.margin:.2f} points of it (two "
+                         "standard errors) is not told apart from it.")
   return section
 
 
@@ -803,8 +813,9 @@ def variants_section(results: Path, overhead: Path) -> tuple[Section, list[dict]
     testable = V.above_chance(e["dense"], chance)
     if not testable:
       section.notes.append(f"**{label} did not learn at this scale**: its fine-tuned model "
-                           f"scores {V.fmt_seeds(e['dense'])}, the majority label's "
-                           f"{V.fmt(chance)}, so its compressibility is not measurable.")
+                           f"scores {V.fmt_seeds(e['dense'])}, within "
+                           f"{V.fmt(chance.margin)} points of the majority label's "
+                           f"{V.fmt(chance.score)}, so its compressibility is not measurable.")
     for kind in ("oneshot", "int8"):
       if len(e[kind]) == len(adam[kind]) and e[kind]:
         diffs = [x - y for x, y in zip(adam[kind], e[kind])]

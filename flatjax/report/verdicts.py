@@ -7,19 +7,38 @@ Over the seeds (or task pairs) measured:
 * ``held``: the mean is positive and every value is;
 * ``mixed``: the mean is positive but some value is not;
 * ``did not hold``: the mean is zero or negative;
-* ``not testable``: the models compared scored within ``CHANCE_MARGIN`` points of
-  always predicting the most frequent label, so the comparison says nothing;
+* ``not testable``: the models compared scored within the margin of always
+  predicting the most frequent label (:class:`ChanceLevel`), so the comparison
+  says nothing;
 * ``no data``: nothing was measured.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 HELD, MIXED, NOT_HELD, NOT_TESTABLE, NO_DATA = (
     "held", "mixed", "did not hold", "not testable", "no data")
+#: The least margin (points) above the majority label: where no dev-set size is known, and
+#: for metrics other than accuracy.
 CHANCE_MARGIN = 1.0
+
+
+class ChanceLevel(NamedTuple):
+  """A dev set's majority-label score and the margin (points) a model must clear to be
+  told apart from it."""
+  score: float
+  margin: float = CHANCE_MARGIN
+
+
+def sampling_margin(accuracy: float, examples: int) -> float:
+  """Two binomial standard errors, in points, of an accuracy near ``accuracy`` (%) on
+  ``examples`` dev examples: ``200 sqrt(p (1 - p) / n)`` with ``p = accuracy / 100``, at
+  least ``CHANCE_MARGIN``. A model whose score is within it of the majority label's
+  cannot be told apart from predicting that label (e.g. 4.47 points at 50% on 500)."""
+  p = accuracy / 100.0
+  return max(CHANCE_MARGIN, 200.0 * math.sqrt(p * (1.0 - p) / examples))
 
 
 def verdict(diffs: Sequence[float], testable: bool = True) -> str:
@@ -35,14 +54,15 @@ def verdict(diffs: Sequence[float], testable: bool = True) -> str:
   return HELD if all(v > 0 for v in values) else MIXED
 
 
-def above_chance(scores: Iterable[float], chance: float | None) -> bool:
-  """Whether the mean of ``scores`` is more than ``CHANCE_MARGIN`` above ``chance``."""
+def above_chance(scores: Iterable[float], chance: ChanceLevel | None) -> bool:
+  """Whether the mean of ``scores`` is more than ``chance.margin`` above ``chance.score``
+  (True where no chance level is known)."""
   values = [float(s) for s in scores]
   if not values:
     return False
   if chance is None:
     return True
-  return sum(values) / len(values) > chance + CHANCE_MARGIN
+  return sum(values) / len(values) > chance.score + chance.margin
 
 
 def mean(values: Sequence[float]) -> float:
@@ -53,6 +73,11 @@ def fmt(value: float | None, digits: int = 2) -> str:
   if value is None or (isinstance(value, float) and math.isnan(value)):
     return "–"
   return f"{value:.{digits}f}"
+
+
+def fmt_chance(chance: ChanceLevel | None) -> str:
+  """``"51.2 ± 4.5"``: the majority label's score and the margin around it."""
+  return "–" if chance is None else f"{chance.score:.1f} ± {chance.margin:.1f}"
 
 
 def fmt_signed(value: float | None, digits: int = 2) -> str:
