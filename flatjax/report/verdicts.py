@@ -49,7 +49,9 @@ def verdict(diffs: Sequence[float], testable: bool = True) -> str:
   if not testable:
     return NOT_TESTABLE
   mean = sum(values) / len(values)
-  if mean <= 0:
+  # Scores are counts over the dev set, so equal and opposite seeds cancel exactly; the
+  # float sum may leave ~1e-15, which must not read as "the mean goes the paper's way".
+  if mean <= 1e-9:
     return NOT_HELD
   return HELD if all(v > 0 for v in values) else MIXED
 
