@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -374,8 +373,8 @@ def main(argv=None):
         "load_average_1m": load, "rows": rows,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    from flatjax import jsonl
+    jsonl.append(args.output, record)
     print(f"wrote {args.output}")
   return rows
 

@@ -24,7 +24,6 @@ ratio mask / step; appends one JSON line to ``--output``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -163,8 +162,8 @@ def main(argv=None):
               "cpu": cpu_model(), "cpu_cores": cores, "platform": platform.platform(),
               "python": sys.version.split()[0], "load_average_1m": load}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    from flatjax import jsonl
+    jsonl.append(args.output, record)
     print(f"wrote {args.output}")
   return ratio
 

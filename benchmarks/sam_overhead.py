@@ -23,7 +23,6 @@ k). Prints seconds per step (median over rounds) and the ratio to adam;
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -143,8 +142,8 @@ def main(argv=None):
                                                                 times.items()},
               "ratio_to_adam": {n: med[n] / base for n in names} if base else None,
               "compile_s": compile_s, "load_average_1m": load}
-    with open(args.output, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    from flatjax import jsonl
+    jsonl.append(args.output, record)
     print(f"wrote {args.output}")
 
 

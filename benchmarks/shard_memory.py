@@ -21,7 +21,6 @@ so the figures are exact for any backend. ``--output`` appends JSON lines.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -75,9 +74,9 @@ def main() -> None:
           f"{1 / mesh.shape['model']:>8.3f}")
     del sharded
   if args.output:
-    with open(args.output, "a") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
+    from flatjax import jsonl
+    for row in rows:
+      jsonl.append(args.output, row)
 
 
 if __name__ == "__main__":

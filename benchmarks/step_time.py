@@ -24,7 +24,6 @@ medians; ``--output FILE`` appends the results as one JSON line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -259,8 +258,8 @@ def main(argv=None):
         "ratio_cpu_time": js["cpu_median_s"] / ts["cpu_median_s"],
         "load_average_1m": load, "flatjax_temp_mib": temp_mb, "flatjax_compile_s": compile_s,
     }
-    with open(args.output, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    from flatjax import jsonl
+    jsonl.append(args.output, record)
     print(f"wrote {args.output}")
   return ratio
 

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from flatjax import jsonl  # noqa: E402
+
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
@@ -17,7 +19,7 @@ def main() -> None:
   args = parser.parse_args()
   fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 3.8))
   for run in args.run:
-    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines() if r]
+    rows = jsonl.read(run / "metrics.jsonl", missing_ok=False)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     cfg = json.loads((run / "config.json").read_text())["config"]

@@ -28,7 +28,8 @@ for seed in $SEEDS; do
   models=(--model "adam=$compare/adam/imp/round_00/best" --model "sam=$compare/sam/imp/round_00/best")
   mkdir -p "$out"
   for spec in $VARIANTS; do
-    opt=${spec%%:*} label=${spec%%:*} opt_args=()
+    opt=${spec%%:*} opt_args=()
+    label=$opt
     if [[ $spec == *:* ]]; then
       IFS=, read -ra settings <<< "${spec#*:}"
       for setting in "${settings[@]}"; do
