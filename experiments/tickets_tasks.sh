@@ -8,11 +8,12 @@
 # settings of the compare run (cpu preset: MiniLM, each task's CPU-scale subset and length from
 # experiments/_tasks.sh, 2 epochs, lr 1e-4, batch 32). -> experiments/results/table6_<task>/seed<N>/
 #
-# Transfer: for each target in TRANSFER_TASKS, the Adam and SAM masks found on every other task
-# in TRANSFER_TASKS (each at its source task's reference sparsity, seed 0) fine-tuned on the
-# target with Adam; the heatmap is SAM ticket minus Adam ticket. -> experiments/results/transfer/
+# Transfer: for each target in TRANSFER_TASKS and seed in TRANSFER_SEEDS, the Adam and SAM masks
+# found on every other task in TRANSFER_TASKS by the compare run of that seed (each at its source
+# task's reference sparsity) fine-tuned on the target with Adam, with that seed; the heatmap is
+# SAM ticket minus Adam ticket. -> experiments/results/transfer/seed<N>/<target>/
 #
-#   TABLE6_TASKS=sst2 SEEDS="0 1" TRANSFER_TASKS="sst2 qnli" bash experiments/tickets_tasks.sh
+#   TABLE6_TASKS=sst2 SEEDS="0 1" TRANSFER_TASKS="sst2 qnli" TRANSFER_SEEDS="0 1" bash experiments/tickets_tasks.sh
 #
 # The paper's scale: run compare_tasks.sh with PRESET=full first, then this with
 # MODEL=bert-base-uncased TRAIN_EXAMPLES=0 EPOCHS=3 LR=2e-5 (10 epochs for RTE and MRPC).
@@ -22,6 +23,7 @@ source experiments/_tasks.sh
 TABLE6_TASKS=${TABLE6_TASKS-sst2}
 SEEDS=${SEEDS:-0}
 TRANSFER_TASKS=${TRANSFER_TASKS-"sst2 qnli"}
+TRANSFER_SEEDS=${TRANSFER_SEEDS:-0}
 
 for task in $TABLE6_TASKS; do
   for seed in $SEEDS; do
@@ -40,24 +42,26 @@ for task in $TABLE6_TASKS; do
   done
 done
 
-for target in $TRANSFER_TASKS; do
-  masks=()
-  for source in $TRANSFER_TASKS; do
-    [ "$source" = "$target" ] && continue
-    sparsity=$(target_sparsity "$source" 0)
-    for opt in adam sam; do
-      masks+=(--mask "$source-$opt=$(.venv/bin/python -c "
+for seed in $TRANSFER_SEEDS; do
+  for target in $TRANSFER_TASKS; do
+    masks=()
+    for source in $TRANSFER_TASKS; do
+      [ "$source" = "$target" ] && continue
+      sparsity=$(target_sparsity "$source" "$seed")
+      for opt in adam sam; do
+        masks+=(--mask "$source-$opt=$(.venv/bin/python -c "
 import sys; from flatjax.sparsity import tickets
-print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "runs/compare-$source-seed0/$opt/imp" "$sparsity")")
+print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "runs/compare-$source-seed$seed/$opt/imp" "$sparsity")")
+      done
     done
+    train_args_for "$target" "$seed"
+    run=runs/transfer-$target-seed$seed
+    resume=(); [ -f "$run/tickets.json" ] && resume=(--resume)
+    echo "== transfer to $target, seed $seed"
+    .venv/bin/flatjax tickets "${TRAIN_ARGS[@]}" --no-keep-best "${masks[@]}" --optimizer adam \
+      --output "$run" "${resume[@]}"
+    out=experiments/results/transfer/seed$seed/$target
+    mkdir -p "$out"
+    cp "$run"/{tickets.json,tickets.jsonl,tickets.md} "$out/"
   done
-  train_args_for "$target" 0
-  run=runs/transfer-$target-seed0
-  resume=(); [ -f "$run/tickets.json" ] && resume=(--resume)
-  echo "== transfer to $target"
-  .venv/bin/flatjax tickets "${TRAIN_ARGS[@]}" --no-keep-best "${masks[@]}" --optimizer adam \
-    --output "$run" "${resume[@]}"
-  out=experiments/results/transfer/$target
-  mkdir -p "$out"
-  cp "$run"/{tickets.json,tickets.jsonl,tickets.md} "$out/"
 done

@@ -176,9 +176,9 @@ def test_table6_by_hand(tmp_path):
 
 
 def test_transfer_heatmap(tmp_path):
-  _tickets(tmp_path / "transfer" / "mrpc", {("sst2-adam", "adam"): 70.0,
+  _tickets(tmp_path / "transfer" / "seed0" / "mrpc", {("sst2-adam", "adam"): 70.0,
                                            ("sst2-sam", "adam"): 72.5}, task="mrpc")
-  _tickets(tmp_path / "transfer" / "sst2", {("mrpc-adam", "adam"): 80.0,
+  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("mrpc-adam", "adam"): 80.0,
                                            ("mrpc-sam", "adam"): 79.0}, task="sst2")
   sec, heat = sections.transfer_section(tmp_path)
   assert heat == {"sst2": {"mrpc": 2.5}, "mrpc": {"sst2": -1.0}}
@@ -187,6 +187,23 @@ def test_transfer_heatmap(tmp_path):
   sections_ = build_sections(tmp_path, tmp_path / "none.jsonl")
   assert (tmp_path / "transfer" / "heatmap.png").stat().st_size > 1000
   assert ("SAM ticket − Adam ticket", "transfer/heatmap.png") in sections_[3].plots
+
+
+def test_transfer_over_two_seeds_averages_each_pair(tmp_path):
+  # seed 0: SAM - Adam = +3 on QNLI -> SST-2; seed 1: -1. Mean +1, one seed against: mixed.
+  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("qnli-adam", "adam"): 70.0,
+                                                     ("qnli-sam", "adam"): 73.0}, sparsity=0.7)
+  _tickets(tmp_path / "transfer" / "seed1" / "sst2", {("qnli-adam", "adam"): 72.0,
+                                                     ("qnli-sam", "adam"): 71.0}, sparsity=0.7)
+  # The diagonal comes from Table 6 of the same seeds: (78 - 77 + 80 - 76) / 2 = 2.5.
+  _tickets(tmp_path / "table6_qnli" / "seed0", {("adam", "adam"): 77.0, ("sam", "adam"): 78.0})
+  _tickets(tmp_path / "table6_qnli" / "seed1", {("adam", "adam"): 76.0, ("sam", "adam"): 80.0})
+  sec, heat = sections.transfer_section(tmp_path)
+  assert heat == {"qnli": {"sst2": 1.0, "qnli": 2.5}}
+  [finding] = sec.findings
+  assert finding.verdict == V.MIXED and "1 of 2 positive" in finding.flatjax
+  assert ["QNLI → SST-2", "70%", "71.00 (70.00, 72.00)", "72.00 (73.00, 71.00)",
+          "1.00 (3.00, -1.00)", "–", "0, 1"] in sec.table
 
 
 # ------------------------------------------------------------------------ the written report
@@ -305,9 +322,9 @@ def test_variants_cost_and_compressibility(tmp_path):
 
 
 def test_transfer_pairs_at_the_targets_chance_are_not_counted(tmp_path):
-  _tickets(tmp_path / "transfer" / "mrpc", {("sst2-adam", "adam"): 68.0,
+  _tickets(tmp_path / "transfer" / "seed0" / "mrpc", {("sst2-adam", "adam"): 68.0,
                                            ("sst2-sam", "adam"): 68.4}, task="mrpc")
-  _tickets(tmp_path / "transfer" / "sst2", {("mrpc-adam", "adam"): 80.0,
+  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("mrpc-adam", "adam"): 80.0,
                                            ("mrpc-sam", "adam"): 79.0}, task="sst2")
   _chance(tmp_path, "mrpc", 68.38)      # MRPC's majority label: the SST-2 -> MRPC pair says nothing
   sec, _ = sections.transfer_section(tmp_path)

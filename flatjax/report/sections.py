@@ -464,61 +464,81 @@ def table6_section(results: Path) -> Section:
 
 
 def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]]]:
-  """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}."""
+  """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}, the
+  mean over the seeds in ``transfer/seed<N>/<target>/``."""
   folder = results / "transfer"
   section = Section(
       "transfer", "Ticket transfer", "Ticket transfer across tasks",
       "A ticket found with SAM on one task transfers to other tasks better than one found with "
       "Adam (the paper's heatmap of SAM ticket minus Adam ticket, 70% tickets).",
-      ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" bash experiments/tickets_tasks.sh"],
+      ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" TRANSFER_SEEDS=\"0 1\" "
+       "bash experiments/tickets_tasks.sh"],
       ["transfer"])
   heat: dict[str, dict[str, float]] = {}
   if not folder.is_dir():
     return section, heat
+  # (source, target) -> [(seed, Adam ticket, SAM ticket, sparsity)], in seed order
+  pairs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
+  scales: dict[str, str] = {}
+  for seed, seed_dir in _seed_dirs(folder):
+    for target_dir in sorted(d for d in seed_dir.iterdir() if (d / "tickets.jsonl").is_file()):
+      target = target_dir.name
+      scales.setdefault(target, _scale_of(_json(target_dir / "tickets.json")["train"]))
+      by_mask = {r["mask"]: r for r in jsonl.read(target_dir / "tickets.jsonl")}
+      for label, row in by_mask.items():
+        source, _, opt = label.rpartition("-")
+        if opt == "sam" and f"{source}-adam" in by_mask:
+          pairs.setdefault((source, target), []).append(
+              (seed, by_mask[f"{source}-adam"]["metric"], row["metric"], row["sparsity"]))
+  if not pairs:
+    return section, heat
   section.table = [["source → target", "source sparsity", "Adam ticket", "SAM ticket",
-                    "SAM − Adam", "target chance"]]
-  scales, diffs, at_chance = [], [], []
+                    "SAM − Adam", "target chance", "seeds"]]
   chance = Chance(results)
-  for target_dir in sorted(d for d in folder.iterdir() if (d / "tickets.jsonl").is_file()):
-    target = target_dir.name
-    rows = jsonl.read(target_dir / "tickets.jsonl")
-    scales.append(f"{_task(target)}: " + _scale_of(_json(target_dir / "tickets.json")["train"]))
-    by_mask = {r["mask"]: r for r in rows}
-    for label, row in by_mask.items():
-      source, _, opt = label.rpartition("-")
-      if opt != "sam" or f"{source}-adam" not in by_mask:
-        continue
-      adam = by_mask[f"{source}-adam"]
-      d = row["metric"] - adam["metric"]
-      heat.setdefault(source, {})[target] = d
-      level = chance.level(target, row.get("metric_name", "accuracy"), [0])
-      pair = f"{_task(source)} → {_task(target)}"
-      # Both tickets at the target's majority label: the pair says nothing.
-      if V.above_chance([max(adam["metric"], row["metric"])], level):
-        diffs.append(d)
-      else:
-        at_chance.append(pair)
-      section.table.append([pair, f"{row['sparsity']:.0%}", V.fmt(adam["metric"]),
-                            V.fmt(row["metric"]), V.fmt_signed(d), V.fmt_chance(level)])
-  section.scale = ("tickets fine-tuned with Adam on the target, seed 0; " + "; ".join(scales)
-                   + "; each source's Adam and SAM masks at its reference sparsity")
-  # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, seed 0.
+  diffs, at_chance = [], []
+  all_seeds = sorted({seed for rows in pairs.values() for seed, *_ in rows})
+  for (source, target), rows in sorted(pairs.items()):
+    seeds = [r[0] for r in rows]
+    adam, sam = [r[1] for r in rows], [r[2] for r in rows]
+    pair_diffs = [s - a for a, s in zip(adam, sam)]
+    heat.setdefault(source, {})[target] = V.mean(pair_diffs)
+    level = chance.level(target, "accuracy", seeds)
+    pair = f"{_task(source)} → {_task(target)}"
+    # Both tickets at the target's majority label: the pair says nothing.
+    if V.above_chance([max(V.mean(adam), V.mean(sam))], level):
+      diffs += pair_diffs
+    else:
+      at_chance.append(pair)
+    section.table.append([pair, f"{rows[0][3]:.0%}", V.fmt_seeds(adam), V.fmt_seeds(sam),
+                          V.fmt_seeds(pair_diffs), V.fmt_chance(level),
+                          ", ".join(map(str, seeds))])
+  section.scale = ("tickets fine-tuned with Adam on the target, masks from the compare run of "
+                   "the same seed, each source's Adam and SAM masks at its reference sparsity; "
+                   "seeds " + ", ".join(map(str, all_seeds)) + "; "
+                   + "; ".join(f"{_task(t)}: {sc}" for t, sc in scales.items()))
+  # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, same seeds.
   for source in list(heat):
-    grid = results / f"table6_{source}" / "seed0"
-    if (grid / "tickets.jsonl").is_file():
-      cells = _tickets(grid)
+    own = []
+    for seed in all_seeds:
+      grid = results / f"table6_{source}" / f"seed{seed}"
+      cells = _tickets(grid) if (grid / "tickets.jsonl").is_file() else {}
       if ("sam", "adam") in cells and ("adam", "adam") in cells:
-        heat[source][source] = cells[("sam", "adam")] - cells[("adam", "adam")]
-        section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
-                             "(same task, seed 0); the verdict counts only transfers.")
+        own.append(cells[("sam", "adam")] - cells[("adam", "adam")])
+    if own:
+      heat[source][source] = V.mean(own)
+      section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
+                           f"(same task, {_seeds(len(own))}); the verdict counts only "
+                           "transfers.")
   if at_chance:
     section.notes.append("Not counted, both tickets at the target's majority label: "
                          + ", ".join(at_chance) + ".")
+  counted = len(pairs) - len(at_chance)
   section.findings.append(Finding(
-      "transfer: SAM tickets transfer better", f"{len(diffs)} task pair"
-      f"{'s' if len(diffs) != 1 else ''} above chance (seed 0)",
+      "transfer: SAM tickets transfer better", f"{counted} task pair"
+      f"{'s' if counted != 1 else ''} above chance ({_seeds(len(all_seeds))})",
       "heatmap mostly positive (figure)",
-      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive",
+      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive "
+      "(pair × seed)",
       V.verdict(diffs, bool(diffs) or not at_chance)))
   return section, heat
 
