@@ -94,6 +94,16 @@ def test_chance_level_takes_the_margin_of_its_dev_sample(tmp_path):
   assert chance.level("mnli", "accuracy") is None
 
 
+def test_chance_level_uses_a_recorded_margin(tmp_path):
+  # SQuAD's position prior records its own margin (an F1 has no binomial one).
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"squad": {
+      "0": {"examples": 200, "f1": 9.0, "margin": 2.0},
+      "1": {"examples": 200, "f1": 11.0, "margin": 3.0}}}})
+  chance = sections.Chance(tmp_path)
+  assert chance.level("squad", "validation/f1", [0]) == (9.0, 2.0)
+  assert chance.level("squad", "f1") == (10.0, 3.0)
+
+
 def test_fmt_seeds_and_transition():
   assert V.fmt_seeds([80.0, 79.0]) == "79.50 (80.00, 79.00)"
   assert V.fmt_seeds([1.234]) == "1.23"

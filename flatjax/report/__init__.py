@@ -85,8 +85,10 @@ def build_report(results: Path, overhead: Path | None = None) -> str:
       "does; **mixed** = the mean does but not every seed; **did not hold** = the mean does "
       "not; **not testable** = a model compared is within two standard errors of a dev-set "
       "accuracy (`200·sqrt(p(1−p)/n)` points, at least 1; 4.5 points at 50% on 500 examples) "
-      "of always predicting the most frequent label ([`chance/`](chance/README.md)), written "
-      "`chance 51.2 ± 4.5`. Numbers in brackets after a mean are the seeds'.",
+      "of always predicting the most frequent label (SQuAD: within two standard errors of "
+      "its F1 of always answering with the context's first k words; "
+      "[`chance/`](chance/README.md)), written `chance 51.2 ± 4.5`. Numbers in brackets after "
+      "a mean are the seeds'.",
       "",
       "## Scoreboard",
       "",

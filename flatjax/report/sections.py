@@ -98,7 +98,8 @@ def _commands(results: Path, folders: list[str]) -> list[str]:
 
 
 class Chance:
-  """Majority-label dev scores from ``chance/chance.json`` (experiments/chance_levels.py)."""
+  """No-reading dev scores from ``chance/chance.json`` (experiments/chance_levels.py): the
+  majority label, SQuAD's first-k-words answer."""
 
   def __init__(self, results: Path):
     path = results / "chance" / "chance.json"
@@ -106,9 +107,9 @@ class Chance:
 
   def level(self, task: str, metric: str,
             seeds: list[int] | None = None) -> V.ChanceLevel | None:
-    """The majority label's ``metric`` over ``seeds`` (their dev samples), with the
-    sampling margin of an accuracy on that many examples (the larger over seeds; the
-    least margin for other metrics)."""
+    """The baseline's ``metric`` over ``seeds`` (their dev samples), with its recorded
+    margin or else the sampling margin of an accuracy on that many examples (the larger
+    over seeds; the least margin for other metrics)."""
     per_seed = self.tasks.get(task)
     if not per_seed:
       return None
@@ -117,8 +118,10 @@ class Chance:
             if key in row and (seeds is None or int(seed) in seeds)]
     if not rows:
       return None
-    margins = [V.sampling_margin(row["accuracy"], row["examples"]) for row in rows
-               if key == "accuracy" and row.get("examples")]
+    # A margin recorded with the level (SQuAD's F1) wins over the binomial one.
+    margins = [row["margin"] if "margin" in row else
+               V.sampling_margin(row["accuracy"], row["examples"]) for row in rows
+               if "margin" in row or (key == "accuracy" and row.get("examples"))]
     return V.ChanceLevel(V.mean([row[key] for row in rows]),
                          max(margins, default=V.CHANCE_MARGIN))
 
