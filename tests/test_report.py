@@ -76,6 +76,21 @@ def test_above_chance_uses_the_levels_margin():
   assert V.above_chance([10.0], None)             # no chance level known: testable
 
 
+def test_seed_testable_needs_both_models_above_chance_before_and_one_after():
+  level = V.ChanceLevel(62.0, 4.0)                 # a model must score above 66
+  assert V.seed_testable([75.0, 70.0], [64.0, 67.0], level)
+  assert not V.seed_testable([75.0, 63.8], [62.0, 62.0], level)   # SAM at chance before
+  assert not V.seed_testable([75.0, 75.0], [62.0, 62.0], level)   # both collapse after
+  assert V.seed_testable([75.0, 75.0], [62.0, 62.0], None)        # no level known
+
+
+def test_verdict_by_seed_counts_only_testable_seeds():
+  assert V.verdict_by_seed([2.0, -5.0], [True, False]) == V.HELD
+  assert V.verdict_by_seed([2.0, -5.0], [True, True]) == V.NOT_HELD
+  assert V.verdict_by_seed([2.0, 1.0], [False, False]) == V.NOT_TESTABLE
+  assert V.verdict_by_seed([], []) == V.NO_DATA
+
+
 def test_sampling_margin_is_two_binomial_standard_errors():
   # p = 0.5, n = 500: 2 * sqrt(0.25 / 500) = 0.044721 -> 4.47 points
   assert V.sampling_margin(50.0, 500) == pytest.approx(4.4721, abs=1e-4)
@@ -214,6 +229,28 @@ def test_transfer_over_two_seeds_averages_each_pair(tmp_path):
   assert finding.verdict == V.MIXED and "1 of 2 positive" in finding.flatjax
   assert ["QNLI → SST-2", "70%", "71.00 (70.00, 72.00)", "72.00 (73.00, 71.00)",
           "1.00 (3.00, -1.00)", "–", "0, 1"] in sec.table
+
+
+def test_imp_verdict_leaves_out_seeds_at_chance(tmp_path):
+  # QQP-like, majority label 62.0 +- 4.0. seed 0: both fine-tuned models learn and SAM loses
+  # 3 less (Adam 75 -> 70, SAM 74 -> 72). seed 1: SAM's model stays at 63 (chance), so its
+  # drop difference (Adam 75 -> 74.5: 0.5; SAM 63 -> 62: 1; -> -0.5) does not count: counted,
+  # it would make the verdict mixed. One-shot: seed 0's compressed models both collapse to 62.
+  _compare(tmp_path, "qqp", 0, dict(full=75, imp=70, oneshot=62, int8=75),
+           dict(full=74, imp=72, oneshot=62, int8=74))
+  _compare(tmp_path, "qqp", 1, dict(full=75, imp=74.5, oneshot=62, int8=75),
+           dict(full=63, imp=62, oneshot=62, int8=63))
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"qqp": {
+      str(seed): {"accuracy": 62.0, "margin": 4.0} for seed in (0, 1)}}})
+  sec = sections.imp_section(tmp_path)
+  [finding] = sec.findings
+  assert finding.verdict == V.HELD and "1.25 (3.00, -0.50) (2 seeds; counted: seed 0)" in finding.flatjax
+  assert any("QQP: seed 1 not counted" in n for n in sec.notes)
+  # one-shot: seed 0 collapses (both 62), seed 1 has SAM at chance: nothing to count.
+  oneshot = sections.oneshot_section(tmp_path)
+  assert oneshot.findings[0].verdict == V.NOT_TESTABLE
+  assert any("fall to the majority label" in n and "(seed 0)" in n for n in oneshot.notes)
+  assert any("QQP: seed 1 not counted" in n for n in oneshot.notes)
 
 
 # ------------------------------------------------------------------------ the written report

@@ -126,6 +126,26 @@ class Chance:
                          max(margins, default=V.CHANCE_MARGIN))
 
 
+def _uncounted_note(task: str, seeds: list[int], testable: list[bool],
+                    chance: V.ChanceLevel | None, skip: tuple[str, ...] = ()) -> str | None:
+  """The note naming a task's seeds left out of a verdict for being at chance (but not
+  those in ``skip``, explained elsewhere)."""
+  left = [str(seed) for seed, t in zip(seeds, testable) if not t and str(seed) not in skip]
+  if not left:
+    return None
+  return (f"{_task(task)}: seed{'s' if len(left) > 1 else ''} {', '.join(left)} not counted: "
+          f"a model within the chance margin ({V.fmt_chance(chance)}) before compression, or "
+          "both after.")
+
+
+def _counted(seeds: list[int], testable: list[bool]) -> str:
+  """``""`` when every seed counts toward the verdict, else which do."""
+  if all(testable) or not any(testable):   # all count, or the verdict says none does
+    return ""
+  kept = [str(seed) for seed, t in zip(seeds, testable) if t]
+  return f"; counted: seed{'s' if len(kept) > 1 else ''} {', '.join(kept)}"
+
+
 def _scale_of(train: dict) -> str:
   """A run's scale in words, from its saved TrainConfig."""
   n = train.get("max_train_examples")
@@ -194,13 +214,24 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     s_before = [s[before] for _, s in pairs]
     s_after = [s[after] for _, s in pairs]
     diffs = [(ab - aa) - (sb - sa) for ab, aa, sb, sa in zip(a_before, a_after, s_before, s_after)]
-    level = chance.level(task, metric, [r.seed for r in rs])
-    testable = V.above_chance(a_before, level) and V.above_chance(s_before, level)
-    verdict = V.verdict(diffs, testable)
+    seeds = [r.seed for r in rs if r.opt("adam") and r.opt("sam")]
+    level = chance.level(task, metric, seeds)
+    testable = [V.seed_testable([ab, sb], [aa, sa], level)
+                for ab, aa, sb, sa in zip(a_before, a_after, s_before, s_after)]
+    verdict = V.verdict_by_seed(diffs, testable)
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
-    if testable and not (V.above_chance(a_after, level) or V.above_chance(s_after, level)):
-      section.notes.append(f"{_task(task)}: both compressed models fall to the majority "
-                           f"label ({V.fmt_chance(level)}) at {sparsity}, so neither loses less.")
+    collapsed = [str(seed) for seed, ab, aa, sb, sa in
+                 zip(seeds, a_before, a_after, s_before, s_after)
+                 if V.above_chance([ab], level) and V.above_chance([sb], level)
+                 and not (V.above_chance([aa], level) or V.above_chance([sa], level))]
+    if collapsed:
+      section.notes.append(f"{_task(task)}: both compressed models fall to the majority label "
+                           f"({V.fmt_chance(level)}) at {sparsity} (seed"
+                           f"{'s' if len(collapsed) > 1 else ''} {', '.join(collapsed)}), "
+                           "so neither loses less there.")
+    note = _uncounted_note(task, seeds, testable, level, tuple(collapsed))
+    if note:
+      section.notes.append(note)
     ref = paper_rows(task)
     if ref:
       (pa_b, pa_a), (ps_b, ps_a) = ref
@@ -220,7 +251,8 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     section.findings.append(Finding(
         claim, f"{_task(task)} {sparsity}".strip(), paper_text,
         f"Adam {V.fmt_transition(a_before, a_after)}, SAM {V.fmt_transition(s_before, s_after)}"
-        f"; Adam drop − SAM drop {V.fmt_seeds(diffs)} ({_seeds(len(pairs))})", verdict))
+        f"; Adam drop − SAM drop {V.fmt_seeds(diffs)} ({_seeds(len(pairs))}"
+        f"{_counted(seeds, testable)})", verdict))
 
 
 def _table5_rows(kind: str) -> Callable[[str], tuple | None]:
@@ -330,10 +362,13 @@ def int8_section(results: Path) -> Section:
     a = [_quant_scores(qa, metric) for _, qa, _ in pairs]
     s = [_quant_scores(qs, metric) for _, _, qs in pairs]
     diffs = [(ab - aa) - (sb - sa) for (ab, aa), (sb, sa) in zip(a, s)]
-    level = chance.level(task, metric, [seed for seed, _, _ in pairs])
-    testable = (V.above_chance([x[0] for x in a], level)
-                and V.above_chance([x[0] for x in s], level))
-    verdict = V.verdict(diffs, testable)
+    seeds = [seed for seed, _, _ in pairs]
+    level = chance.level(task, metric, seeds)
+    testable = [V.seed_testable([ab, sb], [aa, sa], level) for (ab, aa), (sb, sa) in zip(a, s)]
+    verdict = V.verdict_by_seed(diffs, testable)
+    note = _uncounted_note(task, seeds, testable, level)
+    if note:
+      section.notes.append(note)
     ref = paper.TABLE8.get(task)
     if ref and ref[0] == metric:
       _, (pa_b, pa_a), (ps_b, ps_a) = ref
@@ -353,7 +388,7 @@ def int8_section(results: Path) -> Section:
         "int8: SAM loses less", f"{_task(task)} {metric} ({source})", paper_text,
         f"Adam {V.fmt_transition([x[0] for x in a], [x[1] for x in a])}, SAM "
         f"{V.fmt_transition([x[0] for x in s], [x[1] for x in s])}; Adam drop − SAM drop "
-        f"{V.fmt_seeds(diffs)} ({_seeds(len(pairs))})", verdict))
+        f"{V.fmt_seeds(diffs)} ({_seeds(len(pairs))}{_counted(seeds, testable)})", verdict))
   return section
 
 
@@ -387,10 +422,13 @@ def std_section(results: Path) -> Section:
     s = [(r[0]["metric"], r[-1]["metric"]) for _, _, r in per_seed]
     diffs = [(ab - aa) - (sb - sa) for (ab, aa), (sb, sa) in zip(a, s)]
     metric = per_seed[0][1][0]["metric_name"]
-    level = chance.level(task, metric, [seed for seed, _, _ in per_seed])
-    testable = (V.above_chance([x[0] for x in a], level)
-                and V.above_chance([x[0] for x in s], level))
-    verdict = V.verdict(diffs, testable)
+    seeds = [seed for seed, _, _ in per_seed]
+    level = chance.level(task, metric, seeds)
+    testable = [V.seed_testable([ab, sb], [aa, sa], level) for (ab, aa), (sb, sa) in zip(a, s)]
+    verdict = V.verdict_by_seed(diffs, testable)
+    note = _uncounted_note(task, seeds, testable, level)
+    if note:
+      section.notes.append(note)
     sparsity = per_seed[0][1][-1]["sparsity"]
     ref = _table5_rows("std")(task)
     (pa_b, pa_a), (ps_b, ps_a) = ref
@@ -402,7 +440,7 @@ def std_section(results: Path) -> Section:
         str(len(per_seed)), "yes" if (pa_b - pa_a) > (ps_b - ps_a) else "no", verdict])
     section.findings.append(Finding("Std: SAM loses less", f"{_task(task)} {sparsity:.0%}",
                                     paper_text, f"Adam drop − SAM drop {V.fmt_seeds(diffs)} "
-                                    f"({_seeds(len(per_seed))})", verdict))
+                                    f"({_seeds(len(per_seed))}{_counted(seeds, testable)})", verdict))
     png = folder / f"seed{per_seed[0][0]}" / "imp.png"
     if png.is_file():
       section.plots.append((f"{_task(task)} Std rounds, seed {per_seed[0][0]}",

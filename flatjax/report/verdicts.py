@@ -9,7 +9,8 @@ Over the seeds (or task pairs) measured:
 * ``did not hold``: the mean is zero or negative;
 * ``not testable``: the models compared scored within the margin of always
   predicting the most frequent label (:class:`ChanceLevel`), so the comparison
-  says nothing;
+  says nothing; for a compression claim this is decided per seed
+  (:func:`seed_testable`), and only the seeds that say something are counted;
 * ``no data``: nothing was measured.
 """
 
@@ -65,6 +66,25 @@ def above_chance(scores: Iterable[float], chance: ChanceLevel | None) -> bool:
   if chance is None:
     return True
   return sum(values) / len(values) > chance.score + chance.margin
+
+
+def seed_testable(before: Sequence[float], after: Sequence[float],
+                  chance: ChanceLevel | None) -> bool:
+  """Whether one seed's "which model loses less to compression" says anything: every
+  model compared is above ``chance`` before compression (a model at the majority label has
+  nothing to lose) and at least one is after (if both compressed models are at the
+  majority label, the difference of drops is only the difference of the starting scores)."""
+  return (all(above_chance([b], chance) for b in before)
+          and any(above_chance([a], chance) for a in after))
+
+
+def verdict_by_seed(diffs: Sequence[float], testable: Sequence[bool]) -> str:
+  """The verdict on the seeds whose comparison is testable (:func:`seed_testable`);
+  ``not testable`` if none is."""
+  if not diffs:
+    return NO_DATA
+  counted = [d for d, t in zip(diffs, testable) if t]
+  return verdict(counted) if counted else NOT_TESTABLE
 
 
 def mean(values: Sequence[float]) -> float:
