@@ -253,6 +253,27 @@ def test_imp_verdict_leaves_out_seeds_at_chance(tmp_path):
   assert any("QQP: seed 1 not counted" in n for n in oneshot.notes)
 
 
+def test_int8_f1_counts_a_seed_only_if_its_accuracy_is_above_chance(tmp_path):
+  # QQP's majority label is "not duplicate": its F1 is 0, so an F1 of 12 clears it even for a
+  # model at the majority label's accuracy (63.8 against 62.0 +- 4.0), as seed 1's SAM here.
+  # seed 0: F1 Adam 70 -> 69 (1), SAM 68 -> 67.5 (0.5): +0.5. seed 1: Adam 70 -> 69 (1),
+  # SAM 12 -> 9 (3): -2, not counted. Counted alone, seed 0 holds.
+  for seed, sam_acc, sam_f1 in ((0, (74.0, 73.8), (68.0, 67.5)), (1, (63.8, 63.6), (12.0, 9.0))):
+    _compare(tmp_path, "qqp", seed, dict(full=75, imp=70, oneshot=70, int8=75),
+             dict(full=sam_acc[0], imp=70, oneshot=70, int8=sam_acc[1]))
+    d = tmp_path / "compare_qqp" / f"seed{seed}"
+    for name, acc, f1 in (("adam", (75.0, 74.5), (70.0, 69.0)), ("sam", sam_acc, sam_f1)):
+      _write(d / name / "quantize.json", {
+          "float32": {"validation": {"accuracy": acc[0], "f1": f1[0]}},
+          "int8": {"dynamic": {"metrics": {"validation": {"accuracy": acc[1], "f1": f1[1]}}}}})
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"qqp": {
+      str(seed): {"examples": 500, "accuracy": 62.0, "f1": 0.0, "margin": 4.0}
+      for seed in (0, 1)}}})
+  [int8] = sections.int8_section(tmp_path).findings
+  assert "f1" in int8.setting
+  assert int8.verdict == V.HELD and "-0.75 (0.50, -2.00) (2 seeds; counted: seed 0)" in int8.flatjax
+
+
 # ------------------------------------------------------------------------ the written report
 
 def test_report_covers_every_item_and_says_what_is_missing(tmp_path):

@@ -365,6 +365,15 @@ def int8_section(results: Path) -> Section:
     seeds = [seed for seed, _, _ in pairs]
     level = chance.level(task, metric, seeds)
     testable = [V.seed_testable([ab, sb], [aa, sa], level) for (ab, aa), (sb, sa) in zip(a, s)]
+    if metric != "accuracy":
+      # The majority label's F1 is 0 where it is the negative class (QQP), so an F1 clears
+      # it while the model is at chance: its accuracy must clear the majority label too.
+      acc_level = chance.level(task, "accuracy", seeds)
+      for i, (_, qa, qs) in enumerate(pairs):
+        acc = [_quant_scores(qa, "accuracy"), _quant_scores(qs, "accuracy")]
+        if all(acc):
+          testable[i] = testable[i] and V.seed_testable(
+              [acc[0][0], acc[1][0]], [acc[0][1], acc[1][1]], acc_level)
     verdict = V.verdict_by_seed(diffs, testable)
     note = _uncounted_note(task, seeds, testable, level)
     if note:
