@@ -274,6 +274,32 @@ def test_int8_f1_counts_a_seed_only_if_its_accuracy_is_above_chance(tmp_path):
   assert int8.verdict == V.HELD and "-0.75 (0.50, -2.00) (2 seeds; counted: seed 0)" in int8.flatjax
 
 
+def test_transfer_leaves_out_masks_of_a_source_model_at_chance(tmp_path):
+  # QNLI seed 0: SAM's compare model at 53 (majority 51 +- 4.5): its mask found nothing, so
+  # the QNLI -> SST-2 pair of seed 0 (+3) is not counted; seed 1's (-1) is: did not hold.
+  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("qnli-adam", "adam"): 70.0,
+                                                     ("qnli-sam", "adam"): 73.0})
+  _tickets(tmp_path / "transfer" / "seed1" / "sst2", {("qnli-adam", "adam"): 72.0,
+                                                     ("qnli-sam", "adam"): 71.0})
+  _compare(tmp_path, "qnli", 0, dict(full=66, imp=60, oneshot=54, int8=65),
+           dict(full=53, imp=52, oneshot=52, int8=53))
+  _compare(tmp_path, "qnli", 1, dict(full=70, imp=60, oneshot=54, int8=65),
+           dict(full=68, imp=52, oneshot=52, int8=53))
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {
+      "qnli": {s: {"examples": 500, "accuracy": 51.0} for s in ("0", "1")},
+      "sst2": {s: {"examples": 872, "accuracy": 50.9} for s in ("0", "1")}}})
+  sec, heat = sections.transfer_section(tmp_path)
+  assert heat == {"qnli": {"sst2": 1.0}}        # the heatmap still shows every seed
+  [finding] = sec.findings
+  assert finding.verdict == V.NOT_HELD and "0 of 1 positive" in finding.flatjax
+  assert "1 of 2 task pair × seeds testable" == finding.setting
+  assert any("QNLI → SST-2 (seed 0)" in n and "source" in n for n in sec.notes)
+  # every pair left out: not testable (not "no data")
+  _compare(tmp_path, "qnli", 1, dict(full=70, imp=60, oneshot=54, int8=65),
+           dict(full=52, imp=52, oneshot=52, int8=53))
+  assert sections.transfer_section(tmp_path)[0].findings[0].verdict == V.NOT_TESTABLE
+
+
 # ------------------------------------------------------------------------ the written report
 
 def test_report_covers_every_item_and_says_what_is_missing(tmp_path):

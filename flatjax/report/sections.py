@@ -545,7 +545,9 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   section.table = [["source → target", "source sparsity", "Adam ticket", "SAM ticket",
                     "SAM − Adam", "target chance", "seeds"]]
   chance = Chance(results)
-  diffs, at_chance = [], []
+  compare = {(r.task, r.seed): r for rs in read_compare(results).values() for r in rs}
+  diffs: list[float] = []
+  uncounted: dict[str, list[str]] = {"target": [], "source": []}
   all_seeds = sorted({seed for rows in pairs.values() for seed, *_ in rows})
   for (source, target), rows in sorted(pairs.items()):
     seeds = [r[0] for r in rows]
@@ -554,11 +556,16 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
     heat.setdefault(source, {})[target] = V.mean(pair_diffs)
     level = chance.level(target, "accuracy", seeds)
     pair = f"{_task(source)} → {_task(target)}"
-    # Both tickets at the target's majority label: the pair says nothing.
-    if V.above_chance([max(V.mean(adam), V.mean(sam))], level):
-      diffs += pair_diffs
-    else:
-      at_chance.append(pair)
+    for seed, a, s, d in zip(seeds, adam, sam, pair_diffs):
+      where = f"{pair} (seed {seed})"
+      # Both tickets at the target's majority label: the pair says nothing.
+      if not V.above_chance([max(a, s)], chance.level(target, "accuracy", [seed])):
+        uncounted["target"].append(where)
+      # A source model at its majority label: its mask is not the ticket of a trained model.
+      elif not _source_trained(compare.get((source, seed)), chance, source, seed):
+        uncounted["source"].append(where)
+      else:
+        diffs.append(d)
     section.table.append([pair, f"{rows[0][3]:.0%}", V.fmt_seeds(adam), V.fmt_seeds(sam),
                           V.fmt_seeds(pair_diffs), V.fmt_chance(level),
                           ", ".join(map(str, seeds))])
@@ -579,18 +586,30 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
                            f"(same task, {_seeds(len(own))}); the verdict counts only "
                            "transfers.")
-  if at_chance:
+  if uncounted["target"]:
     section.notes.append("Not counted, both tickets at the target's majority label: "
-                         + ", ".join(at_chance) + ".")
-  counted = len(pairs) - len(at_chance)
+                         + ", ".join(uncounted["target"]) + ".")
+  if uncounted["source"]:
+    section.notes.append("Not counted, the source task's Adam or SAM compare model within the "
+                         "chance margin of its majority label, so its mask is no trained "
+                         "model's ticket: " + ", ".join(uncounted["source"]) + ".")
+  total = sum(len(rows) for rows in pairs.values())
   section.findings.append(Finding(
-      "transfer: SAM tickets transfer better", f"{counted} task pair"
-      f"{'s' if counted != 1 else ''} above chance ({_seeds(len(all_seeds))})",
+      "transfer: SAM tickets transfer better",
+      f"{len(diffs)} of {total} task pair × seed{'s' if total != 1 else ''} testable",
       "heatmap mostly positive (figure)",
-      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive "
-      "(pair × seed)",
-      V.verdict(diffs, bool(diffs) or not at_chance)))
+      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive",
+      V.verdict(diffs) if diffs else V.NOT_TESTABLE))
   return section, heat
+
+
+def _source_trained(run: CompareRun | None, chance: Chance, task: str, seed: int) -> bool:
+  """Whether the compare run that found a transfer's masks trained both models above their
+  task's chance level (True where the run's results are not in the results folder)."""
+  if run is None or not (run.opt("adam") and run.opt("sam")):
+    return True
+  level = chance.level(task, run.opt("adam")["metric"], [seed])
+  return all(V.above_chance([run.opt(o)["full"]], level) for o in ("adam", "sam"))
 
 
 # ---------------------------------------------------------------------------------------------
