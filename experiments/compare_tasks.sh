@@ -14,6 +14,7 @@
 # drawn with the run's seed). About 8-20 min per task and seed on the 2-core CPU.
 #
 #   TASKS="mrpc qnli" SEEDS="0 1" bash experiments/compare_tasks.sh
+#   RHO=0.02 TASKS=qnli SEEDS=0 bash experiments/compare_tasks.sh   # -> compare_qnli_rho0.02/
 #
 # The paper's scale on a GPU/TPU (bert-base-uncased, all data, 3 epochs, lr 2e-5, IMP 10% per
 # round, 3 seeds): PRESET=full TRAIN_EXAMPLES=0 EVAL_EXAMPLES=0 SQUAD_EVAL_EXAMPLES=0 SEEDS="0 1 2" bash experiments/compare_tasks.sh
@@ -23,6 +24,8 @@ source experiments/_tasks.sh
 TASKS=${TASKS:-"rte mrpc sst2 qnli mnli qqp squad"}
 SEEDS=${SEEDS:-"0 1"}
 PRESET=${PRESET:-cpu}
+# SAM's radius (default: the paper's 0.05); another value writes compare_<task>_rho<RHO>/.
+RHO=${RHO:-}
 
 for task in $TASKS; do
   for seed in $SEEDS; do
@@ -30,11 +33,13 @@ for task in $TASKS; do
     eval_args_for "$task" "$seed"
     args=("${EVAL_ARGS[@]}" --preset "$PRESET")
     [ "$train" != 0 ] && args+=(--max-train-examples "$train")
-    run=runs/compare-$task-seed$seed
+    [ -n "$RHO" ] && args+=(--rho "$RHO")
+    variant=${RHO:+_rho$RHO}
+    run=runs/compare-$task${RHO:+-rho$RHO}-seed$seed
     resume=(); [ -f "$run/compare.json" ] && resume=(--resume)
     echo "== $task seed $seed: flatjax compare ${args[*]} --output $run"
     .venv/bin/flatjax compare "${args[@]}" --output "$run" "${resume[@]}"
-    out=experiments/results/compare_$task/seed$seed
+    out=experiments/results/compare_$task$variant/seed$seed
     mkdir -p "$out"
     cp "$run"/{compare.json,results.json,summary.md,compare.png} "$out/"
     for opt_dir in "$run"/*/; do

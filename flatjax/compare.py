@@ -105,6 +105,12 @@ class CompareConfig:
       raise FlatjaxInputError(f"granularity must be one of {masks.GRANULARITIES}")
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")
+    from flatjax.optim import registry
+    taken = set().union(*(registry.settings(o) for o in self.optimizers))
+    unused = sorted(set(self.train.optimizer_args) - taken)
+    if unused:
+      raise FlatjaxInputError(f"no optimizer of this comparison ({', '.join(self.optimizers)}) "
+                              f"takes {', '.join(unused)}")
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
@@ -116,11 +122,21 @@ class CompareConfig:
     return d
 
 
+def train_config_for(config: CompareConfig, optimizer: str):
+  """The run's TrainConfig for ``optimizer``, with only the optimizer settings it takes:
+  ``--rho 0.02`` sets SAM's radius and leaves Adam as it is."""
+  from flatjax.optim import registry
+  takes = registry.settings(optimizer)
+  return dataclasses.replace(
+      config.train, optimizer=optimizer,
+      optimizer_args={k: v for k, v in config.train.optimizer_args.items() if k in takes})
+
+
 def _imp_config(config: CompareConfig, out: Path, optimizer: str):
   from flatjax.sparsity import imp
   rounds = config.rounds()
-  train = dataclasses.replace(config.train, output=str(out / optimizer / "imp"),
-                              optimizer=optimizer)
+  train = dataclasses.replace(train_config_for(config, optimizer),
+                              output=str(out / optimizer / "imp"))
   return imp.IMPConfig(train=train, mode="imp", rate=config.target_sparsity() / rounds,
                        rounds=rounds, granularity=config.granularity, scope=config.scope)
 
@@ -153,7 +169,7 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
 
     log(f"{optimizer}: one-shot magnitude pruning of the fine-tuned model")
     curve = oneshot.run_oneshot(
-        dataclasses.replace(config.train, optimizer=optimizer),
+        train_config_for(config, optimizer),
         {optimizer: str(fine_tuned / "best")}, out / optimizer / "oneshot",
         step=config.oneshot_step, maximum=target, scope=config.scope,
         granularity=config.granularity, log=log)[optimizer]

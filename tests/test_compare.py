@@ -100,9 +100,25 @@ def test_resuming_a_finished_run_redoes_nothing(compared, tiny_model_dir, capsys
 
 @pytest.mark.parametrize("extra", [["--sparsity", "1.5"], ["--optimizer", "adagrad"],
                                    ["--optimizer", "sam", "--optimizer", "sam"],
-                                   ["--oneshot-step", "0.9"]])
+                                   ["--oneshot-step", "0.9"],
+                                   # rho is SAM's: neither Adam nor AdamW takes it
+                                   ["--optimizer", "adam", "--optimizer", "adamw",
+                                    "--rho", "0.02"]])
 def test_bad_input_exits_2_with_nothing_written(compared, tiny_model_dir, tmp_path, extra):
   _, data, _, _ = compared
   out = tmp_path / "bad"
   assert cli_main(_flags(tiny_model_dir, data, out) + extra) == 2
   assert not out.exists()
+
+
+def test_each_optimizer_gets_only_the_settings_it_takes(tmp_path):
+  from flatjax.compare import CompareConfig, train_config_for
+  from flatjax.train.loop import TrainConfig
+  config = CompareConfig(train=TrainConfig(task="sst2", output=str(tmp_path), optimizer="adam",
+                                           optimizer_args={"rho": 0.02, "eta": 0.1}),
+                         optimizers=("adam", "sam", "asam"))
+  config.validate()
+  assert train_config_for(config, "adam").optimizer_args == {}
+  assert train_config_for(config, "sam").optimizer_args == {"rho": 0.02}
+  assert train_config_for(config, "asam").optimizer_args == {"rho": 0.02, "eta": 0.1}
+  assert train_config_for(config, "sam").optimizer == "sam"

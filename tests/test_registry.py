@@ -7,6 +7,7 @@ import pytest
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.optim import OptimizerConfig, linear_schedule, make_optimizer, names, register
+from flatjax.optim import registry
 
 
 def test_linear_decay_to_zero_without_warmup():
@@ -95,3 +96,18 @@ def test_variant_defaults_and_bad_settings():
     with pytest.raises(FlatjaxInputError, match=match):
       make_optimizer(OptimizerConfig(name, extra=bad), 10)
   assert {"sam", "asam", "gsam", "looksam"} <= set(names())
+
+
+@pytest.mark.parametrize("name", registry.names())
+def test_settings_lists_what_each_optimizer_takes(name):
+  # Every listed setting is accepted; a setting not listed is refused.
+  listed = registry.settings(name)
+  registry.make_optimizer(registry.OptimizerConfig(name=name, extra=tuple(listed.items())), 10)
+  with pytest.raises(FlatjaxInputError, match="has no setting bogus"):
+    registry.make_optimizer(registry.OptimizerConfig(name=name, extra=(("bogus", 1.0),)), 10)
+
+
+def test_settings_defaults():
+  assert registry.settings("sam") == {"rho": 0.05}
+  assert registry.settings("adam") == {}
+  assert registry.settings("asam") == {"rho": 0.5, "eta": 0.01}

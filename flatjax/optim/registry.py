@@ -91,6 +91,19 @@ def _base(config: OptimizerConfig, total_steps: int,
   return optax.chain(*clip, base)
 
 
+#: Each optimizer's own settings (``OptimizerConfig.extra`` keys) and their defaults.
+SETTINGS: dict[str, dict[str, float]] = {
+    "adam": {}, "adamw": {}, "sam": {"rho": 0.05}, "asam": {"rho": 0.5, "eta": 0.01},
+    "gsam": {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1},
+    "looksam": {"rho": 0.05, "k": 5, "alpha": 0.7}}
+
+
+def settings(name: str) -> dict[str, float]:
+  """The settings optimizer ``name`` takes, with their defaults (none for an optimizer
+  registered without an entry in :data:`SETTINGS`)."""
+  return dict(SETTINGS.get(name, {}))
+
+
 def _settings(config: OptimizerConfig, defaults: dict[str, float]) -> dict[str, float]:
   """``config.extra`` over ``defaults``; a key the optimizer does not take is an error."""
   unknown = sorted(set(dict(config.extra)) - set(defaults))
@@ -110,7 +123,7 @@ def _positive(name: str, settings: dict[str, float], *keys: str) -> None:
 @register("adamw")
 def adamw(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the linear schedule."""
-  _settings(config, {})
+  _settings(config, SETTINGS["adamw"])
   return _base(config, total_steps, adamw=True)
 
 
@@ -119,14 +132,14 @@ def adam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
   """The paper's baseline: Adam with weight decay 0 (a nonzero ``weight_decay`` is an error)."""
   if config.weight_decay:
     raise FlatjaxInputError("optimizer 'adam' has no weight decay; use 'adamw' for weight_decay")
-  _settings(config, {})
+  _settings(config, SETTINGS["adam"])
   return _base(config, total_steps)
 
 
 @register("sam")
 def sam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """The paper's method: SAM (rho 0.05) on Adam (Na et al. 2022; Foret et al. 2021)."""
-  s = _settings(config, {"rho": 0.05})
+  s = _settings(config, SETTINGS["sam"])
   _positive("sam", s, "rho")
   return optax.chain(sam_transform(s["rho"]), _base(config, total_steps))
 
@@ -134,7 +147,7 @@ def sam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformati
 @register("asam")
 def asam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """ASAM (Kwon et al. 2021) on Adam; rho 0.5 (10x SAM's, as its authors advise), eta 0.01."""
-  s = _settings(config, {"rho": 0.5, "eta": 0.01})
+  s = _settings(config, SETTINGS["asam"])
   _positive("asam", s, "rho")
   return optax.chain(sam_transform(s["rho"], adaptive=True, eta=s["eta"]),
                      _base(config, total_steps))
@@ -144,7 +157,7 @@ def asam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
 def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """GSAM (Zhuang et al. 2022) on Adam: alpha 0.1, rho following the lr from
   ``rho`` (0.05, at the peak lr) down to ``rho_min`` (0.0, at lr 0)."""
-  s = _settings(config, {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1})
+  s = _settings(config, SETTINGS["gsam"])
   _positive("gsam", s, "rho")
   if not 0 <= s["rho_min"] <= s["rho"]:
     raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {s['rho_min']}, {s['rho']}")
@@ -156,7 +169,7 @@ def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
 @register("looksam")
 def looksam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """LookSAM (Liu et al. 2022) on Adam: exact SAM (rho 0.05) every k = 5 steps, alpha 0.7."""
-  s = _settings(config, {"rho": 0.05, "k": 5, "alpha": 0.7})
+  s = _settings(config, SETTINGS["looksam"])
   _positive("looksam", s, "rho", "k")
   if s["k"] != int(s["k"]):
     raise FlatjaxInputError(f"looksam: k must be a whole number, got {s['k']}")
