@@ -23,7 +23,8 @@ def main() -> None:
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
     cfg = json.loads((run / "config.json").read_text())["config"]
-    label = f"{cfg['optimizer']} lr={cfg['lr']:g}"
+    settings = "".join(f" {k}={v:g}" for k, v in sorted(cfg.get("optimizer_args", {}).items()))
+    label = f"{cfg['optimizer']}{settings} lr={cfg['lr']:g}"
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
     keys = [k for k in (evals[0] if evals else {}) if "/" in k]
     for k in keys:

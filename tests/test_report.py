@@ -300,6 +300,23 @@ def test_transfer_leaves_out_masks_of_a_source_model_at_chance(tmp_path):
   assert sections.transfer_section(tmp_path)[0].findings[0].verdict == V.NOT_TESTABLE
 
 
+def test_a_compare_run_with_another_rho_is_its_own_row_with_its_tasks_references(tmp_path):
+  # compare_qnli_rho0.02/: QNLI's paper numbers and chance level (51 +- 4.5), its own row.
+  _compare(tmp_path, "qnli", 0, dict(full=66, imp=60, oneshot=54, int8=65),
+           dict(full=53, imp=52, oneshot=52, int8=53))
+  _compare(tmp_path, "qnli_rho0.02", 0, dict(full=66, imp=60, oneshot=54, int8=65),
+           dict(full=63, imp=61, oneshot=55, int8=62))
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"qnli": {
+      "0": {"examples": 500, "accuracy": 51.0}}}})
+  by_setting = {f.setting: f for f in sections.imp_section(tmp_path).findings}
+  assert by_setting["QNLI 60%"].verdict == V.NOT_TESTABLE           # SAM at 53: chance
+  varied = by_setting["QNLI (SAM ρ 0.02) 60%"]
+  # Adam drops 6, SAM 2: +4, with QNLI's Table 5 numbers beside it
+  assert varied.verdict == V.HELD and varied.paper == "Adam 91.5 → 88.6, SAM 91.3 → 89.6"
+  [int8] = [f for f in sections.int8_section(tmp_path).findings if "ρ" in f.setting]
+  assert int8.verdict == V.NOT_HELD                                 # Adam -1, SAM -1: 0
+
+
 # ------------------------------------------------------------------------ the written report
 
 def test_report_covers_every_item_and_says_what_is_missing(tmp_path):

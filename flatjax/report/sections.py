@@ -70,15 +70,27 @@ def _task_folders(results: Path, prefix: str) -> list[tuple[str, Path]]:
   """``results/<prefix><task>/`` folders in the paper's task order."""
   found = {d.name[len(prefix):]: d for d in results.glob(prefix + "*") if d.is_dir()}
   order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
-  return sorted(found.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+  return sorted(found.items(), key=lambda kv: (order.get(_base(kv[0]), 99), kv[0]))
 
 
 def _seeds(n: int) -> str:
   return f"{n} seed" + ("s" if n != 1 else "")
 
 
+def _base(name: str) -> str:
+  """A results folder's task: ``"qnli_rho0.02"`` (a compare run with another SAM radius)
+  -> ``"qnli"``."""
+  return name.split("_", 1)[0]
+
+
 def _task(name: str) -> str:
-  return paper.TASK_NAMES.get(name, name)
+  """The task's name as the paper writes it, with a variant's setting:
+  ``"qnli_rho0.02"`` -> ``"QNLI (SAM ρ 0.02)"``."""
+  task, _, variant = name.partition("_")
+  label = paper.TASK_NAMES.get(task, task)
+  if variant.startswith("rho"):
+    return f"{label} (SAM ρ {variant[3:]})"
+  return f"{label} ({variant})" if variant else label
 
 
 def _metric_key(metric: str) -> str:
@@ -110,7 +122,7 @@ class Chance:
     """The baseline's ``metric`` over ``seeds`` (their dev samples), with its recorded
     margin or else the sampling margin of an accuracy on that many examples (the larger
     over seeds; the least margin for other metrics)."""
-    per_seed = self.tasks.get(task)
+    per_seed = self.tasks.get(_base(task))
     if not per_seed:
       return None
     key = _metric_key(metric)
@@ -257,6 +269,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
 
 def _table5_rows(kind: str) -> Callable[[str], tuple | None]:
   def rows(task):
+    task = _base(task)
     t = paper.TABLE5
     if task not in t["full"]["adam"]:
       return None
@@ -334,7 +347,7 @@ def int8_section(results: Path) -> Section:
   section.table = [["task (metric)", "models"] + _DROP_HEADER]
   groups: list[tuple[str, str, str, list[tuple[int, dict, dict]]]] = []
   for task, rs in runs.items():
-    metric = paper.TABLE8.get(task, (None,))[0]
+    metric = paper.TABLE8.get(_base(task), (None,))[0]
     pairs = []
     for r in rs:
       qa, qs = r.folder / "adam" / "quantize.json", r.folder / "sam" / "quantize.json"
@@ -378,7 +391,7 @@ def int8_section(results: Path) -> Section:
     note = _uncounted_note(task, seeds, testable, level)
     if note:
       section.notes.append(note)
-    ref = paper.TABLE8.get(task)
+    ref = paper.TABLE8.get(_base(task))
     if ref and ref[0] == metric:
       _, (pa_b, pa_a), (ps_b, ps_a) = ref
       paper_text = f"Adam {pa_b:.2f} → {pa_a:.2f}, SAM {ps_b:.2f} → {ps_a:.2f}"
