@@ -709,7 +709,9 @@ def sharpness_section(results: Path) -> Section:
                     "Adam − SAM (seeds)", "verdict"]]
   scales = []
   for label, pairs in _sharpness_groups(results):
-    section.folders.append(label)
+    folder = label.split("/")[0]            # sharpness_compare/<task> -> sharpness_compare
+    if folder not in section.folders:
+      section.folders.append(folder)
     task = pairs[0][1]["task"]
     p = paper.TABLE3.get(task)
     measures = _sharpness_measures(pairs[0][1])
