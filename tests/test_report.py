@@ -297,7 +297,9 @@ def test_transfer_leaves_out_masks_of_a_source_model_at_chance(tmp_path):
   # every pair left out: not testable (not "no data")
   _compare(tmp_path, "qnli", 1, dict(full=70, imp=60, oneshot=54, int8=65),
            dict(full=52, imp=52, oneshot=52, int8=53))
-  assert sections.transfer_section(tmp_path)[0].findings[0].verdict == V.NOT_TESTABLE
+  [left_out] = sections.transfer_section(tmp_path)[0].findings
+  assert left_out.verdict == V.NOT_TESTABLE
+  assert "uncounted SAM − Adam 1.00 (3.00, -1.00)" in left_out.flatjax
 
 
 def test_a_compare_run_with_another_rho_is_its_own_row_with_its_tasks_references(tmp_path):

@@ -611,7 +611,9 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       "transfer: SAM tickets transfer better",
       f"{len(diffs)} of {total} task pair × seed{'s' if total != 1 else ''} testable",
       "heatmap mostly positive (figure)",
-      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive",
+      f"SAM − Adam {V.fmt_seeds(diffs)}; {sum(d > 0 for d in diffs)} of {len(diffs)} positive"
+      if diffs else "every pair × seed left out (notes); uncounted SAM − Adam "
+      + V.fmt_seeds([s - a for rows in pairs.values() for _, a, s, _ in rows]),
       V.verdict(diffs) if diffs else V.NOT_TESTABLE))
   return section, heat
 
