@@ -214,12 +214,16 @@ def test_transfer_heatmap(tmp_path):
   assert ("SAM ticket − Adam ticket", "transfer/heatmap.png") in sections_[3].plots
 
 
+def _qnli_to_sst2_transfer(results: Path) -> None:
+  """QNLI's 70% tickets fine-tuned on SST-2: SAM - Adam = +3 on seed 0, -1 on seed 1."""
+  for seed, (adam, sam) in enumerate([(70.0, 73.0), (72.0, 71.0)]):
+    _tickets(results / "transfer" / f"seed{seed}" / "sst2",
+             {("qnli-adam", "adam"): adam, ("qnli-sam", "adam"): sam}, sparsity=0.7)
+
+
 def test_transfer_over_two_seeds_averages_each_pair(tmp_path):
   # seed 0: SAM - Adam = +3 on QNLI -> SST-2; seed 1: -1. Mean +1, one seed against: mixed.
-  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("qnli-adam", "adam"): 70.0,
-                                                     ("qnli-sam", "adam"): 73.0}, sparsity=0.7)
-  _tickets(tmp_path / "transfer" / "seed1" / "sst2", {("qnli-adam", "adam"): 72.0,
-                                                     ("qnli-sam", "adam"): 71.0}, sparsity=0.7)
+  _qnli_to_sst2_transfer(tmp_path)
   # The diagonal comes from Table 6 of the same seeds: (78 - 77 + 80 - 76) / 2 = 2.5.
   _tickets(tmp_path / "table6_qnli" / "seed0", {("adam", "adam"): 77.0, ("sam", "adam"): 78.0})
   _tickets(tmp_path / "table6_qnli" / "seed1", {("adam", "adam"): 76.0, ("sam", "adam"): 80.0})
@@ -277,10 +281,7 @@ def test_int8_f1_counts_a_seed_only_if_its_accuracy_is_above_chance(tmp_path):
 def test_transfer_leaves_out_masks_of_a_source_model_at_chance(tmp_path):
   # QNLI seed 0: SAM's compare model at 53 (majority 51 +- 4.5): its mask found nothing, so
   # the QNLI -> SST-2 pair of seed 0 (+3) is not counted; seed 1's (-1) is: did not hold.
-  _tickets(tmp_path / "transfer" / "seed0" / "sst2", {("qnli-adam", "adam"): 70.0,
-                                                     ("qnli-sam", "adam"): 73.0})
-  _tickets(tmp_path / "transfer" / "seed1" / "sst2", {("qnli-adam", "adam"): 72.0,
-                                                     ("qnli-sam", "adam"): 71.0})
+  _qnli_to_sst2_transfer(tmp_path)
   _compare(tmp_path, "qnli", 0, dict(full=66, imp=60, oneshot=54, int8=65),
            dict(full=53, imp=52, oneshot=52, int8=53))
   _compare(tmp_path, "qnli", 1, dict(full=70, imp=60, oneshot=54, int8=65),
