@@ -543,6 +543,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   # (source, target) -> [(seed, Adam ticket, SAM ticket, sparsity)], in seed order
   pairs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
   scales: dict[str, str] = {}
+  metrics: dict[str, str] = {}              # target -> the metric its tickets were scored on
   for seed, seed_dir in _seed_dirs(folder):
     for target_dir in sorted(d for d in seed_dir.iterdir() if (d / "tickets.jsonl").is_file()):
       target = target_dir.name
@@ -551,6 +552,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       for label, row in by_mask.items():
         source, _, opt = label.rpartition("-")
         if opt == "sam" and f"{source}-adam" in by_mask:
+          metrics.setdefault(target, row.get("metric_name", "accuracy"))
           pairs.setdefault((source, target), []).append(
               (seed, by_mask[f"{source}-adam"]["metric"], row["metric"], row["sparsity"]))
   if not pairs:
@@ -567,12 +569,12 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
     adam, sam = [r[1] for r in rows], [r[2] for r in rows]
     pair_diffs = [s - a for a, s in zip(adam, sam)]
     heat.setdefault(source, {})[target] = V.mean(pair_diffs)
-    level = chance.level(target, "accuracy", seeds)
+    level = chance.level(target, metrics[target], seeds)
     pair = f"{_task(source)} → {_task(target)}"
     for seed, a, s, d in zip(seeds, adam, sam, pair_diffs):
       where = f"{pair} (seed {seed})"
       # Both tickets at the target's majority label: the pair says nothing.
-      if not V.above_chance([max(a, s)], chance.level(target, "accuracy", [seed])):
+      if not V.above_chance([max(a, s)], chance.level(target, metrics[target], [seed])):
         uncounted["target"].append(where)
       # A source model at its majority label: its mask is not the ticket of a trained model.
       elif not _source_trained(compare.get((source, seed)), chance, source, seed):
