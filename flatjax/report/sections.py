@@ -130,12 +130,19 @@ class Chance:
             if key in row and (seeds is None or int(seed) in seeds)]
     if not rows:
       return None
-    # A margin recorded with the level (SQuAD's F1) wins over the binomial one.
-    margins = [row["margin"] if "margin" in row else
-               V.sampling_margin(row["accuracy"], row["examples"]) for row in rows
-               if "margin" in row or (key == "accuracy" and row.get("examples"))]
+    margins = [m for m in (_margin(row, key) for row in rows) if m is not None]
     return V.ChanceLevel(V.mean([row[key] for row in rows]),
                          max(margins, default=V.CHANCE_MARGIN))
+
+
+def _margin(row: dict, key: str) -> float | None:
+  """One seed's margin around its chance level: the one recorded with it (SQuAD's F1), else
+  an accuracy's binomial sampling margin; None where neither applies."""
+  if "margin" in row:
+    return row["margin"]
+  if key == "accuracy" and row.get("examples"):
+    return V.sampling_margin(row["accuracy"], row["examples"])
+  return None
 
 
 def _uncounted_note(task: str, seeds: list[int], testable: list[bool],
