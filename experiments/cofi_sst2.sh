@@ -13,8 +13,12 @@
 #   0.01 cannot move the gates), head/block/hidden gates starting at log-alpha 3 (CoFi: 10;
 #   with 10 and lr 0.1 they stayed open and only FFN neurons were pruned, 65% at the end of
 #   a first try), the student starting from the teacher's weights (STUDENT=pretrained for
-#   CoFi's start), 1 seed. Dev: all 872 sentences.
-#   Results: experiments/results/cofi_sst2/$NAME/ (NAME defaults to sst2-4k-target80).
+#   CoFi's start). Dev: all 872 sentences. SEEDS (default 0) picks the seeds; each seed
+#   draws its own training subset, trains its own teachers and prunes them:
+#     SEEDS="0 1" bash experiments/cofi_sst2.sh
+#   Results: experiments/results/cofi_sst2/$NAME/seed<N>/ (NAME defaults to sst2-4k-target80).
+#   Runs: $RUNS for seed 0 (where sharpness_sst2.sh and int8_glue.sh find the teachers),
+#   $RUNS-seed<N> for the others. TEACHER_ADAM / TEACHER_SAM, when set, serve every seed.
 #
 # The first CPU-scale run (experiments/results/cofi_sst2/sst2-2k-target95/, both students
 # collapsed) used prune_sst2.sh's IMP round-0 teachers and:
@@ -38,7 +42,7 @@ EPOCHS=${EPOCHS:-2}
 LR=${LR:-1e-4}
 WARMUP=${WARMUP:-25}
 MAXLEN=${MAXLEN:-64}
-SEED=${SEED:-0}
+SEEDS=${SEEDS:-0}
 TARGET=${TARGET:-0.8}
 PRUNE_EPOCHS=${PRUNE_EPOCHS:-4}
 LAG_WARMUP=${LAG_WARMUP:-2}
@@ -53,31 +57,35 @@ RUNS=${RUNS:-runs/cofi-$NAME-$MODEL}
 OUT=experiments/results/cofi_sst2/$NAME
 SUBSET=(); [ "$TRAIN_EXAMPLES" != 0 ] && SUBSET=(--max-train-examples "$TRAIN_EXAMPLES")
 
-for opt in adam sam; do
-  var=TEACHER_${opt^^}
-  teacher=${!var:-$RUNS/teacher-$opt}
-  if [ ! -f "$teacher/results.json" ]; then
-    .venv/bin/flatjax train --task sst2 --data "$DATA" --model "$MODEL" "${SUBSET[@]}" \
-      --epochs "$EPOCHS" --batch-size 32 --lr "$LR" --warmup-steps "$WARMUP" \
-      --max-length "$MAXLEN" --seed "$SEED" --optimizer "$opt" --output "$teacher" \
-      --no-progress > /dev/null
-  fi
-  run=$RUNS/cofi-$opt
-  resume=(); [ -f "$run/cofi.json" ] && resume=(--resume)
-  [ -f "$run/results.json" ] && continue
-  .venv/bin/flatjax cofi --teacher "$teacher" --data "$DATA" "${SUBSET[@]}" \
-    --max-length "$MAXLEN" --seed "$SEED" --student "$STUDENT" --target-sparsity "$TARGET" \
-    --pruning-epochs "$PRUNE_EPOCHS" --prepruning-epochs 1 --lagrangian-warmup-epochs "$LAG_WARMUP" \
-    --finetune-epochs "$FT_EPOCHS" --lr "$COFI_LR" --finetune-lr "$FT_LR" --reg-lr "$REG_LR" \
-    --gate-init "$GATE_INIT" \
-    --no-progress --output "$run" "${resume[@]}" > /dev/null
-done
+for seed in $SEEDS; do
+  runs=$RUNS; [ "$seed" != 0 ] && runs=$RUNS-seed$seed
+  out=$OUT/seed$seed
+  for opt in adam sam; do
+    var=TEACHER_${opt^^}
+    teacher=${!var:-$runs/teacher-$opt}
+    if [ ! -f "$teacher/results.json" ]; then
+      .venv/bin/flatjax train --task sst2 --data "$DATA" --model "$MODEL" "${SUBSET[@]}" \
+        --epochs "$EPOCHS" --batch-size 32 --lr "$LR" --warmup-steps "$WARMUP" \
+        --max-length "$MAXLEN" --seed "$seed" --optimizer "$opt" --output "$teacher" \
+        --no-progress > /dev/null
+    fi
+    run=$runs/cofi-$opt
+    resume=(); [ -f "$run/cofi.json" ] && resume=(--resume)
+    [ -f "$run/results.json" ] && continue
+    .venv/bin/flatjax cofi --teacher "$teacher" --data "$DATA" "${SUBSET[@]}" \
+      --max-length "$MAXLEN" --seed "$seed" --student "$STUDENT" --target-sparsity "$TARGET" \
+      --pruning-epochs "$PRUNE_EPOCHS" --prepruning-epochs 1 --lagrangian-warmup-epochs "$LAG_WARMUP" \
+      --finetune-epochs "$FT_EPOCHS" --lr "$COFI_LR" --finetune-lr "$FT_LR" --reg-lr "$REG_LR" \
+      --gate-init "$GATE_INIT" \
+      --no-progress --output "$run" "${resume[@]}" > /dev/null
+  done
 
-mkdir -p "$OUT"
-for opt in adam sam; do
-  mkdir -p "$OUT/$opt"
-  cp "$RUNS/cofi-$opt"/{cofi.json,metrics.jsonl,results.json,structure.json} "$OUT/$opt/"
+  mkdir -p "$out"
+  for opt in adam sam; do
+    mkdir -p "$out/$opt"
+    cp "$runs/cofi-$opt"/{cofi.json,metrics.jsonl,results.json,structure.json} "$out/$opt/"
+  done
+  .venv/bin/python experiments/cofi_table.py "$out" "${COMMAND:-SEEDS=$seed bash experiments/cofi_sst2.sh}" \
+    > "$out/README.md"
+  cat "$out/README.md"
 done
-.venv/bin/python experiments/cofi_table.py "$OUT" "${COMMAND:-bash experiments/cofi_sst2.sh}" \
-  > "$OUT/README.md"
-cat "$OUT/README.md"

@@ -403,15 +403,33 @@ def test_sharpness_over_seeds(tmp_path):
   assert found["SAM is flatter: Hessian top eigenvalue"].verdict == V.MIXED  # -10 and 20
 
 
-def test_cofi_section(tmp_path):
-  for opt, (teacher, pruned) in (("adam", (84.0, 81.0)), ("sam", (85.0, 80.0))):
-    _write(tmp_path / "cofi_sst2" / "run1" / opt / "results.json", {
+def _cofi_seed(results: Path, run: str, seed: int, adam: tuple, sam: tuple) -> None:
+  for opt, (teacher, pruned) in (("adam", adam), ("sam", sam)):
+    _write(results / "cofi_sst2" / run / f"seed{seed}" / opt / "results.json", {
         "task": "sst2", "main_metric": "validation/accuracy", "target_sparsity": 0.8,
         "sparsity": 0.83, "teacher": {"validation/accuracy": teacher},
         "pruned": {"validation/accuracy": pruned}})
+
+
+def test_cofi_section(tmp_path):
+  _cofi_seed(tmp_path, "run1", 0, (84.0, 81.0), (85.0, 80.0))
   [finding] = sections.cofi_section(tmp_path).findings
   assert finding.verdict == V.NOT_HELD          # Adam loses 3, SAM 5
   assert finding.paper == "Adam 92.7 → 90.2, SAM 93.1 → 91.3"
+
+
+def test_cofi_section_over_seeds(tmp_path):
+  _chance(tmp_path, "sst2", 50.0)               # majority label 50, the least margin
+  _cofi_seed(tmp_path, "run1", 0, (84.0, 81.0), (85.0, 80.0))   # SAM loses 2 more
+  _cofi_seed(tmp_path, "run1", 1, (84.0, 76.0), (85.0, 83.0))   # SAM loses 6 less
+  # Both students at the majority label: the difference of drops says nothing.
+  _cofi_seed(tmp_path, "run1", 2, (84.0, 50.0), (85.0, 50.0))
+  sec = sections.cofi_section(tmp_path)
+  [finding] = sec.findings
+  assert finding.verdict == V.MIXED             # seeds 0 and 1: -2 and +6, mean +2
+  assert "counted: seeds 0, 1" in finding.flatjax and "3 seeds" in finding.flatjax
+  assert [row[1] for row in sec.table[1:]] == ["0", "1", "2"]
+  assert any("run1" in n and "seed 2 not counted" in n for n in sec.notes)
 
 
 def test_variants_cost_and_compressibility(tmp_path):

@@ -645,37 +645,49 @@ def cofi_section(results: Path) -> Section:
       "Distilled and structurally pruned (CoFi) from a SAM teacher, the student keeps more "
       "accuracy than from an Adam teacher.",
       [], [])
-  section.table = [["run", "target → reached (Adam / SAM)", "paper SST-2 (95%)",
+  section.table = [["run", "seed", "target → reached (Adam / SAM)", "paper SST-2 (95%)",
                     "flatjax Adam teacher → pruned", "flatjax SAM teacher → pruned",
-                    "Adam drop − SAM drop", "verdict"]]
+                    "Adam drop − SAM drop"]]
   chance = Chance(results)
   for folder in sorted(results.glob("cofi_*")):
     for run in sorted(d for d in folder.iterdir() if d.is_dir()):
-      ra, rs = run / "adam" / "results.json", run / "sam" / "results.json"
-      if not (ra.is_file() and rs.is_file()):
+      per_seed = [(seed, _json(d / "adam" / "results.json"), _json(d / "sam" / "results.json"))
+                  for seed, d in _seed_dirs(run)
+                  if (d / "adam" / "results.json").is_file()
+                  and (d / "sam" / "results.json").is_file()]
+      if not per_seed:
         continue
       section.folders.append(f"{folder.name}/{run.name}")
-      readme = run / "README.md"
-      made_by = _made_by(readme) if readme.is_file() else None
-      if made_by:
-        section.commands.append(made_by)
-      a, s = _json(ra), _json(rs)
-      key = a["main_metric"]
-      ab, aa, sb, sa = a["teacher"][key], a["pruned"][key], s["teacher"][key], s["pruned"][key]
-      diff = (ab - aa) - (sb - sa)
-      level = chance.level(a["task"], key)
-      verdict = V.verdict([diff], V.above_chance([ab], level) and V.above_chance([sb], level))
-      p = paper.TABLE2.get(a["task"])
+      for seed, _, _ in per_seed:
+        readme = run / f"seed{seed}" / "README.md"
+        made_by = _made_by(readme) if readme.is_file() else None
+        if made_by and made_by not in section.commands:
+          section.commands.append(made_by)
+      task, key = per_seed[0][1]["task"], per_seed[0][1]["main_metric"]
+      seeds = [seed for seed, _, _ in per_seed]
+      before = [(a["teacher"][key], s["teacher"][key]) for _, a, s in per_seed]
+      after = [(a["pruned"][key], s["pruned"][key]) for _, a, s in per_seed]
+      diffs = [(ab - aa) - (sb - sa) for (ab, sb), (aa, sa) in zip(before, after)]
+      level = chance.level(task, key, seeds)
+      testable = [V.seed_testable(b, a, level) for b, a in zip(before, after)]
+      verdict = V.verdict_by_seed(diffs, testable)
+      note = _uncounted_note(task, seeds, testable, level)
+      if note:
+        section.notes.append(f"{run.name}: {note}")
+      p = paper.TABLE2.get(task)
       paper_text = (f"Adam {p[0][0]} → {p[0][1]}, SAM {p[1][0]} → {p[1][1]}" if p else "–")
-      section.table.append([
-          f"{folder.name}/{run.name}",
-          f"{a['target_sparsity']:.0%} → {a['sparsity']:.1%} / {s['sparsity']:.1%}", paper_text,
-          V.fmt_transition([ab], [aa]), V.fmt_transition([sb], [sa]), V.fmt_signed(diff),
-          verdict])
+      for (seed, a, s), (ab, sb), (aa, sa), diff in zip(per_seed, before, after, diffs):
+        section.table.append([
+            f"{folder.name}/{run.name}", str(seed),
+            f"{a['target_sparsity']:.0%} → {a['sparsity']:.1%} / {s['sparsity']:.1%}",
+            paper_text, V.fmt_transition([ab], [aa]), V.fmt_transition([sb], [sa]),
+            V.fmt_signed(diff)])
+      adam = V.fmt_transition([b[0] for b in before], [a[0] for a in after])
+      sam = V.fmt_transition([b[1] for b in before], [a[1] for a in after])
       section.findings.append(Finding(
-          "CoFi: SAM teacher's student loses less", f"{_task(a['task'])}, {run.name}",
-          paper_text, f"Adam {V.fmt_transition([ab], [aa])}, SAM {V.fmt_transition([sb], [sa])}"
-          " (1 seed)", verdict))
+          "CoFi: SAM teacher's student loses less", f"{_task(task)}, {run.name}", paper_text,
+          f"Adam {adam}, SAM {sam}; Adam drop − SAM drop {V.fmt_seeds(diffs)} "
+          f"({_seeds(len(diffs))}{_counted(seeds, testable)})", verdict))
   section.scale = ("MiniLM teachers fine-tuned on SST-2 subsets, CoFi with fewer epochs and "
                    "lower targets than the paper's; see each run's README")
   return section
