@@ -69,8 +69,9 @@ train_args_for() {
   return 0
 }
 
-# The reference sparsity compare pruned TASK to (read from its compare.json).
+# The reference sparsity compare pruned TASK to (read from its compare.json): target_sparsity
+# TASK SEED [RUN] (RUN: the compare run's folder, default runs/compare-TASK-seedSEED).
 target_sparsity() {
   .venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['target_sparsity'])" \
-    "runs/compare-$1-seed$2/compare.json"
+    "${3:-runs/compare-$1-seed$2}/compare.json"
 }

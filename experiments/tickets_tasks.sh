@@ -15,6 +15,13 @@
 #
 #   TABLE6_TASKS=sst2 SEEDS="0 1" TRANSFER_TASKS="sst2 qnli" TRANSFER_SEEDS="0 1" bash experiments/tickets_tasks.sh
 #
+# SOURCE_RHO takes the transfer's source masks from the compare runs made with that SAM radius
+# (compare_tasks.sh RHO=...: runs/compare-<source>-rho<R>-seed<N>), labels them
+# <source>_rho<R>-<opt> and writes experiments/results/transfer_rho<R>/seed<N>/<target>/;
+# TRANSFER_TARGETS (default: TRANSFER_TASKS) picks the targets, e.g. QNLI's rho-0.02 tickets
+# fine-tuned on SST-2:
+#   TABLE6_TASKS="" SOURCE_RHO=0.02 TRANSFER_TARGETS=sst2 TRANSFER_SEEDS="0 1" bash experiments/tickets_tasks.sh
+#
 # The paper's scale: run compare_tasks.sh with PRESET=full first, then this with
 # MODEL=bert-base-uncased TRAIN_EXAMPLES=0 EPOCHS=3 LR=2e-5 (10 epochs for RTE and MRPC).
 set -euo pipefail
@@ -24,6 +31,9 @@ TABLE6_TASKS=${TABLE6_TASKS-sst2}
 SEEDS=${SEEDS:-0}
 TRANSFER_TASKS=${TRANSFER_TASKS-"sst2 qnli"}
 TRANSFER_SEEDS=${TRANSFER_SEEDS:-0}
+TRANSFER_TARGETS=${TRANSFER_TARGETS:-$TRANSFER_TASKS}
+SOURCE_RHO=${SOURCE_RHO:-}
+variant=${SOURCE_RHO:+_rho$SOURCE_RHO}
 
 for task in $TABLE6_TASKS; do
   for seed in $SEEDS; do
@@ -43,24 +53,25 @@ for task in $TABLE6_TASKS; do
 done
 
 for seed in $TRANSFER_SEEDS; do
-  for target in $TRANSFER_TASKS; do
+  for target in $TRANSFER_TARGETS; do
     masks=()
     for source in $TRANSFER_TASKS; do
       [ "$source" = "$target" ] && continue
-      sparsity=$(target_sparsity "$source" "$seed")
+      src=runs/compare-$source${SOURCE_RHO:+-rho$SOURCE_RHO}-seed$seed
+      sparsity=$(target_sparsity "$source" "$seed" "$src")
       for opt in adam sam; do
-        masks+=(--mask "$source-$opt=$(.venv/bin/python -c "
+        masks+=(--mask "$source$variant-$opt=$(.venv/bin/python -c "
 import sys; from flatjax.sparsity import tickets
-print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "runs/compare-$source-seed$seed/$opt/imp" "$sparsity")")
+print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "$src/$opt/imp" "$sparsity")")
       done
     done
     train_args_for "$target" "$seed"
-    run=runs/transfer-$target-seed$seed
+    run=runs/transfer$variant-$target-seed$seed
     resume=(); [ -f "$run/tickets.json" ] && resume=(--resume)
     echo "== transfer to $target, seed $seed"
     .venv/bin/flatjax tickets "${TRAIN_ARGS[@]}" --no-keep-best "${masks[@]}" --optimizer adam \
       --output "$run" "${resume[@]}"
-    out=experiments/results/transfer/seed$seed/$target
+    out=experiments/results/transfer$variant/seed$seed/$target
     mkdir -p "$out"
     cp "$run"/{tickets.json,tickets.jsonl,tickets.md} "$out/"
   done

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flatjax import cli
-from flatjax.report import build_report, build_sections, paper, sections, verdict
+from flatjax.report import build_report, build_sections, paper, render, sections, verdict
 from flatjax.report import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,6 +233,33 @@ def test_transfer_over_two_seeds_averages_each_pair(tmp_path):
   assert finding.verdict == V.MIXED and "1 of 2 positive" in finding.flatjax
   assert ["QNLI → SST-2", "70%", "71.00 (70.00, 72.00)", "72.00 (73.00, 71.00)",
           "1.00 (3.00, -1.00)", "–", "0, 1"] in sec.table
+
+
+def test_transfer_reads_masks_from_runs_with_another_sam_radius(tmp_path):
+  # transfer/: QNLI's rho-0.05 tickets, whose SAM compare model is at chance (53 against
+  # 51 +- 4.5): not counted. transfer_rho0.02/: the rho-0.02 run's tickets, both compare models
+  # above chance: SAM - Adam = +2 and +1, counted on their own row.
+  _qnli_to_sst2_transfer(tmp_path)
+  for seed, (adam, sam) in enumerate([(70.0, 72.0), (72.0, 73.0)]):
+    _tickets(tmp_path / "transfer_rho0.02" / f"seed{seed}" / "sst2",
+             {("qnli_rho0.02-adam", "adam"): adam, ("qnli_rho0.02-sam", "adam"): sam},
+             sparsity=0.7)
+    _compare(tmp_path, "qnli", seed, dict(full=66, imp=60, oneshot=54, int8=65),
+             dict(full=53, imp=52, oneshot=52, int8=53))
+    _compare(tmp_path, "qnli_rho0.02", seed, dict(full=66, imp=60, oneshot=54, int8=65),
+             dict(full=62, imp=58, oneshot=52, int8=61))
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {
+      "qnli": {s: {"examples": 500, "accuracy": 51.0} for s in ("0", "1")},
+      "sst2": {s: {"examples": 872, "accuracy": 50.9} for s in ("0", "1")}}})
+  sec, heat = sections.transfer_section(tmp_path)
+  assert heat == {"qnli": {"sst2": 1.0}, "qnli_rho0.02": {"sst2": 1.5}}
+  [finding] = sec.findings
+  assert finding.verdict == V.HELD and "2 of 2 positive" in finding.flatjax
+  assert "2 of 4 task pair × seeds testable" == finding.setting
+  assert ["QNLI (SAM ρ 0.02) → SST-2", "70%", "71.00 (70.00, 72.00)", "72.50 (72.00, 73.00)",
+          "1.50 (2.00, 1.00)", "50.9 ± 3.4", "0, 1"] in sec.table
+  assert sec.folders == ["transfer", "transfer_rho0.02"]
+  assert render.plot_transfer(heat, tmp_path / "heatmap.png").stat().st_size > 1000
 
 
 def test_imp_verdict_leaves_out_seeds_at_chance(tmp_path):

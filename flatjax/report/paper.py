@@ -67,3 +67,19 @@ TABLE3 = {
 TASK_NAMES = {"mnli": "MNLI", "qqp": "QQP", "stsb": "STS-B", "qnli": "QNLI", "mrpc": "MRPC",
               "rte": "RTE", "sst2": "SST-2", "cola": "CoLA", "squad": "SQuAD"}
 TASK_ORDER = tuple(TASK_NAMES)
+
+
+def task_label(name: str) -> str:
+  """The task's name as the paper writes it, with a variant's setting:
+  ``"qnli_rho0.02"`` (a run with another SAM radius) -> ``"QNLI (SAM ρ 0.02)"``."""
+  task, _, variant = name.partition("_")
+  label = TASK_NAMES.get(task, task)
+  if variant.startswith("rho"):
+    return f"{label} (SAM ρ {variant[3:]})"
+  return f"{label} ({variant})" if variant else label
+
+
+def task_rank(name: str) -> tuple[int, str]:
+  """Sort key: the paper's task order, a task's variants after it."""
+  return (TASK_ORDER.index(name.partition("_")[0]) if name.partition("_")[0] in TASK_ORDER
+          else len(TASK_ORDER), name)

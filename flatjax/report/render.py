@@ -61,24 +61,22 @@ def plot_transfer(heat: dict[str, dict[str, float]], path: Path) -> Path | None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   import numpy as np
-  order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
-  tasks = sorted(set(heat) | {t for row in heat.values() for t in row},
-                 key=lambda t: order.get(t, 99))
-  grid = np.full((len(tasks), len(tasks)), np.nan)
-  for i, src in enumerate(tasks):
-    for j, dst in enumerate(tasks):
-      if dst in heat.get(src, {}):
+  sources = sorted(heat, key=paper.task_rank)
+  targets = sorted({t for row in heat.values() for t in row}, key=paper.task_rank)
+  grid = np.full((len(sources), len(targets)), np.nan)
+  for i, src in enumerate(sources):
+    for j, dst in enumerate(targets):
+      if dst in heat[src]:
         grid[i, j] = heat[src][dst]
   bound = max(1.0, float(np.nanmax(np.abs(grid))))
-  fig, ax = plt.subplots(figsize=(1.3 * len(tasks) + 2, 1.1 * len(tasks) + 1.2))
+  fig, ax = plt.subplots(figsize=(1.3 * len(targets) + 3, 1.1 * len(sources) + 1.2))
   im = ax.imshow(grid, cmap="RdBu", vmin=-bound, vmax=bound)
-  names = [paper.TASK_NAMES.get(t, t) for t in tasks]
-  ax.set_xticks(range(len(tasks)), names)
-  ax.set_yticks(range(len(tasks)), names)
+  ax.set_xticks(range(len(targets)), [paper.task_label(t) for t in targets])
+  ax.set_yticks(range(len(sources)), [paper.task_label(t) for t in sources])
   ax.set_xlabel("fine-tuned on (target)")
   ax.set_ylabel("ticket found on (source)")
-  for i in range(len(tasks)):
-    for j in range(len(tasks)):
+  for i in range(len(sources)):
+    for j in range(len(targets)):
       if not np.isnan(grid[i, j]):
         ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center")
   fig.colorbar(im, ax=ax, label="SAM ticket − Adam ticket (points)")

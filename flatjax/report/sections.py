@@ -83,14 +83,7 @@ def _base(name: str) -> str:
   return name.split("_", 1)[0]
 
 
-def _task(name: str) -> str:
-  """The task's name as the paper writes it, with a variant's setting:
-  ``"qnli_rho0.02"`` -> ``"QNLI (SAM ρ 0.02)"``."""
-  task, _, variant = name.partition("_")
-  label = paper.TASK_NAMES.get(task, task)
-  if variant.startswith("rho"):
-    return f"{label} (SAM ρ {variant[3:]})"
-  return f"{label} ({variant})" if variant else label
+_task = paper.task_label
 
 
 def _metric_key(metric: str) -> str:
@@ -535,23 +528,27 @@ def table6_section(results: Path) -> Section:
 
 def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]]]:
   """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}, the
-  mean over the seeds in ``transfer/seed<N>/<target>/``."""
-  folder = results / "transfer"
+  mean over the seeds in ``transfer/seed<N>/<target>/`` and, for masks from compare runs
+  with another SAM radius (sources labelled ``<task>_rho<R>``), ``transfer_rho<R>/``."""
+  folders = sorted(d for d in results.glob("transfer*") if d.is_dir())
   section = Section(
       "transfer", "Ticket transfer", "Ticket transfer across tasks",
       "A ticket found with SAM on one task transfers to other tasks better than one found with "
       "Adam (the paper's heatmap of SAM ticket minus Adam ticket, 70% tickets).",
       ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" TRANSFER_SEEDS=\"0 1\" "
        "bash experiments/tickets_tasks.sh"],
-      ["transfer"])
+      [d.name for d in folders] or ["transfer"])
+  if any(d.name != "transfer" for d in folders):
+    section.commands.append("TABLE6_TASKS=\"\" SOURCE_RHO=0.02 TRANSFER_TARGETS=sst2 "
+                            "TRANSFER_SEEDS=\"0 1\" bash experiments/tickets_tasks.sh")
   heat: dict[str, dict[str, float]] = {}
-  if not folder.is_dir():
+  if not folders:
     return section, heat
   # (source, target) -> [(seed, Adam ticket, SAM ticket, sparsity)], in seed order
   pairs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
   scales: dict[str, str] = {}
   metrics: dict[str, str] = {}              # target -> the metric its tickets were scored on
-  for seed, seed_dir in _seed_dirs(folder):
+  for seed, seed_dir in (pair for folder in folders for pair in _seed_dirs(folder)):
     for target_dir in sorted(d for d in seed_dir.iterdir() if (d / "tickets.jsonl").is_file()):
       target = target_dir.name
       scales.setdefault(target, _scale_of(_json(target_dir / "tickets.json")["train"]))
@@ -595,6 +592,9 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
                    "the same seed, each source's Adam and SAM masks at its reference sparsity; "
                    "seeds " + ", ".join(map(str, all_seeds)) + "; "
                    + "; ".join(f"{_task(t)}: {sc}" for t, sc in scales.items()))
+  if any("_" in source for source, _ in pairs):
+    section.scale += ("; a source named with SAM's ρ: both masks from the compare run made "
+                      "with that radius (its Adam model is the default run's)")
   # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, same seeds.
   for source in list(heat):
     own = []
