@@ -81,5 +81,5 @@ def task_label(name: str) -> str:
 
 def task_rank(name: str) -> tuple[int, str]:
   """Sort key: the paper's task order, a task's variants after it."""
-  return (TASK_ORDER.index(name.partition("_")[0]) if name.partition("_")[0] in TASK_ORDER
-          else len(TASK_ORDER), name)
+  task = name.partition("_")[0]
+  return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), name)

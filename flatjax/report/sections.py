@@ -69,8 +69,7 @@ def _seed_dirs(folder: Path) -> list[tuple[int, Path]]:
 def _task_folders(results: Path, prefix: str) -> list[tuple[str, Path]]:
   """``results/<prefix><task>/`` folders in the paper's task order."""
   found = {d.name[len(prefix):]: d for d in results.glob(prefix + "*") if d.is_dir()}
-  order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
-  return sorted(found.items(), key=lambda kv: (order.get(_base(kv[0]), 99), kv[0]))
+  return sorted(found.items(), key=lambda kv: paper.task_rank(kv[0]))
 
 
 def _seeds(n: int) -> str:
@@ -538,9 +537,11 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
       ["TABLE6_TASKS=\"\" TRANSFER_TASKS=\"sst2 qnli\" TRANSFER_SEEDS=\"0 1\" "
        "bash experiments/tickets_tasks.sh"],
       [d.name for d in folders] or ["transfer"])
-  if any(d.name != "transfer" for d in folders):
-    section.commands.append("TABLE6_TASKS=\"\" SOURCE_RHO=0.02 TRANSFER_TARGETS=sst2 "
-                            "TRANSFER_SEEDS=\"0 1\" bash experiments/tickets_tasks.sh")
+  for d in folders:
+    if d.name.startswith("transfer_rho"):
+      section.commands.append(f"TABLE6_TASKS=\"\" SOURCE_RHO={d.name[len('transfer_rho'):]} "
+                              "TRANSFER_TARGETS=sst2 TRANSFER_SEEDS=\"0 1\" "
+                              "bash experiments/tickets_tasks.sh")
   heat: dict[str, dict[str, float]] = {}
   if not folders:
     return section, heat
@@ -658,13 +659,10 @@ def cofi_section(results: Path) -> Section:
       if not per_seed:
         continue
       section.folders.append(f"{folder.name}/{run.name}")
-      for seed, _, _ in per_seed:
-        readme = run / f"seed{seed}" / "README.md"
-        made_by = _made_by(readme) if readme.is_file() else None
-        if made_by and made_by not in section.commands:
-          section.commands.append(made_by)
       task, key = per_seed[0][1]["task"], per_seed[0][1]["main_metric"]
       seeds = [seed for seed, _, _ in per_seed]
+      section.commands += [c for c in _commands(run, [f"seed{seed}" for seed in seeds])
+                           if c not in section.commands]
       before = [(a["teacher"][key], s["teacher"][key]) for _, a, s in per_seed]
       after = [(a["pruned"][key], s["pruned"][key]) for _, a, s in per_seed]
       diffs = [(ab - aa) - (sb - sa) for (ab, sb), (aa, sa) in zip(before, after)]
