@@ -69,6 +69,13 @@ train_args_for() {
   return 0
 }
 
+# Exit 2 with one line on stderr unless RUN is a finished-or-started compare run.
+need_compare_run() {
+  [ -f "$1/compare.json" ] && return 0
+  echo "${0##*/}: no compare run at $1; make it first with experiments/compare_tasks.sh" >&2
+  exit 2
+}
+
 # The reference sparsity compare pruned TASK to (read from its compare.json): target_sparsity
 # TASK SEED [RUN] (RUN: the compare run's folder, default runs/compare-TASK-seedSEED).
 target_sparsity() {

@@ -38,6 +38,7 @@ variant=${SOURCE_RHO:+_rho$SOURCE_RHO}
 for task in $TABLE6_TASKS; do
   for seed in $SEEDS; do
     src=runs/compare-$task-seed$seed
+    need_compare_run "$src"
     sparsity=$(target_sparsity "$task" "$seed")
     train_args_for "$task" "$seed"
     run=runs/table6-$task-seed$seed
@@ -58,6 +59,7 @@ for seed in $TRANSFER_SEEDS; do
     for source in $TRANSFER_TASKS; do
       [ "$source" = "$target" ] && continue
       src=runs/compare-$source${SOURCE_RHO:+-rho$SOURCE_RHO}-seed$seed
+      need_compare_run "$src"
       sparsity=$(target_sparsity "$source" "$seed" "$src")
       for opt in adam sam; do
         masks+=(--mask "$source$variant-$opt=$(.venv/bin/python -c "

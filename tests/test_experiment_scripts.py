@@ -64,3 +64,17 @@ def test_full_preset_leaves_lengths_to_flatjax():
   flags = _flags(_train_args("squad", PRESET="full", TRAIN_EXAMPLES="0", SQUAD_EVAL_EXAMPLES="0"))
   assert "--max-length" not in flags and "--doc-stride" not in flags
   assert "--max-train-examples" not in flags and "--max-eval-examples" not in flags
+
+
+@pytest.mark.skipif(BASH is None, reason="needs bash")
+def test_transfer_from_a_missing_compare_run_exits_2_before_writing():
+  env = {"PATH": "/usr/bin:/bin", "TABLE6_TASKS": "", "SOURCE_RHO": "0.987",
+         "TRANSFER_TASKS": "sst2 qnli", "TRANSFER_TARGETS": "sst2", "TRANSFER_SEEDS": "0"}
+  done = subprocess.run([BASH, str(ROOT / "experiments" / "tickets_tasks.sh")], env=env,
+                        capture_output=True, text=True, timeout=60)
+  assert done.returncode == 2
+  assert done.stderr.strip().splitlines() == [
+      "tickets_tasks.sh: no compare run at runs/compare-qnli-rho0.987-seed0; make it first "
+      "with experiments/compare_tasks.sh"]
+  assert not (ROOT / "experiments" / "results" / "transfer_rho0.987").exists()
+  assert not (ROOT / "runs" / "transfer_rho0.987-sst2-seed0").exists()
