@@ -6,26 +6,34 @@
 #
 # Models (already trained; nothing is trained here):
 #   SST-2: the teachers of cofi_sst2.sh (4,000 training sentences, 2 epochs, max length 64,
-#          1 seed): dev = all 872 sentences;
+#          the seeds in SST2_SEEDS, default 0 and 1): dev = all 872 sentences;
 #   RTE:   the runs of sam_rte.sh (full training set, 3 epochs, max length 128, seeds 0 and 1):
 #          dev = all 277 pairs.
 # Eval batch 32, padded to each batch's longest sequence (dynamic activation scales depend on
-# the batch; the batch is part of the result). About 10 min on this 2-core CPU.
-# Results: experiments/results/int8_glue/ (quantize.json and torch.json per model, README.md).
+# the batch; the batch is part of the result). About 2 min per model on this 2-core CPU.
+# Results: experiments/results/int8_glue/<task>-<optimizer>-seed<N>/ (quantize.json and
+# torch.json), README.md. One group of models alone, e.g. SST-2's seed 1:
+#   SST2_SEEDS=1 RTE_RUNS= bash experiments/int8_glue.sh
 #
 # The paper's scale: bert-base-uncased fine-tuned on the full data of each task, e.g.
 #   SST2_RUNS="runs/cofi-sst2-full-target95-bert-base-uncased/teacher-adam ..." bash experiments/int8_glue.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SST2=${SST2:-runs/cofi-sst2-4k-target80-minilm}
-SST2_RUNS=${SST2_RUNS:-"$SST2/teacher-adam $SST2/teacher-sam"}
-RTE_RUNS=${RTE_RUNS:-"runs/rte-minilm-adam-seed0 runs/rte-minilm-sam-seed0 runs/rte-minilm-adam-seed1 runs/rte-minilm-sam-seed1"}
+SST2_SEEDS=${SST2_SEEDS:-"0 1"}
+# cofi_sst2.sh keeps seed 0's runs in $SST2 and seed N's in $SST2-seedN.
+default_sst2_runs=""
+for seed in $SST2_SEEDS; do
+  dir=$SST2; [ "$seed" = 0 ] || dir=$SST2-seed$seed
+  default_sst2_runs+=" $dir/teacher-adam $dir/teacher-sam"
+done
+SST2_RUNS=${SST2_RUNS-$default_sst2_runs}
+RTE_RUNS=${RTE_RUNS-"runs/rte-minilm-adam-seed0 runs/rte-minilm-sam-seed0 runs/rte-minilm-adam-seed1 runs/rte-minilm-sam-seed1"}
 OUT=${OUT:-experiments/results/int8_glue}
 mkdir -p "$OUT"
 for run in $SST2_RUNS $RTE_RUNS; do
   [ -f "$run/results.json" ] || { echo "missing $run: train it first (see this script's header)" >&2; exit 1; }
-  task=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['task'])" "$run/config.json")
-  name="$task-$(basename "$run" | sed -e 's/^teacher-//' -e 's/^rte-minilm-//')"
+  name=$(.venv/bin/python -c "import json,sys; c = json.load(open(sys.argv[1]))['config']; print(f\"{c['task']}-{c['optimizer']}-seed{c['seed']}\")" "$run/config.json")
   mkdir -p "$OUT/$name"
   .venv/bin/flatjax quantize "$run" --scheme dynamic --scheme dynamic-per-channel \
     --batch-size 32 --output "$run/int8" --no-progress > /dev/null

@@ -18,13 +18,16 @@ def main() -> None:
   parser.add_argument("--out", type=Path, required=True, help="PNG to write")
   args = parser.parse_args()
   fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 3.8))
-  for run in args.run:
+  configs = [json.loads((run / "config.json").read_text())["config"] for run in args.run]
+  several_seeds = len({cfg["seed"] for cfg in configs}) > 1
+  for run, cfg in zip(args.run, configs):
     rows = jsonl.read(run / "metrics.jsonl", missing_ok=False)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
-    cfg = json.loads((run / "config.json").read_text())["config"]
     settings = "".join(f" {k}={v:g}" for k, v in sorted(cfg.get("optimizer_args", {}).items()))
     label = f"{cfg['optimizer']}{settings} lr={cfg['lr']:g}"
+    if several_seeds:
+      label += f" seed {cfg['seed']}"
     ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
     keys = [k for k in (evals[0] if evals else {}) if "/" in k]
     for k in keys:

@@ -19,7 +19,6 @@ SEED=${SEED:-0}
 RHOS=${RHOS:-"0.01 0.02 0.05"}
 OUT=experiments/results/sam_rho_$TASK
 train_args_for "$TASK" "$SEED"
-runs=()
 for spec in adam $RHOS; do
   if [ "$spec" = adam ]; then
     name=adam; opt_args=(--optimizer adam)
@@ -31,9 +30,13 @@ for spec in adam $RHOS; do
   echo "== $TASK seed $SEED: $name"
   .venv/bin/flatjax train "${TRAIN_ARGS[@]}" "${opt_args[@]}" --no-keep-best --output "$run" \
     "${resume[@]}" > /dev/null
-  runs+=("$run")
   mkdir -p "$OUT/$name-seed$SEED"
   cp "$run"/{config.json,metrics.jsonl,results.json} "$OUT/$name-seed$SEED/"
 done
-.venv/bin/python experiments/summarize_runs.py "${runs[@]}" --out "$OUT"
-.venv/bin/python experiments/plot_run.py "${runs[@]}" --out "$OUT/curves.png"
+# The summary and the plot cover every seed run so far, not only this one.
+all_runs=()
+for d in "$OUT"/*-seed*/; do
+  if [ -f "$d/results.json" ]; then all_runs+=("${d%/}"); fi
+done
+.venv/bin/python experiments/summarize_runs.py "${all_runs[@]}" --out "$OUT"
+.venv/bin/python experiments/plot_run.py "${all_runs[@]}" --out "$OUT/curves.png"

@@ -430,6 +430,26 @@ def test_sharpness_over_seeds(tmp_path):
   assert found["SAM is flatter: Hessian top eigenvalue"].verdict == V.MIXED  # -10 and 20
 
 
+
+def test_sharpness_of_the_cofi_teachers_over_seeds(tmp_path):
+  def measure(eps1, trace):
+    return {"task": "sst2", "keskar": [{"epsilon": 1e-3, "sharpness": eps1}],
+            "hessian_trace": {"trace": trace}, "sample": "128 train examples"}
+  for seed, (a, s) in enumerate([((300.0, 1100.0), (170.0, 600.0)),
+                                 ((250.0, 900.0), (260.0, 500.0))]):
+    d = tmp_path / "sharpness_sst2" / f"seed{seed}"
+    _write(d / "adam" / "sharpness.json", measure(*a))
+    _write(d / "sam" / "sharpness.json", measure(*s))
+  # A folder without seeds (the layout before seed folders) is not read as a seed.
+  _write(tmp_path / "sharpness_sst2" / "adam" / "sharpness.json", measure(1.0, 1.0))
+  section = sections.sharpness_section(tmp_path)
+  found = {f.claim: f for f in section.findings}
+  eps = found["SAM is flatter: ε-sharpness ×100, ε 0.001"]
+  assert eps.verdict == V.MIXED                 # diffs 130 and -10
+  assert eps.paper == "4.5 / 2.2" and "2 seeds" in eps.setting
+  assert found["SAM is flatter: Hessian trace"].verdict == V.HELD   # 500 and 400
+  assert section.folders == ["sharpness_sst2"]
+
 def _cofi_seed(results: Path, run: str, seed: int, adam: tuple, sam: tuple) -> None:
   for opt, (teacher, pruned) in (("adam", adam), ("sam", sam)):
     _write(results / "cofi_sst2" / run / f"seed{seed}" / opt / "results.json", {

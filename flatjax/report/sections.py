@@ -691,23 +691,25 @@ def cofi_section(results: Path) -> Section:
   return section
 
 
+def _sharpness_pairs(folder: Path) -> list[tuple[int, dict, dict]]:
+  """[(seed, adam sharpness.json, sam sharpness.json)] from ``folder/seed<N>/<opt>/``."""
+  return [(seed, _json(d / "adam" / "sharpness.json"), _json(d / "sam" / "sharpness.json"))
+          for seed, d in _seed_dirs(folder)
+          if (d / "adam" / "sharpness.json").is_file()
+          and (d / "sam" / "sharpness.json").is_file()]
+
+
 def _sharpness_groups(results: Path) -> list[tuple[str, list[tuple[int, dict, dict]]]]:
-  """(folder label, [(seed, adam sharpness.json, sam sharpness.json)]) for the CoFi teachers
-  (``sharpness_<task>/<opt>/``) and the compare models (``sharpness_compare/<task>/seed<N>/``)."""
+  """(folder label, [(seed, adam, sam)]) for the CoFi teachers
+  (``sharpness_<task>/seed<N>/<opt>/``) and the compare models
+  (``sharpness_compare/<task>/seed<N>/<opt>/``)."""
   groups = []
   for folder in sorted(results.glob("sharpness_*")):
-    fa, fs = folder / "adam" / "sharpness.json", folder / "sam" / "sharpness.json"
-    if fa.is_file() and fs.is_file():
-      groups.append((folder.name, [(0, _json(fa), _json(fs))]))
-  compare = results / "sharpness_compare"
-  if compare.is_dir():
-    for task_dir in sorted(d for d in compare.iterdir() if d.is_dir()):
-      pairs = [(seed, _json(d / "adam" / "sharpness.json"), _json(d / "sam" / "sharpness.json"))
-               for seed, d in _seed_dirs(task_dir)
-               if (d / "adam" / "sharpness.json").is_file()
-               and (d / "sam" / "sharpness.json").is_file()]
-      if pairs:
-        groups.append((f"sharpness_compare/{task_dir.name}", pairs))
+    if folder.name == "sharpness_compare":
+      groups += [(f"{folder.name}/{d.name}", pairs) for d in sorted(folder.iterdir())
+                 if d.is_dir() and (pairs := _sharpness_pairs(d))]
+    elif pairs := _sharpness_pairs(folder):
+      groups.append((folder.name, pairs))
   return groups
 
 
