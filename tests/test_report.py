@@ -510,3 +510,13 @@ def test_transfer_pairs_at_the_targets_chance_are_not_counted(tmp_path):
   [finding] = sec.findings
   assert finding.verdict == V.NOT_HELD and "0 of 1 positive" in finding.flatjax
   assert any("SST-2 → MRPC" in n for n in sec.notes)
+
+
+def test_task_names_of_variant_folders():
+  assert paper.base_task("qnli_rho0.02") == "qnli" and paper.base_task("sst2") == "sst2"
+  assert paper.task_label("qnli_rho0.02") == "QNLI (SAM ρ 0.02)"
+  assert paper.task_label("mnli") == "MNLI"
+  # The paper's order (MNLI, QQP, QNLI, ...), a variant right after its task.
+  names = ["sst2", "qnli_rho0.02", "mnli", "qnli", "unknown"]
+  assert sorted(names, key=paper.task_rank) == ["mnli", "qnli", "qnli_rho0.02", "sst2",
+                                                 "unknown"]

@@ -69,6 +69,12 @@ TASK_NAMES = {"mnli": "MNLI", "qqp": "QQP", "stsb": "STS-B", "qnli": "QNLI", "mr
 TASK_ORDER = tuple(TASK_NAMES)
 
 
+def base_task(name: str) -> str:
+  """A results folder's task without its variant: ``"qnli_rho0.02"`` (a run with another SAM
+  radius) -> ``"qnli"``."""
+  return name.partition("_")[0]
+
+
 def task_label(name: str) -> str:
   """The task's name as the paper writes it, with a variant's setting:
   ``"qnli_rho0.02"`` (a run with another SAM radius) -> ``"QNLI (SAM ρ 0.02)"``."""
@@ -81,5 +87,5 @@ def task_label(name: str) -> str:
 
 def task_rank(name: str) -> tuple[int, str]:
   """Sort key: the paper's task order, a task's variants after it."""
-  task = name.partition("_")[0]
+  task = base_task(name)
   return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), name)

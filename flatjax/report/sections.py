@@ -76,12 +76,6 @@ def _seeds(n: int) -> str:
   return f"{n} seed" + ("s" if n != 1 else "")
 
 
-def _base(name: str) -> str:
-  """A results folder's task: ``"qnli_rho0.02"`` (a compare run with another SAM radius)
-  -> ``"qnli"``."""
-  return name.split("_", 1)[0]
-
-
 _task = paper.task_label
 
 
@@ -114,7 +108,7 @@ class Chance:
     """The baseline's ``metric`` over ``seeds`` (their dev samples), with its recorded
     margin or else the sampling margin of an accuracy on that many examples (the larger
     over seeds; the least margin for other metrics)."""
-    per_seed = self.tasks.get(_base(task))
+    per_seed = self.tasks.get(paper.base_task(task))
     if not per_seed:
       return None
     key = _metric_key(metric)
@@ -268,7 +262,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
 
 def _table5_rows(kind: str) -> Callable[[str], tuple | None]:
   def rows(task):
-    task = _base(task)
+    task = paper.base_task(task)
     t = paper.TABLE5
     if task not in t["full"]["adam"]:
       return None
@@ -346,7 +340,7 @@ def int8_section(results: Path) -> Section:
   section.table = [["task (metric)", "models"] + _DROP_HEADER]
   groups: list[tuple[str, str, str, list[tuple[int, dict, dict]]]] = []
   for task, rs in runs.items():
-    metric = paper.TABLE8.get(_base(task), (None,))[0]
+    metric = paper.TABLE8.get(paper.base_task(task), (None,))[0]
     pairs = []
     for r in rs:
       qa, qs = r.folder / "adam" / "quantize.json", r.folder / "sam" / "quantize.json"
@@ -390,7 +384,7 @@ def int8_section(results: Path) -> Section:
     note = _uncounted_note(task, seeds, testable, level)
     if note:
       section.notes.append(note)
-    ref = paper.TABLE8.get(_base(task))
+    ref = paper.TABLE8.get(paper.base_task(task))
     if ref and ref[0] == metric:
       _, (pa_b, pa_a), (ps_b, ps_a) = ref
       paper_text = f"Adam {pa_b:.2f} → {pa_a:.2f}, SAM {ps_b:.2f} → {ps_a:.2f}"
