@@ -76,12 +76,16 @@ def test_above_chance_uses_the_levels_margin():
   assert V.above_chance([10.0], None)             # no chance level known: testable
 
 
-def test_seed_testable_needs_both_models_above_chance_before_and_one_after():
+def test_seed_testable_and_collapsed():
   level = V.ChanceLevel(62.0, 4.0)                 # a model must score above 66
   assert V.seed_testable([75.0, 70.0], [64.0, 67.0], level)
   assert not V.seed_testable([75.0, 63.8], [62.0, 62.0], level)   # SAM at chance before
   assert not V.seed_testable([75.0, 75.0], [62.0, 62.0], level)   # both collapse after
   assert V.seed_testable([75.0, 75.0], [62.0, 62.0], None)        # no level known
+  assert V.collapsed([75.0, 75.0], [62.0, 62.0], level)
+  assert not V.collapsed([75.0, 63.8], [62.0, 62.0], level)       # SAM never learned
+  assert not V.collapsed([75.0, 75.0], [62.0, 67.0], level)       # SAM's survives
+  assert not V.collapsed([75.0, 75.0], [62.0, 62.0], None)
 
 
 def test_verdict_by_seed_counts_only_testable_seeds():

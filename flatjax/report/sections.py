@@ -227,8 +227,7 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
     collapsed = [str(seed) for seed, ab, aa, sb, sa in
                  zip(seeds, a_before, a_after, s_before, s_after)
-                 if V.above_chance([ab], level) and V.above_chance([sb], level)
-                 and not (V.above_chance([aa], level) or V.above_chance([sa], level))]
+                 if V.collapsed([ab, sb], [aa, sa], level)]
     if collapsed:
       section.notes.append(f"{_task(task)}: both compressed models fall to the majority label "
                            f"({V.fmt_chance(level)}) at {sparsity} (seed"
@@ -697,13 +696,12 @@ def _sharpness_groups(results: Path) -> list[tuple[str, list[tuple[int, dict, di
   """(folder label, [(seed, adam, sam)]) for the CoFi teachers
   (``sharpness_<task>/seed<N>/<opt>/``) and the compare models
   (``sharpness_compare/<task>/seed<N>/<opt>/``)."""
-  groups = []
-  for folder in sorted(results.glob("sharpness_*")):
-    if folder.name == "sharpness_compare":
-      groups += [(f"{folder.name}/{d.name}", pairs) for d in sorted(folder.iterdir())
-                 if d.is_dir() and (pairs := _sharpness_pairs(d))]
-    elif pairs := _sharpness_pairs(folder):
-      groups.append((folder.name, pairs))
+  groups = [(folder.name, pairs) for folder in sorted(results.glob("sharpness_*"))
+            if folder.name != "sharpness_compare" and (pairs := _sharpness_pairs(folder))]
+  compare = results / "sharpness_compare"
+  if compare.is_dir():
+    groups += [(f"{compare.name}/{d.name}", pairs) for d in sorted(compare.iterdir())
+               if d.is_dir() and (pairs := _sharpness_pairs(d))]
   return groups
 
 

@@ -78,6 +78,14 @@ def seed_testable(before: Sequence[float], after: Sequence[float],
           and any(above_chance([a], chance) for a in after))
 
 
+def collapsed(before: Sequence[float], after: Sequence[float],
+              chance: ChanceLevel | None) -> bool:
+  """Whether compression alone made one seed untestable: every model was above ``chance``
+  before it and none is after (the second way :func:`seed_testable` fails)."""
+  return (all(above_chance([b], chance) for b in before)
+          and not any(above_chance([a], chance) for a in after))
+
+
 def verdict_by_seed(diffs: Sequence[float], testable: Sequence[bool]) -> str:
   """The verdict on the seeds whose comparison is testable (:func:`seed_testable`);
   ``not testable`` if none is."""
