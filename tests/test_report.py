@@ -34,17 +34,26 @@ def _quantize(fp32: float, int8: float, metric: str = "accuracy") -> dict:
           "int8": {"dynamic": {"metrics": {"validation": {metric: int8}}}}}
 
 
-def _compare(results: Path, task: str, seed: int, adam: dict, sam: dict) -> None:
-  """adam/sam: full, imp, oneshot, int8 scores (accuracy)."""
+def _compare(results: Path, task: str, seed: int, adam: dict, sam: dict,
+             sparsity: float = 0.6) -> None:
+  """adam/sam: full, imp, oneshot, int8 scores (accuracy) at the reference ``sparsity``, and
+  optionally ``curve``, the one-shot curve {sparsity: score} (default: dense and
+  ``sparsity``)."""
   d = results / f"compare_{task}" / f"seed{seed}"
   _write(d / "compare.json", {"train": TRAIN, "scope": "encoder", "rounds": 2})
   opts = {}
   for name, s in (("adam", adam), ("sam", sam)):
     opts[name] = {"metric": "validation/accuracy", "full": s["full"], "imp": s["imp"],
-                  "imp_sparsity": 0.6, "oneshot": s["oneshot"], "oneshot_sparsity": 0.6,
-                  "oneshot_dense": s["full"], "int8": s["int8"], "int8_float32": s["full"]}
+                  "imp_sparsity": sparsity, "oneshot": s["oneshot"],
+                  "oneshot_sparsity": sparsity, "oneshot_dense": s["full"], "int8": s["int8"],
+                  "int8_float32": s["full"]}
     _write(d / name / "quantize.json", _quantize(s["full"], s["int8"]))
-  _write(d / "results.json", {"task": task, "sparsity": 0.6, "optimizers": opts})
+    curve = s.get("curve", {0.0: s["full"], sparsity: s["oneshot"]})
+    (d / name / "oneshot.jsonl").write_text("".join(
+        json.dumps({"target_sparsity": t, "sparsity": t - 1e-8, "metric": score,
+                    "metric_name": "validation/accuracy", "label": name}) + "\n"
+        for t, score in curve.items()))
+  _write(d / "results.json", {"task": task, "sparsity": sparsity, "optimizers": opts})
   (d / "compare.png").write_bytes(b"\x89PNG")
 
 
@@ -287,6 +296,30 @@ def test_imp_verdict_leaves_out_seeds_at_chance(tmp_path):
   assert any("fall to the majority label" in n and "(seed 0)" in n for n in oneshot.notes)
   assert any("QQP: seed 1 not counted" in n for n in oneshot.notes)
 
+
+
+def test_oneshot_is_compared_at_the_end_of_the_papers_range(tmp_path):
+  # QQP's reference sparsity is 90%, where both one-shot models collapse to the majority label
+  # (62); the paper's claim covers 5%..60%. At 60%: Adam 75 -> 70 (5), SAM 74 -> 72 (2): SAM
+  # loses 3 less. MRPC's curve stops at its 50% reference: compared there (4 vs 1: 3 less).
+  curve_a = {0.0: 75.0, 0.3: 74.0, 0.6: 70.0, 0.7: 66.0, 0.9: 62.0}
+  curve_s = {0.0: 74.0, 0.3: 74.0, 0.6: 72.0, 0.7: 68.0, 0.9: 62.0}
+  _compare(tmp_path, "qqp", 0, dict(full=75, imp=62, oneshot=62, int8=75, curve=curve_a),
+           dict(full=74, imp=62, oneshot=62, int8=74, curve=curve_s), sparsity=0.9)
+  _compare(tmp_path, "mrpc", 0, dict(full=80, imp=79, oneshot=76, int8=80),
+           dict(full=80, imp=79, oneshot=79, int8=80), sparsity=0.5)
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {
+      "qqp": {"0": {"accuracy": 62.0, "margin": 4.0}},
+      "mrpc": {"0": {"accuracy": 68.0, "margin": 4.0}}}})
+  section = sections.oneshot_section(tmp_path)
+  found = {f.setting: f for f in section.findings}
+  assert set(found) == {"QQP 60%", "MRPC 50%"}
+  assert found["QQP 60%"].verdict == V.HELD and "3.00" in found["QQP 60%"].flatjax
+  assert "75.00 → 70.00 (-5.00)" in found["QQP 60%"].flatjax
+  assert found["MRPC 50%"].verdict == V.HELD and "3.00" in found["MRPC 50%"].flatjax
+  # IMP still reads the reference sparsity: both tickets at the majority label there.
+  imp = {f.setting: f for f in sections.imp_section(tmp_path).findings}
+  assert imp["QQP 90%"].verdict == V.NOT_TESTABLE
 
 def test_int8_f1_counts_a_seed_only_if_its_accuracy_is_above_chance(tmp_path):
   # QQP's majority label is "not duplicate": its F1 is 0, so an F1 of 12 clears it even for a

@@ -299,17 +299,41 @@ def imp_section(results: Path) -> Section:
   return section
 
 
+# The paper's one-shot figure prunes in 5% steps up to 60%: its claim is about that range.
+ONESHOT_FIGURE_MAX = 0.6
+
+
+def _oneshot_at(run: CompareRun, limit: float) -> CompareRun:
+  """``run`` with each optimizer's one-shot score at the sparsest point of its curve
+  (``<opt>/oneshot.jsonl``) that is no sparser than ``limit``, as ``oneshot_figure`` and
+  ``oneshot_figure_sparsity``; without a curve, the score at the reference sparsity."""
+  optimizers = {}
+  for name, o in run.results["optimizers"].items():
+    o = dict(o, oneshot_figure=o["oneshot"], oneshot_figure_sparsity=o["oneshot_sparsity"])
+    rows = [r for r in jsonl.read(run.folder / name / "oneshot.jsonl")
+            if r["target_sparsity"] <= limit + 1e-6 and r["metric_name"] == o["metric"]]
+    if rows:
+      point = max(rows, key=lambda r: r["target_sparsity"])
+      o.update(oneshot_figure=point["metric"], oneshot_figure_sparsity=point["sparsity"])
+    optimizers[name] = o
+  return dataclasses.replace(run, results=dict(run.results, optimizers=optimizers))
+
+
 def oneshot_section(results: Path) -> Section:
   runs = read_compare(results)
   section = Section(
       "oneshot", "One-shot", "One-shot magnitude pruning without retraining",
       "Pruned in one shot and not retrained, SAM's fine-tuned model holds its accuracy longer "
-      "than Adam's (the paper's one-shot figure, 5% steps to 60%; no table).",
+      "than Adam's (the paper's one-shot figure, 5% steps to 60%; no table). Compared at 60%, "
+      "the end of the paper's range, or at the task's reference sparsity where the run's "
+      "curve ends before 60% (MRPC 50%, SQuAD 40%).",
       _commands(results, [f"compare_{t}" for t in runs]), [f"compare_{t}" for t in runs])
   section.scale = _compare_scale(runs) + "; global magnitude ranking, 10% steps"
   section.table = [["task", "sparsity"] + _DROP_HEADER]
-  _drop_claim(section, "one-shot: SAM loses less", runs, Chance(results), "oneshot_dense",
-              "oneshot", lambda task: None, "oneshot_sparsity",
+  at_figure = {task: [_oneshot_at(r, ONESHOT_FIGURE_MAX) for r in rs]
+               for task, rs in runs.items()}
+  _drop_claim(section, "one-shot: SAM loses less", at_figure, Chance(results), "oneshot_dense",
+              "oneshot_figure", lambda task: None, "oneshot_figure_sparsity",
               paper_figure="figure: SAM above Adam up to 60%")
   section.notes.append("The curves are the right-hand panels of the compare plots in the "
                        "Table 1/5 section.")
