@@ -321,6 +321,25 @@ def test_oneshot_is_compared_at_the_end_of_the_papers_range(tmp_path):
   imp = {f.setting: f for f in sections.imp_section(tmp_path).findings}
   assert imp["QQP 90%"].verdict == V.NOT_TESTABLE
 
+
+def test_each_seed_is_judged_against_its_own_dev_samples_chance(tmp_path):
+  # MNLI-like: the majority label scores 35.8 on seed 0's dev sample and 39.0 on seed 1's
+  # (500 rows: margins 200*sqrt(p(1-p)/500) = 4.29 and 4.36). Seed 1's one-shot SAM model
+  # at 42.0 is above the pooled level (37.4 + 4.36 = 41.76) but within its own seed's
+  # (43.36), and Adam's 37.2 is within both: seed 1 must not count. Seed 0 collapses.
+  for seed, (a_after, s_after) in ((0, (36.0, 37.0)), (1, (37.2, 42.0))):
+    _compare(tmp_path, "mnli", seed, dict(full=49, imp=46, oneshot=a_after, int8=49),
+             dict(full=48, imp=47, oneshot=s_after, int8=48))
+  _write(tmp_path / "chance" / "chance.json", {"tasks": {"mnli": {
+      "0": {"accuracy": 35.8, "examples": 500}, "1": {"accuracy": 39.0, "examples": 500}}}})
+  [finding] = sections.oneshot_section(tmp_path).findings
+  assert finding.verdict == V.NOT_TESTABLE
+  # With seed 1's SAM model at 44.0, above its own level, seed 1 counts: SAM loses 6.8 less.
+  _compare(tmp_path, "mnli", 1, dict(full=49, imp=46, oneshot=37.2, int8=49),
+           dict(full=48, imp=47, oneshot=44.0, int8=48))
+  [finding] = sections.oneshot_section(tmp_path).findings
+  assert finding.verdict == V.HELD and "counted: seed 1" in finding.flatjax
+
 def test_int8_f1_counts_a_seed_only_if_its_accuracy_is_above_chance(tmp_path):
   # QQP's majority label is "not duplicate": its F1 is 0, so an F1 of 12 clears it even for a
   # model at the majority label's accuracy (63.8 against 62.0 +- 4.0), as seed 1's SAM here.

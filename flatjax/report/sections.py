@@ -121,6 +121,14 @@ class Chance:
                          max(margins, default=V.CHANCE_MARGIN))
 
 
+  def per_seed(self, task: str, metric: str,
+               seeds: list[int]) -> list[V.ChanceLevel | None]:
+    """Each seed's own level (its dev sample's), for deciding whether that seed counts; a
+    seed without a recorded level gets the level over all seeds of ``task``."""
+    pooled = self.level(task, metric)
+    return [self.level(task, metric, [seed]) or pooled for seed in seeds]
+
+
 def _margin(row: dict, key: str) -> float | None:
   """One seed's margin around its chance level: the one recorded with it (SQuAD's F1), else
   an accuracy's binomial sampling margin; None where neither applies."""
@@ -221,13 +229,14 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
     diffs = [(ab - aa) - (sb - sa) for ab, aa, sb, sa in zip(a_before, a_after, s_before, s_after)]
     seeds = [r.seed for r in rs if r.opt("adam") and r.opt("sam")]
     level = chance.level(task, metric, seeds)
-    testable = [V.seed_testable([ab, sb], [aa, sa], level)
-                for ab, aa, sb, sa in zip(a_before, a_after, s_before, s_after)]
+    levels = chance.per_seed(task, metric, seeds)
+    testable = [V.seed_testable([ab, sb], [aa, sa], lv)
+                for ab, aa, sb, sa, lv in zip(a_before, a_after, s_before, s_after, levels)]
     verdict = V.verdict_by_seed(diffs, testable)
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
     collapsed = [str(seed) for seed, ab, aa, sb, sa in
                  zip(seeds, a_before, a_after, s_before, s_after)
-                 if V.collapsed([ab, sb], [aa, sa], level)]
+                 if V.collapsed([ab, sb], [aa, sa], chance.level(task, metric, [seed]))]
     if collapsed:
       section.notes.append(f"{_task(task)}: both compressed models fall to the majority label "
                            f"({V.fmt_chance(level)}) at {sparsity} (seed"
@@ -393,16 +402,17 @@ def int8_section(results: Path) -> Section:
     diffs = [(ab - aa) - (sb - sa) for (ab, aa), (sb, sa) in zip(a, s)]
     seeds = [seed for seed, _, _ in pairs]
     level = chance.level(task, metric, seeds)
-    testable = [V.seed_testable([ab, sb], [aa, sa], level) for (ab, aa), (sb, sa) in zip(a, s)]
+    testable = [V.seed_testable([ab, sb], [aa, sa], lv)
+                for (ab, aa), (sb, sa), lv in zip(a, s, chance.per_seed(task, metric, seeds))]
     if metric != "accuracy":
       # The majority label's F1 is 0 where it is the negative class (QQP), so an F1 clears
       # it while the model is at chance: its accuracy must clear the majority label too.
-      acc_level = chance.level(task, "accuracy", seeds)
-      for i, (_, qa, qs) in enumerate(pairs):
+      for i, (seed, qa, qs) in enumerate(pairs):
         acc = [_quant_scores(qa, "accuracy"), _quant_scores(qs, "accuracy")]
         if all(acc):
           testable[i] = testable[i] and V.seed_testable(
-              [acc[0][0], acc[1][0]], [acc[0][1], acc[1][1]], acc_level)
+              [acc[0][0], acc[1][0]], [acc[0][1], acc[1][1]],
+              chance.level(task, "accuracy", [seed]))
     verdict = V.verdict_by_seed(diffs, testable)
     note = _uncounted_note(task, seeds, testable, level)
     if note:
@@ -462,7 +472,8 @@ def std_section(results: Path) -> Section:
     metric = per_seed[0][1][0]["metric_name"]
     seeds = [seed for seed, _, _ in per_seed]
     level = chance.level(task, metric, seeds)
-    testable = [V.seed_testable([ab, sb], [aa, sa], level) for (ab, aa), (sb, sa) in zip(a, s)]
+    testable = [V.seed_testable([ab, sb], [aa, sa], lv)
+                for (ab, aa), (sb, sa), lv in zip(a, s, chance.per_seed(task, metric, seeds))]
     verdict = V.verdict_by_seed(diffs, testable)
     note = _uncounted_note(task, seeds, testable, level)
     if note:
@@ -684,7 +695,8 @@ def cofi_section(results: Path) -> Section:
       after = [(a["pruned"][key], s["pruned"][key]) for _, a, s in per_seed]
       diffs = [(ab - aa) - (sb - sa) for (ab, sb), (aa, sa) in zip(before, after)]
       level = chance.level(task, key, seeds)
-      testable = [V.seed_testable(b, a, level) for b, a in zip(before, after)]
+      testable = [V.seed_testable(b, a, lv)
+                  for b, a, lv in zip(before, after, chance.per_seed(task, key, seeds))]
       verdict = V.verdict_by_seed(diffs, testable)
       note = _uncounted_note(task, seeds, testable, level)
       if note:
