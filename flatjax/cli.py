@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
   qz.add_argument("--max-length", type=_positive_int, default=None,
                   help="tokens per sequence (default: the run's)")
   qz.add_argument("--max-eval-examples", type=_positive_int, default=None)
-  qz.add_argument("--doc-stride", type=_positive_int, default=128, help="SQuAD window overlap")
+  qz.add_argument("--doc-stride", type=_positive_int, default=None,
+                  help="SQuAD window overlap (default: the run's, else 128)")
   qz.add_argument("--pad-to", choices=("longest", "max_length"), default="longest",
                   help="pad each batch to its longest sequence or always to --max-length")
   qz.add_argument("--seed", type=_nonnegative_int, default=0,

@@ -164,3 +164,53 @@ def test_missing_run_or_data_exits_2(tmp_path, tiny_model_dir):
   assert cli_main(["quantize", str(tiny_model_dir), "--task", "sst2", "--output",
                    str(tmp_path / "out"), "--no-progress"]) == 2
   assert not (tmp_path / "out").exists()
+
+
+def test_compare_outputs_over_batches_of_different_widths():
+  # SQuAD's start logits, batches padded to their longest window: 3 columns, then 2. The
+  # second batch's second row is padding (example index -1) and is left out.
+  from flatjax.quant.runner import compare_outputs
+  idx0, idx1 = np.array([0, 1]), np.array([2, -1])
+  reference = [(idx0, {"start": np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])}),
+               (idx1, {"start": np.array([[4.0, 1.0], [9.0, 9.0]])})]
+  other = [(idx0, {"start": np.array([[1.0, 2.0, 4.0], [0.0, 0.0, 5.0]])}),
+           (idx1, {"start": np.array([[4.0, 5.0], [0.0, 0.0]])})]
+  # |diff|: [0 0 1], [0 0 0], [0 4]: largest 4, mean 5/8; argmax 2=2, 2=2, 0!=1.
+  assert compare_outputs(reference, other) == {"start": {
+      "rows": 3, "max_abs_diff": 4.0, "mean_abs_diff": 0.625,
+      "argmax_agreement": pytest.approx(2 / 3)}}
+
+
+def test_quantize_squad_with_windows_of_different_lengths(tmp_path, tiny_model_dir):
+  # Padded to each batch's longest window, the last batch (one short context) is narrower
+  # than the others: float32 and int8 outputs are compared batch by batch.
+  long_context = ("The Eiffel Tower is in Paris . It was built in 1889 by Gustave Eiffel . "
+                  "Many tourists visit it every year .")
+  short_context = "Bern is a city ."
+  qas = [(long_context, "Where is the Eiffel Tower?", "Paris"),
+         (long_context, "When was it built?", "1889"),
+         (long_context, "Who built it?", "Gustave Eiffel"),
+         (long_context, "Who visits it?", "Many tourists"),
+         (short_context, "What is Bern?", "a city")]
+  doc = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{
+      "context": c, "qas": [{"id": f"q{i}", "question": q,
+                             "answers": [{"text": a, "answer_start": c.index(a)}]}]}
+      for i, (c, q, a) in enumerate(qas)]}]}
+  folder = tmp_path / "squad"
+  folder.mkdir()
+  for name in ("train.json", "dev.json"):
+    (folder / name).write_text(json.dumps(doc))
+  loop.fit(loop.TrainConfig(task="squad", output=str(tmp_path / "run"),
+                            model=str(tiny_model_dir), data=str(folder), epochs=1,
+                            batch_size=2, max_length=32, doc_stride=8, progress=False))
+  out = tmp_path / "int8"
+  assert cli_main(["quantize", str(tmp_path / "run"), "--batch-size", "4", "--output",
+                   str(out), "--no-save", "--no-progress"]) == 0
+  results = json.loads((out / "quantize.json").read_text())
+  dynamic = results["int8"]["dynamic"]
+  assert set(dynamic["metrics"]["validation"]) == {"exact_match", "f1"}
+  vs = dynamic["vs_float32"]["validation"]
+  # Every window of the 5 questions is compared: more windows than questions.
+  assert {"start_logits", "end_logits"} <= set(vs)
+  for key in ("start_logits", "end_logits"):
+    assert vs[key]["rows"] > 5 and 0.0 <= vs[key]["argmax_agreement"] <= 1.0

@@ -48,7 +48,7 @@ class QuantizeConfig:
   batch_size: int = 32
   max_length: int | None = None          # default: the run's, else the task's
   max_eval_examples: int | None = None
-  doc_stride: int = 128
+  doc_stride: int | None = None           # None: the run's, else 128
   pad_to: str = "longest"
   seed: int = 0
   save: bool = True                      # write the int8 model folders
@@ -74,19 +74,34 @@ class QuantizeConfig:
 def compare_outputs(reference: list, other: list) -> dict[str, Any]:
   """How far ``other``'s logits are from ``reference``'s, over the real rows.
 
-  For each logits output: the largest and mean absolute difference and, when
-  it has more than one column (classes, or token positions for SQuAD), the
-  share of rows whose argmax is the same.
+  ``reference`` and ``other`` are the ``(example index, outputs)`` batches of
+  ``evaluation.predict`` on the same batches. For each logits output: the largest and mean
+  absolute difference and, when it has more than one column (classes, or token positions for
+  SQuAD), the share of rows whose argmax is the same. Batches are compared one by one:
+  padded to their longest sequence, per-token outputs differ in width from batch to batch.
   """
   result: dict[str, Any] = {}
   for key in reference[0][1]:
-    a = np.concatenate([o[key][idx >= 0] for idx, o in reference]).astype(np.float64)
-    b = np.concatenate([o[key][idx >= 0] for idx, o in other]).astype(np.float64)
-    diff = np.abs(a - b)
-    entry = {"rows": int(len(a)), "max_abs_diff": float(diff.max(initial=0.0)),
-             "mean_abs_diff": float(diff.mean()) if diff.size else 0.0}
-    if a.ndim == 2 and a.shape[1] > 1:
-      entry["argmax_agreement"] = float(np.mean(a.argmax(-1) == b.argmax(-1)))
+    rows = count = agree = 0
+    largest = total = 0.0
+    columns = False
+    for (idx, ref), (other_idx, out) in zip(reference, other, strict=True):
+      a = np.asarray(ref[key])[idx >= 0].astype(np.float64)
+      b = np.asarray(out[key])[other_idx >= 0].astype(np.float64)
+      if a.shape != b.shape:
+        raise ValueError(f"{key}: outputs of shape {b.shape} against {a.shape} in one batch")
+      diff = np.abs(a - b)
+      rows += len(a)
+      count += diff.size
+      total += float(diff.sum())
+      largest = max(largest, float(diff.max(initial=0.0)))
+      if a.ndim == 2 and a.shape[1] > 1:
+        columns = True
+        agree += int(np.sum(a.argmax(-1) == b.argmax(-1)))
+    entry = {"rows": rows, "max_abs_diff": largest,
+             "mean_abs_diff": total / count if count else 0.0}
+    if columns:
+      entry["argmax_agreement"] = agree / rows if rows else 0.0
     result[key] = entry
   return result
 
@@ -100,6 +115,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
   if data is None:
     raise FlatjaxInputError(f"{config.run} does not record its data; pass --data")
   max_length = config.max_length or settings.get("max_length") or run.task.default_max_length
+  doc_stride = config.doc_stride or settings.get("doc_stride") or 128
   out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "int8"
   note = say if config.progress else (lambda msg: None)
 
@@ -108,7 +124,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
   splits = pipeline.load_eval_splits(run.task, tokenizer, data, batch_size=config.batch_size,
                                      max_length=max_length, seed=config.seed,
                                      max_examples=config.max_eval_examples, pad_to=config.pad_to,
-                                     doc_stride=config.doc_stride)
+                                     doc_stride=doc_stride)
   out.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
   float_step = jax.jit(steps.make_eval_step(model.module))
