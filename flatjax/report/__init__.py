@@ -87,7 +87,9 @@ def build_report(results: Path, overhead: Path | None = None) -> str:
       "accuracy (`200·sqrt(p(1−p)/n)` points, at least 1; 4.5 points at 50% on 500 examples) "
       "of always predicting the most frequent label (SQuAD: within two standard errors of "
       "its F1 of always answering with the context's first k words; "
-      "[`chance/`](chance/README.md)), written `chance 51.2 ± 4.5`. Numbers in brackets after "
+      "[`chance/`](chance/README.md)), written `chance 51.2 ± 4.5` (the mean over the seeds' "
+      "dev samples; each seed is judged against its own sample's). A seed that is not "
+      "testable is left out of the verdict and named in a note. Numbers in brackets after "
       "a mean are the seeds'.",
       "",
       "## Scoreboard",
