@@ -69,6 +69,12 @@ train_args_for() {
   return 0
 }
 
+# cofi_sst2.sh's run folder for a seed: cofi_runs_for RUNS SEED prints RUNS for seed 0 and
+# RUNS-seedSEED for the others (sharpness_sst2.sh and int8_glue.sh find its teachers there).
+cofi_runs_for() {
+  if [ "$2" = 0 ]; then echo "$1"; else echo "$1-seed$2"; fi
+}
+
 # Exit 2 with one line on stderr unless RUN is a finished-or-started compare run.
 need_compare_run() {
   [ -f "$1/compare.json" ] && return 0

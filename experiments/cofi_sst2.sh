@@ -36,6 +36,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DATA=${DATA:-../shared/data/glue/SST-2}
+# After DATA: _tasks.sh would otherwise default it to the whole data folder.
+source experiments/_tasks.sh
 MODEL=${MODEL:-minilm}
 TRAIN_EXAMPLES=${TRAIN_EXAMPLES:-4000}
 EPOCHS=${EPOCHS:-2}
@@ -58,7 +60,7 @@ OUT=experiments/results/cofi_sst2/$NAME
 SUBSET=(); [ "$TRAIN_EXAMPLES" != 0 ] && SUBSET=(--max-train-examples "$TRAIN_EXAMPLES")
 
 for seed in $SEEDS; do
-  runs=$RUNS; [ "$seed" != 0 ] && runs=$RUNS-seed$seed
+  runs=$(cofi_runs_for "$RUNS" "$seed")
   out=$OUT/seed$seed
   for opt in adam sam; do
     var=TEACHER_${opt^^}

@@ -19,12 +19,12 @@
 #   SST2_RUNS="runs/cofi-sst2-full-target95-bert-base-uncased/teacher-adam ..." bash experiments/int8_glue.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source experiments/_tasks.sh
 SST2=${SST2:-runs/cofi-sst2-4k-target80-minilm}
 SST2_SEEDS=${SST2_SEEDS:-"0 1"}
-# cofi_sst2.sh keeps seed 0's runs in $SST2 and seed N's in $SST2-seedN.
 default_sst2_runs=""
 for seed in $SST2_SEEDS; do
-  dir=$SST2; [ "$seed" = 0 ] || dir=$SST2-seed$seed
+  dir=$(cofi_runs_for "$SST2" "$seed")
   default_sst2_runs+=" $dir/teacher-adam $dir/teacher-sam"
 done
 SST2_RUNS=${SST2_RUNS-$default_sst2_runs}

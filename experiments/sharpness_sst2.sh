@@ -17,13 +17,13 @@
 #   RUNS=runs/cofi-sst2-full-target95-bert-base-uncased EXAMPLES=1000 bash experiments/sharpness_sst2.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source experiments/_tasks.sh
 RUNS=${RUNS:-runs/cofi-sst2-4k-target80-minilm}
 SEEDS=${SEEDS:-"0 1"}
 EXAMPLES=${EXAMPLES:-128}
 OUT=experiments/results/sharpness_sst2
 for seed in $SEEDS; do
-  # cofi_sst2.sh keeps seed 0's runs in $RUNS and seed N's in $RUNS-seedN.
-  dir=$RUNS; [ "$seed" = 0 ] || dir=$RUNS-seed$seed
+  dir=$(cofi_runs_for "$RUNS" "$seed")
   for opt in adam sam; do
     run=$dir/teacher-$opt
     [ -f "$run/results.json" ] || { echo "missing $run: run SEEDS=$seed bash experiments/cofi_sst2.sh first" >&2; exit 1; }

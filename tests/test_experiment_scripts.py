@@ -78,3 +78,13 @@ def test_transfer_from_a_missing_compare_run_exits_2_before_writing():
       "with experiments/compare_tasks.sh"]
   assert not (ROOT / "experiments" / "results" / "transfer_rho0.987").exists()
   assert not (ROOT / "runs" / "transfer_rho0.987-sst2-seed0").exists()
+
+
+def test_cofi_runs_for_names_seed_zero_without_a_suffix():
+  # cofi_sst2.sh's layout, which sharpness_sst2.sh and int8_glue.sh read: seed 0 in RUNS (the
+  # folder the single-seed runs always used), seed N in RUNS-seedN.
+  code = ('source experiments/_tasks.sh; cofi_runs_for runs/cofi-x 0; '
+          'cofi_runs_for runs/cofi-x 1; cofi_runs_for runs/cofi-x 12')
+  out = subprocess.run([BASH, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       check=True, env={"PATH": "/usr/bin:/bin"}, timeout=30)
+  assert out.stdout.split() == ["runs/cofi-x", "runs/cofi-x-seed1", "runs/cofi-x-seed12"]
