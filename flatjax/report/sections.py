@@ -234,9 +234,9 @@ def _drop_claim(section: Section, claim: str, runs: dict[str, list[CompareRun]],
                 for ab, aa, sb, sa, lv in zip(a_before, a_after, s_before, s_after, levels)]
     verdict = V.verdict_by_seed(diffs, testable)
     sparsity = f"{pairs[0][0][sparsity_key]:.0%}" if sparsity_key else ""
-    collapsed = [str(seed) for seed, ab, aa, sb, sa in
-                 zip(seeds, a_before, a_after, s_before, s_after)
-                 if V.collapsed([ab, sb], [aa, sa], chance.level(task, metric, [seed]))]
+    collapsed = [str(seed) for seed, ab, aa, sb, sa, lv in
+                 zip(seeds, a_before, a_after, s_before, s_after, levels)
+                 if V.collapsed([ab, sb], [aa, sa], lv)]
     if collapsed:
       section.notes.append(f"{_task(task)}: both compressed models fall to the majority label "
                            f"({V.fmt_chance(level)}) at {sparsity} (seed"
@@ -407,12 +407,12 @@ def int8_section(results: Path) -> Section:
     if metric != "accuracy":
       # The majority label's F1 is 0 where it is the negative class (QQP), so an F1 clears
       # it while the model is at chance: its accuracy must clear the majority label too.
-      for i, (seed, qa, qs) in enumerate(pairs):
+      acc_levels = chance.per_seed(task, "accuracy", seeds)
+      for i, ((_, qa, qs), lv) in enumerate(zip(pairs, acc_levels)):
         acc = [_quant_scores(qa, "accuracy"), _quant_scores(qs, "accuracy")]
         if all(acc):
           testable[i] = testable[i] and V.seed_testable(
-              [acc[0][0], acc[1][0]], [acc[0][1], acc[1][1]],
-              chance.level(task, "accuracy", [seed]))
+              [acc[0][0], acc[1][0]], [acc[0][1], acc[1][1]], lv)
     verdict = V.verdict_by_seed(diffs, testable)
     note = _uncounted_note(task, seeds, testable, level)
     if note:
