@@ -1,0 +1,78 @@
+"""The one folder the campaign reads, prepared beforehand on a machine that has the data.
+
+    python -m benchmarks.campaign prepare --assets .device_assets
+
+writes (about 52 MB for MiniLM and the three GLUE tasks)::
+
+  model/          config.json, tokenizer files, model.safetensors in float16 (half the
+                  bytes; flatjax casts float tensors back to float32 when it loads them)
+  glue/RTE/, glue/MRPC/, glue/SST-2/   train.tsv and dev.tsv, copied as they are
+  revision.json   flatjax's git revision and dirty flag (the device gets no .git)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+GLUE_FOLDERS = {"rte": "RTE", "mrpc": "MRPC", "sst2": "SST-2"}
+MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+               "special_tokens_map.json")
+
+
+def git_revision(repo: Path) -> dict:
+  """``{"revision": sha, "dirty": bool}`` of ``repo``; ``"unknown"`` outside a checkout."""
+  def git(*args):
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()
+  try:
+    return {"revision": git("rev-parse", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+  except (OSError, subprocess.CalledProcessError):
+    return {"revision": "unknown", "dirty": None}
+
+
+def write_float16_model(model_dir: Path, out: Path) -> Path:
+  """``model_dir`` (a Hugging Face BERT folder) with its float tensors stored as float16."""
+  from safetensors.numpy import load_file, save_file
+  out.mkdir(parents=True, exist_ok=True)
+  tensors = load_file(str(model_dir / "model.safetensors"))
+  half = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
+  save_file(half, str(out / "model.safetensors"), metadata={"format": "pt"})
+  for name in MODEL_FILES:
+    if (model_dir / name).is_file():
+      shutil.copyfile(model_dir / name, out / name)
+  return out
+
+
+def prepare(assets: Path, model: str, glue: Path, tasks: tuple[str, ...], repo: Path) -> Path:
+  """Writes the folder the campaign reads (see the module docstring); returns it."""
+  from flatjax.models.pretrained import resolve_model_dir
+  assets = Path(assets)
+  write_float16_model(resolve_model_dir(model), assets / "model")
+  for task in tasks:
+    src, dst = Path(glue) / GLUE_FOLDERS[task], assets / "glue" / GLUE_FOLDERS[task]
+    dst.mkdir(parents=True, exist_ok=True)
+    for split in ("train.tsv", "dev.tsv"):
+      if not (src / split).is_file():
+        raise SystemExit(f"prepare: {src / split} is missing")
+      shutil.copyfile(src / split, dst / split)
+  (assets / "revision.json").write_text(json.dumps(git_revision(repo)) + "\n")
+  return assets
+
+
+def revision(assets: Path, repo: Path) -> dict:
+  """The code's revision: the checkout's when there is one, else what ``prepare`` recorded."""
+  here = git_revision(repo)
+  if here["revision"] != "unknown":
+    return here
+  path = Path(assets) / "revision.json"
+  return json.loads(path.read_text()) if path.exists() else here
+
+
+def size_mb(folder: Path) -> float:
+  return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
