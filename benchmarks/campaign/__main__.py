@@ -29,6 +29,11 @@ def parse_args(argv=None):
   run.add_argument("--budget-s", type=float, default=480.0,
                    help="no unit is started that would end after this many seconds")
   run.add_argument("--parts", default="a,b", help="a, b or a,b")
+  summ = sub.add_parser("summarize", help="tables and plots from a run's results.jsonl")
+  summ.add_argument("results", type=Path)
+  summ.add_argument("--speed-md", type=Path, default=None,
+                    help="Part A's tables (default: beside RESULTS, .md)")
+  summ.add_argument("--experiments", type=Path, default=REPO / "experiments" / "results")
   return p.parse_args(argv)
 
 
@@ -80,6 +85,8 @@ def run(args) -> int:
   if "b" in parts:
     campaign.finetune_tasks(("sst2",))
     campaign.imp_tasks(("rte", "mrpc", "sst2"))
+    # SST-2 in the full run; the smoke run's RTE stands in for it.
+    campaign.movement_tasks(("rte",) if args.smoke else ("sst2",))
   ledger.say(f"finished: {len(ledger.rows)} units recorded in {ledger.path}")
   return 0
 
@@ -90,6 +97,11 @@ def main(argv=None) -> int:
     from benchmarks.campaign import assets
     out = assets.prepare(args.assets, args.model, args.glue, tuple(args.tasks), REPO)
     print(f"prepared {out}: {assets.size_mb(out):.1f} MB")
+    return 0
+  if args.command == "summarize":
+    from benchmarks.campaign import summary
+    summary.summarize(args.results, args.speed_md or args.results.with_suffix(".md"),
+                      args.experiments)
     return 0
   return run(args)
 

@@ -66,12 +66,14 @@ def prepare(assets: Path, model: str, glue: Path, tasks: tuple[str, ...], repo: 
 
 
 def revision(assets: Path, repo: Path) -> dict:
-  """The code's revision: the checkout's when there is one, else what ``prepare`` recorded."""
-  here = git_revision(repo)
-  if here["revision"] != "unknown":
-    return here
+  """The code's revision: what ``prepare`` recorded, else the checkout's.
+
+  ``prepare`` runs where the commits are, just before the folder travels; the device's
+  copy of the tree may carry a ``.git`` of another commit (the H200 run of 2878a02 found
+  the session's starting commit there), so the checkout's answer comes second.
+  """
   path = Path(assets) / "revision.json"
-  return json.loads(path.read_text()) if path.exists() else here
+  return json.loads(path.read_text()) if path.exists() else git_revision(repo)
 
 
 def size_mb(folder: Path) -> float:

@@ -96,7 +96,8 @@ class TaskData:
                             pad_token_id=self.train.pad_token_id)
 
   def summary(self) -> dict:
-    return {"task": self.task.name, "train_examples": len(self.train),
+    return {"part": "B", "kind": "data", "task": self.task.name,
+            "train_examples": len(self.train),
             "dev_examples": len(self.dev_labels), "labels": as_digits(self.dev_labels),
             "main_metric": self.task.main_metric,
             **chance(self.dev_labels, self.task.num_labels)}
@@ -125,13 +126,32 @@ class Trainer:
     adam = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
     self.txs = {"adam": optax.chain(adam),
                 "sam": optax.chain(optax.inject_hyperparams(flatjax.sam)(rho=0.05), adam)}
-    loss_fn = losses.make_loss_fn(module, task)
-    self.steps = {name: jax.jit(self._with_lr(steps.make_train_step(loss_fn, tx)),
-                                donate_argnums=0) for name, tx in self.txs.items()}
+    self.loss_fn = losses.make_loss_fn(module, task)
+    self._steps: dict[tuple, object] = {}
+    self._pruners: dict[tuple, object] = {}
     self.eval_step = jax.jit(steps.make_eval_step(module))
     self.int8_step = jax.jit(quant_model.make_quantized_eval_step(module, "dynamic"))
     self.take = jax.jit(lambda arrays, i: jax.tree.map(lambda a: a[i], arrays))
     self.ms_per_step: dict[str, float] = {"adam": 15.0, "sam": 30.0}
+
+  def step(self, optimizer: str, pruner=None):
+    """The jitted step of ``optimizer`` (with ``pruner``, if any): one per pair."""
+    import jax
+    from flatjax.train import steps
+    key = (optimizer, id(pruner))
+    if key not in self._steps:
+      step = steps.make_train_step(self.loss_fn, self.txs[optimizer], pruner=pruner)
+      self._steps[key] = jax.jit(self._with_lr(step), donate_argnums=0)
+    return self._steps[key]
+
+  def pruner(self, sparsity: float, begin: int, end: int, scope: str):
+    """Movement pruning (per-tensor top-k of the scores, cubic schedule), one per setting."""
+    from flatjax.sparsity import movement
+    key = (sparsity, begin, end, scope)
+    if key not in self._pruners:
+      self._pruners[key] = movement.movement_pruning(sparsity, begin_step=begin, end_step=end,
+                                                     scope=scope)
+    return self._pruners[key]
 
   @staticmethod
   def _with_lr(train_step):
@@ -140,10 +160,11 @@ class Trainer:
       return train_step(state.replace(opt_state=opt_state), batch)
     return step
 
-  def init_state(self, params, optimizer: str, rho: float, seed: int, mask=None):
+  def init_state(self, params, optimizer: str, rho: float, seed: int, mask=None,
+                 pruner=None):
     import jax.numpy as jnp
     from flatjax.train import state as train_state
-    state = train_state.create(params, self.txs[optimizer], seed, mask=mask)
+    state = train_state.create(params, self.txs[optimizer], seed, mask=mask, pruner=pruner)
     if optimizer == "sam":
       rho = jnp.asarray(rho, jnp.float32)
       state = state.replace(opt_state=_with_hyperparam(state.opt_state, 0, "rho", rho))
@@ -166,11 +187,13 @@ class Trainer:
             for k in LOSS_KEYS if k in batches[0]}
 
   def train(self, params, optimizer: str, lr: float, rho: float, seed: int, data: TaskData,
-            epochs: int, mask=None, log=print) -> dict:
-    """Fine-tunes; returns the best epoch's params, scores and predictions, and the history."""
+            epochs: int, mask=None, log=print, pruner=None, best_from: int = 0) -> dict:
+    """Fine-tunes; returns the best epoch's params, mask, scores and predictions (among
+    the epochs ending at step ``best_from`` or later), and the history."""
     import jax
     import jax.numpy as jnp
-    state = self.init_state(params, optimizer, rho, seed, mask)
+    state = self.init_state(params, optimizer, rho, seed, mask, pruner)
+    step = self.step(optimizer, pruner)
     batcher, main = data.batcher(seed), data.task.main_metric
     total, t, history, best = epochs * batcher.num_batches, 0, [], None
     t0 = time.perf_counter()
@@ -178,21 +201,21 @@ class Trainer:
       arrays, epoch_losses = self.epoch_arrays(batcher, epoch), []
       for i in range(batcher.num_batches):
         lr_t = np.float32(lr * (1.0 - t / total))
-        state, metrics = self.steps[optimizer](state, self.take(arrays, i), lr_t)
+        state, metrics = step(state, self.take(arrays, i), lr_t)
         epoch_losses.append(metrics["loss"])
         t += 1
       loss = float(jnp.mean(jnp.stack(epoch_losses)))
       scores, preds = self.evaluate(state.params, state.mask, data.dev)
       history.append({"epoch": epoch + 1, "train_loss": loss, "dev": scores})
       log(f"  epoch {epoch + 1}/{epochs}: loss {loss:.4f}, dev {main} {scores[main]:.2f}")
-      if best is None or scores[main] > best["scores"][main]:
+      if t >= best_from and (best is None or scores[main] > best["scores"][main]):
         best = {"params": jax.tree.map(jnp.copy, state.params), "scores": scores,
-                "preds": preds, "epoch": epoch + 1}
+                "mask": jax.tree.map(jnp.copy, state.mask), "preds": preds,
+                "epoch": epoch + 1}
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     self.ms_per_step[optimizer] = 1e3 * seconds / total
-    return {**best, "mask": state.mask, "history": history, "steps": total,
-            "train_s": seconds}
+    return {**best, "history": history, "steps": total, "train_s": seconds}
 
 
 class PartB:
@@ -219,12 +242,22 @@ class PartB:
   def has(self, unit: str) -> bool:
     return unit in self.finetuned or self.model_path(unit).exists()
 
-  def fine_tuned(self, unit: str, task, seed: int):
+  def fine_tuned(self, unit: str, data: TaskData, optimizer: str, lr: float, rho: float,
+                 seed: int) -> tuple[object, bool]:
+    """The fine-tuned params of ``unit`` (memory, else its file, else trained again, as a
+    run on a fresh machine has neither) and whether they were trained again."""
     from flax import serialization
-    if unit not in self.finetuned:
-      self.finetuned[unit] = serialization.from_bytes(self.pretrained(task, seed),
+    if unit in self.finetuned:
+      return self.finetuned[unit], False
+    if self.model_path(unit).exists():
+      self.finetuned[unit] = serialization.from_bytes(self.pretrained(data.task, seed),
                                                       self.model_path(unit).read_bytes())
-    return self.finetuned[unit]
+      return self.finetuned[unit], False
+    run = self.trainer(data.task).train(self.pretrained(data.task, seed), optimizer, lr, rho,
+                                        seed, data, data.recipe.epochs, log=self.ledger.say)
+    self.finetuned[unit] = run["params"]
+    self.save(unit)
+    return run["params"], True
 
   def trainer(self, task) -> Trainer:
     from flatjax.models import from_pretrained
@@ -277,7 +310,8 @@ class PartB:
     """IMP with rewinding from the fine-tuned model of unit ``source`` (a results row)."""
     from flatjax.sparsity import masks
     r, trainer = data.recipe, self.trainer(data.task)
-    current, mask, rounds = self.fine_tuned(source, data.task, seed), None, []
+    current, retrained = self.fine_tuned(source, data, optimizer, lr, rho, seed)
+    mask, rounds = None, []
     for k in range(1, r.imp_rounds + 1):
       target = r.sparsity * k / r.imp_rounds
       mask = (masks.magnitude_mask(current, target, scope=r.scope) if mask is None else
@@ -290,8 +324,30 @@ class PartB:
                      "train_s": run["train_s"]})
     return {"part": "B", "kind": "imp", "task": data.task.name, "optimizer": optimizer,
             "rho": rho if optimizer == "sam" else None, "lr": lr, "seed": seed,
-            "source": source, "rounds": rounds, "dev": rounds[-1]["dev"],
+            "source": source, "source_retrained": retrained, "rounds": rounds,
+            "dev": rounds[-1]["dev"],
             "preds": {"imp": as_digits(run["preds"])}}
+
+  def movement(self, data: TaskData, optimizer: str, lr: float, rho: float, seed: int,
+               sparsity: float = 0.6) -> dict:
+    """Movement pruning to ``sparsity`` while fine-tuning (Sanh et al. 2020): the cubic
+    schedule over :data:`MOVEMENT_SCHEDULE` of the run; the best epoch at full sparsity."""
+    from flatjax.sparsity import masks
+    r, trainer = data.recipe, self.trainer(data.task)
+    total = r.epochs * data.batcher(seed).num_batches
+    begin, end = (round(f * total) for f in MOVEMENT_SCHEDULE)
+    run = trainer.train(self.pretrained(data.task, seed), optimizer, lr, rho, seed, data,
+                        r.epochs, log=self.ledger.say, best_from=end,
+                        pruner=trainer.pruner(sparsity, begin, end, r.scope))
+    return {"part": "B", "kind": "movement", "task": data.task.name, "optimizer": optimizer,
+            "rho": rho if optimizer == "sam" else None, "lr": lr, "seed": seed,
+            "target": sparsity, "sparsity": masks.sparsity(run["mask"]),
+            "schedule_steps": [begin, end], "steps": total, "best_epoch": run["epoch"],
+            "dev": run["scores"], "history": run["history"], "train_s": run["train_s"],
+            "preds": {"movement": as_digits(run["preds"])}}
+
+
+MOVEMENT_SCHEDULE = (0.1, 0.7)  # the cubic schedule's start and end, as fractions of the run
 
 
 def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int) -> str:
@@ -361,12 +417,23 @@ class Campaign:
   def imp_task(self, recipe: Recipe) -> None:
     data, _ = self.data(recipe)
     for source, optimizer, lr, rho, seed in self.chosen.get(recipe.task, []):
-      if not self.part.has(source):
-        continue
       unit = source.replace("/lr", f"/imp{recipe.imp_rounds}/lr", 1)
-      cost = recipe.imp_rounds * self.part.cost(data, optimizer, recipe.epochs)
+      rounds = recipe.imp_rounds + (0 if self.part.has(source) else 1)
+      cost = rounds * self.part.cost(data, optimizer, recipe.epochs)
       self.ledger.run(unit, lambda: self.part.imp(data, source, optimizer, lr, rho or 0.0,
                                                   seed), cost)
+
+  def movement_task(self, recipe: Recipe, sparsity: float = 0.6) -> None:
+    """Movement pruning with Adam and with SAM (rho 0.05), each seed, at the task's lr."""
+    data, _ = self.data(recipe)
+    lr = self.learning_rate(data)
+    for seed in recipe.seeds:
+      for optimizer, rho in (("adam", None), ("sam", recipe.rhos[0])):
+        unit = unit_name(recipe.task, lr, optimizer, rho, seed).replace(
+            "/lr", f"/movement{sparsity:g}/lr", 1)
+        self.ledger.run(unit, lambda: self.part.movement(data, optimizer, lr, rho or 0.0,
+                                                         seed, sparsity),
+                        self.part.cost(data, optimizer, recipe.epochs))
 
   def recipe(self, task: str) -> Recipe | None:
     return next((r for r in self.recipes if r.task == task), None)
@@ -380,3 +447,8 @@ class Campaign:
     for task in tasks:
       if self.recipe(task) is not None:
         self.imp_task(self.recipe(task))
+
+  def movement_tasks(self, tasks: tuple[str, ...]) -> None:
+    for task in tasks:
+      if self.recipe(task) is not None:
+        self.movement_task(self.recipe(task))

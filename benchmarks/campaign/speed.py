@@ -292,6 +292,17 @@ def torch_eval(bench: Bench, dtype: str, peak: float | None) -> dict:
           **bench.rates(bench.flops() / 3, timing["median_ms"], peak)}
 
 
+def _train_and_eval_units(ledger, bench: Bench, dtype: str, peak: float | None) -> None:
+  """flatjax's and PyTorch's train steps (Adam, SAM) and eval forwards in ``dtype``."""
+  for optimizer in ("adam", "sam"):
+    ledger.run(f"a/flatjax/{dtype}/{optimizer}",
+               lambda: flatjax_train(bench, dtype, optimizer, peak), 40)
+    ledger.run(f"a/torch/{dtype}/{optimizer}",
+               lambda: torch_train(bench, dtype, optimizer, peak), 15)
+  ledger.run(f"a/eval/flatjax/{dtype}", lambda: flatjax_eval(bench, dtype, peak), 20)
+  ledger.run(f"a/eval/torch/{dtype}", lambda: torch_eval(bench, dtype, peak), 10)
+
+
 def run_core(ledger, bench: Bench, minilm_dir: Path) -> float | None:
   """Part A's targets first: the peak rate, parity, and the bf16 steps (flatjax and
   PyTorch eager, Adam and SAM) and eval forwards. Returns the measured peak (TFLOP/s)."""
@@ -303,25 +314,13 @@ def run_core(ledger, bench: Bench, minilm_dir: Path) -> float | None:
              20)
   ledger.run(f"a/parity/{s.name}",
              lambda: parity.compare(bench.model_dir, bench.batch(), bench.device), 20)
-  for optimizer in ("adam", "sam"):
-    ledger.run(f"a/flatjax/bf16/{optimizer}",
-               lambda: flatjax_train(bench, "bf16", optimizer, peak), 40)
-    ledger.run(f"a/torch/bf16/{optimizer}",
-               lambda: torch_train(bench, "bf16", optimizer, peak), 15)
-  ledger.run("a/eval/flatjax/bf16", lambda: flatjax_eval(bench, "bf16", peak), 20)
-  ledger.run("a/eval/torch/bf16", lambda: torch_eval(bench, "bf16", peak), 10)
+  _train_and_eval_units(ledger, bench, "bf16", peak)
   return peak
 
 
 def run_extras(ledger, bench: Bench, peak: float | None) -> None:
   """The rest of Part A: float32 steps and forwards, then ``torch.compile`` (CUDA only)."""
-  for optimizer in ("adam", "sam"):
-    ledger.run(f"a/flatjax/fp32/{optimizer}",
-               lambda: flatjax_train(bench, "fp32", optimizer, peak), 40)
-    ledger.run(f"a/torch/fp32/{optimizer}",
-               lambda: torch_train(bench, "fp32", optimizer, peak), 15)
-  ledger.run("a/eval/flatjax/fp32", lambda: flatjax_eval(bench, "fp32", peak), 20)
-  ledger.run("a/eval/torch/fp32", lambda: torch_eval(bench, "fp32", peak), 10)
+  _train_and_eval_units(ledger, bench, "fp32", peak)
   if bench.settings.torch_compile and bench.device.type == "cuda":
     ledger.run("a/torch.compile/bf16/adam",
                lambda: torch_train(bench, "bf16", "adam", peak, compile_model=True), 120)

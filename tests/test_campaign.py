@@ -1,0 +1,195 @@
+"""benchmarks/campaign: the accelerator campaign, end to end on a tiny model (its --smoke
+mode), and the numbers it derives (model FLOPs, chance levels) against hand-derived ones."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import _WORDS
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.campaign import paper, speed  # noqa: E402
+
+
+def test_train_flops_of_bert_base_at_32_by_128_by_hand():
+  # 6 x (12 layers x (4 x 768^2 + 2 x 768 x 3072) = 84,934,656 matmul weights) x 4096 tokens
+  dense = 6 * 84_934_656 * 4096
+  # 3 x 12 layers x (Q K^T and probs V: 2 x 2 x 32 x 128^2 x 768 FLOPs)
+  attention = 3 * 12 * 4 * 32 * 128 * 128 * 768
+  head = 3 * 2 * 32 * (768 * 768 + 768 * 2)  # pooler and 2-label classifier
+  assert dense + attention + head == 2_145_449_705_472
+  assert speed.train_flops(speed.BERT_BASE, 32, 128) == 2_145_449_705_472
+
+
+def test_chance_is_the_majority_share_and_two_standard_errors():
+  labels = np.array([1] * 70 + [0] * 30)
+  c = paper.chance(labels, 2)
+  assert c["majority"] == pytest.approx(70.0)
+  assert c["margin"] == pytest.approx(200 * math.sqrt(0.7 * 0.3 / 100))
+  assert paper.as_digits(np.array([0, 1, 1, 0])) == "0110"
+
+
+def _write_pairs(folder: Path, header: str, row, n_train: int, n_dev: int, seed: int) -> None:
+  rng = np.random.default_rng(seed)
+  folder.mkdir(parents=True, exist_ok=True)
+  for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+    lines = [header]
+    for i in range(n):
+      a, b = (" ".join(rng.choice(_WORDS, size=rng.integers(3, 9))) for _ in range(2))
+      lines.append(row(i, a, b, int(rng.integers(0, 2))))
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def glue_dir(tmp_path_factory) -> Path:
+  """Tiny RTE and MRPC folders in the classic GLUE TSV layouts."""
+  root = tmp_path_factory.mktemp("glue")
+  _write_pairs(root / "RTE", "index\tsentence1\tsentence2\tlabel",
+               lambda i, a, b, y: f"{i}\t{a}\t{b}\t{('entailment', 'not_entailment')[y]}",
+               48, 24, 0)
+  _write_pairs(root / "MRPC", "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String",
+               lambda i, a, b, y: f"{y}\t{i}\t{i + 1000}\t{a}\t{b}", 48, 24, 1)
+  return root
+
+
+def _campaign(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "benchmarks.campaign", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, tiny_model_dir, glue_dir):
+  """``prepare`` from the tiny model and data, then ``run --smoke`` twice."""
+  root = tmp_path_factory.mktemp("campaign")
+  assets, out = root / "assets", root / "out"
+  prep = _campaign("prepare", "--assets", str(assets), "--model", str(tiny_model_dir),
+                   "--glue", str(glue_dir), "--tasks", "rte", "mrpc")
+  assert prep.returncode == 0, prep.stderr
+  first = _campaign("run", "--smoke", "--assets", str(assets), "--out", str(out),
+                    "--budget-s", "800")
+  assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+  rows_first = (out / "results.jsonl").read_text()
+  second = _campaign("run", "--smoke", "--assets", str(assets), "--out", str(out),
+                     "--budget-s", "800")
+  assert second.returncode == 0, second.stderr[-3000:]
+  rows = {r["unit"]: r for r in map(json.loads, rows_first.splitlines())}
+  return {"assets": assets, "out": out, "rows": rows, "first": first.stdout,
+          "second": second.stdout, "rows_after": (out / "results.jsonl").read_text(),
+          "rows_first": rows_first}
+
+
+def test_prepared_model_is_the_float16_rounding_of_the_original(smoke_run, tiny_model_dir):
+  from safetensors.numpy import load_file
+  original = load_file(str(tiny_model_dir / "model.safetensors"))
+  stored = load_file(str(smoke_run["assets"] / "model" / "model.safetensors"))
+  assert stored.keys() == original.keys()
+  for k, v in original.items():
+    assert stored[k].dtype == np.float16
+    np.testing.assert_array_equal(stored[k], v.astype(np.float16))
+  for split in ("train.tsv", "dev.tsv"):
+    assert (smoke_run["assets"] / "glue" / "RTE" / split).is_file()
+  assert "revision" in json.loads((smoke_run["assets"] / "revision.json").read_text())
+
+
+def test_every_unit_ran_and_none_failed(smoke_run):
+  rows, log = smoke_run["rows"], smoke_run["first"]
+  assert "FAILED" not in log
+  expected = {"env", "a/peak", "a/parity/minilm", "a/parity/tiny", "b/rte/data", "b/mrpc/data"}
+  expected |= {f"a/{fw}/{d}/{o}" for fw in ("flatjax", "torch") for d in ("bf16", "fp32")
+               for o in ("adam", "sam")}
+  expected |= {f"a/eval/{fw}/{d}" for fw in ("flatjax", "torch") for d in ("bf16", "fp32")}
+  assert expected <= rows.keys()
+  fine = [r for r in rows.values() if r.get("kind") == "finetune"]
+  imp = [r for r in rows.values() if r.get("kind") == "imp"]
+  # Per task and seed: Adam, and SAM at 0.05 (and 0.02 where 0.05 stayed at chance).
+  for task in ("rte", "mrpc"):
+    for seed in (0, 1):
+      opts = {r["optimizer"] for r in fine if r["task"] == task and r["seed"] == seed}
+      assert opts == {"adam", "sam"}
+      assert {r["seed"] for r in imp if r["task"] == task} == {0, 1}
+  assert all(r["revision"] and r["scale"] == "smoke (tiny)" for r in rows.values())
+
+
+def test_flax_matches_pytorch_in_the_parity_units(smoke_run):
+  # The tiny random BERT and the (float16-stored) tiny model, each against PyTorch's BertModel.
+  for unit in ("a/parity/tiny", "a/parity/minilm"):
+    row = smoke_run["rows"][unit]
+    assert row["highest"]["within"] and row["highest"]["last_hidden_state"] <= 1e-4, row
+
+
+def test_finetune_rows_hold_predictions_and_compressions(smoke_run):
+  rows = smoke_run["rows"]
+  data = rows["b/rte/data"]
+  assert data["dev_examples"] == 24 and len(data["labels"]) == 24
+  labels = np.frombuffer(data["labels"].encode(), np.uint8) - 48
+  for r in (r for r in rows.values() if r.get("kind") == "finetune" and r["task"] == "rte"):
+    preds = {k: np.frombuffer(v.encode(), np.uint8) - 48 for k, v in r["preds"].items()}
+    assert set(preds) == {"dense", "int8", "oneshot0.6"}
+    # The recorded scores are the accuracies of the recorded predictions.
+    assert r["dev"]["accuracy"] == pytest.approx(100 * np.mean(preds["dense"] == labels))
+    assert r["int8"]["accuracy"] == pytest.approx(100 * np.mean(preds["int8"] == labels))
+    assert r["oneshot"][-1]["dev"]["accuracy"] == pytest.approx(
+        100 * np.mean(preds["oneshot0.6"] == labels))
+    assert [p["target"] for p in r["oneshot"]] == [0.0, 0.3, 0.6]
+    for p in r["oneshot"]:
+      assert p["sparsity"] == pytest.approx(p["target"], abs=1e-3)
+    assert r["steps"] == 2 and len(r["history"]) == 1  # 48 examples, batch 32, 1 epoch
+
+
+def test_imp_prunes_to_the_reference_sparsity(smoke_run):
+  for r in (r for r in smoke_run["rows"].values() if r.get("kind") == "imp"):
+    assert r["rounds"][-1]["sparsity"] == pytest.approx(paper.REFERENCE_SPARSITY[r["task"]],
+                                                        abs=1e-3)
+    assert r["source"] in smoke_run["rows"]
+
+
+def test_movement_pruning_reaches_its_sparsity_with_both_optimizers(smoke_run):
+  rows = [r for r in smoke_run["rows"].values() if r.get("kind") == "movement"]
+  assert {(r["optimizer"], r["seed"]) for r in rows} == {(o, s) for o in ("adam", "sam")
+                                                         for s in (0, 1)}
+  for r in rows:
+    assert r["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert len(r["preds"]["movement"]) == 24
+
+
+def test_a_rerun_on_a_fresh_machine_trains_imp_sources_again(smoke_run, tmp_path):
+  # A fresh machine has the committed results.jsonl but none of the fine-tuned models.
+  out = tmp_path / "out"
+  out.mkdir()
+  kept = [line for line in smoke_run["rows_first"].splitlines()
+          if json.loads(line).get("kind") != "imp"]
+  (out / "results.jsonl").write_text("\n".join(kept) + "\n")
+  result = _campaign("run", "--smoke", "--parts", "b", "--assets", str(smoke_run["assets"]),
+                     "--out", str(out), "--budget-s", "800")
+  assert result.returncode == 0 and "FAILED" not in result.stdout, result.stdout[-3000:]
+  rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+  imp = [r for r in rows if r.get("kind") == "imp"]
+  assert len(imp) == 8 and all(r["source_retrained"] for r in imp)
+  assert sum(r.get("kind") == "finetune" for r in rows) == sum(
+      json.loads(line).get("kind") == "finetune" for line in kept)  # none run again as units
+
+
+def test_a_second_run_skips_every_recorded_unit(smoke_run):
+  assert ": start" not in smoke_run["second"]
+  assert smoke_run["rows_after"] == smoke_run["rows_first"]
+
+
+def test_summarize_writes_tables_and_the_report_section(smoke_run, tmp_path):
+  raw = smoke_run["out"] / "results.jsonl"
+  result = _campaign("summarize", str(raw), "--speed-md", str(tmp_path / "speed.md"),
+                     "--experiments", str(tmp_path / "results"))
+  assert result.returncode == 0, result.stderr
+  speed_md = (tmp_path / "speed.md").read_text()
+  assert "| train step, SAM (rho 0.05) |" in speed_md
+  readme = (tmp_path / "results" / "h200_full" / "README.md").read_text()
+  assert "| RTE | 0 | adam |" in readme and "Made by `python -m benchmarks.campaign" in readme
+  assert (tmp_path / "results" / "h200_full" / "oneshot.png").stat().st_size > 0
