@@ -413,9 +413,9 @@ def test_report_covers_every_item_and_says_what_is_missing(tmp_path):
       "# Fine-tuning curves\n\nMade by `bash experiments/finetune_sst2.sh`.\n")
   text = build_report(tmp_path, tmp_path / "none.jsonl")
   for key in ("imp", "std", "table6", "transfer", "oneshot", "cofi", "int8", "sharpness",
-              "swa", "movement", "variants"):
+              "swa", "movement", "variants", "h200"):
     assert f'<a id="{key}"></a>' in text
-  assert text.count("not run yet") == 8      # all but IMP, one-shot and int8 (compare only)
+  assert text.count("not run yet") == 9      # all but IMP, one-shot and int8 (compare only)
   assert "Adam 92.70 → 91.17, SAM 93.08 → 92.39" in text       # Table 8, SST-2
   assert "![SST-2, seed 0](compare_sst2/seed0/compare.png)" in text
   assert ("- [`finetune_sst2/`](finetune_sst2/README.md): Fine-tuning curves — "

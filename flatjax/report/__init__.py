@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.report import render, sections
+from flatjax.report.accelerator import accelerator_section
 from flatjax.report.sections import Finding, Section
 from flatjax.report.verdicts import verdict
 
@@ -21,7 +22,8 @@ __all__ = ["Finding", "Section", "build_report", "build_sections", "verdict", "w
 
 # Folders read by no section: listed with their title and command under "Other results".
 _SECTION_PREFIXES = ("compare_", "std_", "table6_", "transfer", "cofi_", "sharpness_",
-                     "swa_sst2", "movement_sst2", "variants_sst2", "int8_glue", "chance")
+                     "swa_sst2", "movement_sst2", "variants_sst2", "int8_glue", "chance",
+                     "h200_")
 
 
 def build_sections(results: Path, overhead: Path | None = None,
@@ -38,7 +40,7 @@ def build_sections(results: Path, overhead: Path | None = None,
           sections.table6_section(results), transfer, sections.oneshot_section(results),
           sections.cofi_section(results), sections.int8_section(results),
           sections.sharpness_section(results), sections.swa_section(results),
-          sections.movement_section(results), variants]
+          sections.movement_section(results), variants, accelerator_section(results)]
   for s in secs:
     # The commands recorded in the results folders' READMEs win over the scripts' defaults;
     # benchmark commands (not results folders) stay.
