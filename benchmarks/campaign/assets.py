@@ -19,11 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-GLUE_FOLDERS = {"rte": "RTE", "mrpc": "MRPC", "sst2": "SST-2"}
-MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-               "special_tokens_map.json")
-
-
 def git_revision(repo: Path) -> dict:
   """``{"revision": sha, "dirty": bool}`` of ``repo``; ``"unknown"`` outside a checkout."""
   def git(*args):
@@ -39,11 +34,12 @@ def git_revision(repo: Path) -> dict:
 def write_float16_model(model_dir: Path, out: Path) -> Path:
   """``model_dir`` (a Hugging Face BERT folder) with its float tensors stored as float16."""
   from safetensors.numpy import load_file, save_file
+  from flatjax.models.pretrained import TOKENIZER_FILES
   out.mkdir(parents=True, exist_ok=True)
   tensors = load_file(str(model_dir / "model.safetensors"))
   half = {k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in tensors.items()}
   save_file(half, str(out / "model.safetensors"), metadata={"format": "pt"})
-  for name in MODEL_FILES:
+  for name in ("config.json", *TOKENIZER_FILES):
     if (model_dir / name).is_file():
       shutil.copyfile(model_dir / name, out / name)
   return out
@@ -51,6 +47,7 @@ def write_float16_model(model_dir: Path, out: Path) -> Path:
 
 def prepare(assets: Path, model: str, glue: Path, tasks: tuple[str, ...], repo: Path) -> Path:
   """Writes the folder the campaign reads (see the module docstring); returns it."""
+  from flatjax.data.glue import GLUE_FOLDERS
   from flatjax.models.pretrained import resolve_model_dir
   assets = Path(assets)
   write_float16_model(resolve_model_dir(model), assets / "model")

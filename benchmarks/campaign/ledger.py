@@ -7,12 +7,13 @@ where it stopped. Every row carries the code's revision and the device it ran on
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
+
+from flatjax import jsonl
 
 
 class Clock:
@@ -38,12 +39,7 @@ class Ledger:
     self.path = self.out / "results.jsonl"
     self.clock = clock
     self.stamp = stamp
-    self.rows: dict[str, dict] = {}
-    if self.path.exists():
-      for line in self.path.read_text().splitlines():
-        if line.strip():
-          row = json.loads(line)
-          self.rows[row["unit"]] = row
+    self.rows = {row["unit"]: row for row in jsonl.read(self.path)}
     self._log = open(self.out / "log.txt", "a", buffering=1)
 
   def say(self, message: str) -> None:
@@ -73,8 +69,7 @@ class Ledger:
       self.say(f"{unit}: FAILED\n{traceback.format_exc()}")
       return None
     row = {"unit": unit, **row, "unit_s": round(time.monotonic() - t0, 2), **self.stamp}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    jsonl.append(self.path, row)
     self.rows[unit] = row
     self.say(f"{unit}: done in {row['unit_s']:.1f} s")
     return row

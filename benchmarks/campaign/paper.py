@@ -21,16 +21,12 @@ Each row stores the dev predictions, so bootstrap intervals can be computed afte
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.campaign.ledger import Ledger
-
-REFERENCE_SPARSITY = {"rte": 0.6, "mrpc": 0.5, "sst2": 0.6}
-
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -51,6 +47,8 @@ class Recipe:
 
   @property
   def sparsity(self) -> float:
+    """IMP's target: the task's reference sparsity (the paper's Table 5)."""
+    from flatjax.sparsity.imp import REFERENCE_SPARSITY
     return REFERENCE_SPARSITY[self.task]
 
 
@@ -68,9 +66,11 @@ def as_digits(preds: np.ndarray) -> str:
 
 
 def chance(labels: np.ndarray, num_labels: int) -> dict:
-  """The majority label's share of ``labels`` and two standard errors of it, in %."""
-  p = float(np.bincount(labels, minlength=num_labels).max() / len(labels))
-  return {"majority": 100 * p, "margin": 200 * math.sqrt(p * (1 - p) / len(labels))}
+  """The majority label's share of ``labels`` and the report's margin around it, in %
+  (two standard errors: :func:`flatjax.report.verdicts.sampling_margin`)."""
+  from flatjax.report.verdicts import sampling_margin
+  majority = 100 * float(np.bincount(labels, minlength=num_labels).max() / len(labels))
+  return {"majority": majority, "margin": sampling_margin(majority, len(labels))}
 
 
 class TaskData:
@@ -357,7 +357,9 @@ def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int
 
 def learned(row: dict, data_row: dict) -> bool:
   """Whether a run's dev metric clears the majority label by two standard errors."""
-  return row["dev"][data_row["main_metric"]] > data_row["majority"] + data_row["margin"]
+  from flatjax.report import verdicts as V
+  level = V.ChanceLevel(data_row["majority"], data_row["margin"])
+  return V.above_chance([row["dev"][data_row["main_metric"]]], level)
 
 
 class Campaign:

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
+from flatjax import jsonl
+
 SPEED_ROWS = (("train step, Adam", "adam"), ("train step, SAM (rho 0.05)", "sam"),
               ("eval forward", "eval"))
 
 
 def _rows(path: Path) -> dict[str, dict]:
   rows = {}
-  for line in Path(path).read_text().splitlines():
-    if line.strip():
-      row = json.loads(line)
-      if row["unit"].endswith("/data"):
-        row.setdefault("part", "B")
-        row.setdefault("kind", "data")  # rows written before the campaign named their kind
-      rows[row["unit"]] = row
+  for row in jsonl.read(path, missing_ok=False):
+    if row["unit"].endswith("/data"):
+      row.setdefault("part", "B")
+      row.setdefault("kind", "data")  # rows written before the campaign named their kind
+    rows[row["unit"]] = row
   return rows
 
 
@@ -129,7 +129,7 @@ def write_results(rows: dict, raw: Path, folder: Path) -> Path:
   body = render.section_markdown(section)[2:]  # without the anchor and the report's heading
   findings = [["claim", "where", "paper (bert-base)", "flatjax (MiniLM, H200)", "verdict"]] + [
       [f.claim, f.setting, f.paper, f.flatjax, f"**{f.verdict}**"] for f in section.findings]
-  body += render._table(findings) + [""]
+  body += render.table(findings) + [""]
   text = ["# The paper's claims on full training sets, on one H200", "",
           f"Made by `python -m benchmarks.campaign summarize {raw}` from the rows the GPU run "
           "wrote (`python -m benchmarks.campaign run --out .device_out` on the H200 machine; "

@@ -11,9 +11,9 @@ the campaign also ran rho 0.02 and that model is compared.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from flatjax import jsonl
 from flatjax.report import bootstrap as B
 from flatjax.report import paper
 from flatjax.report import verdicts as V
@@ -24,10 +24,6 @@ FOLDER = "h200_full"
 COMPRESSIONS = (("int8", "int8", "int8: SAM loses less (Table 8)"),
                 ("one-shot 60%", "oneshot0.6", "one-shot 60%: SAM loses less (Sec. 4)"),
                 ("IMP", "imp", "IMP with rewinding: SAM loses less (Tables 1/5)"))
-
-
-def read_rows(path: Path) -> list[dict]:
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _by_seed(rows: list[dict], task: str, info: dict) -> dict[int, dict[str, dict]]:
@@ -135,7 +131,7 @@ def accelerator_section(results: Path) -> Section:
       [FOLDER])
   if not path.is_file():
     return section
-  rows = read_rows(path)
+  rows = jsonl.read(path)
   section.table = [["task", "seed", "optimizer", "lr", "dense dev", "int8 Δ",
                     "one-shot 60% Δ", "IMP Δ"]]
   trained = {r["task"] for r in rows if r.get("kind") == "finetune"}

@@ -9,7 +9,7 @@ from flatjax.report import verdicts as V
 from flatjax.report.sections import Section
 
 
-def _table(rows: list[list[str]]) -> list[str]:
+def table(rows: list[list[str]]) -> list[str]:
   if not rows:
     return []
   head, *body = rows
@@ -30,7 +30,7 @@ def scoreboard(sections: list[Section]) -> list[str]:
     for f in s.findings:
       rows.append([f"[{s.short}](#{s.key})", f.claim, f.setting, f.paper,
                    f.flatjax, f"**{f.verdict}**"])
-  return _table(rows)
+  return table(rows)
 
 
 def section_markdown(s: Section) -> list[str]:
@@ -45,7 +45,7 @@ def section_markdown(s: Section) -> list[str]:
   if s.folders:
     lines += ["Results: " + ", ".join(f"[`{f}/`]({f}/)" for f in s.folders), ""]
   if len(s.table) > 1:
-    lines += _table(s.table) + [""]
+    lines += table(s.table) + [""]
   for caption, path in s.plots:
     lines += [f"![{caption}]({path})", ""]
   for note in s.notes:
