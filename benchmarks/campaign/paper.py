@@ -358,8 +358,8 @@ def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int
 def learned(row: dict, data_row: dict) -> bool:
   """Whether a run's dev metric clears the majority label by two standard errors."""
   from flatjax.report import verdicts as V
-  level = V.ChanceLevel(data_row["majority"], data_row["margin"])
-  return V.above_chance([row["dev"][data_row["main_metric"]]], level)
+  from flatjax.report.accelerator import chance_level
+  return V.above_chance([row["dev"][data_row["main_metric"]]], chance_level(data_row))
 
 
 class Campaign:

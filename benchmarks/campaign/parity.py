@@ -28,11 +28,9 @@ def _torch_outputs(model_dir: Path, batch: dict, device) -> dict:
           "pooler_output": out.pooler_output.float().cpu().numpy()}
 
 
-def _flax_outputs(model_dir: Path, batch: dict, precision: str) -> dict:
+def _flax_outputs(pre, batch: dict, precision: str) -> dict:
   import jax
   import jax.numpy as jnp
-  from flatjax.models import from_pretrained
-  pre = from_pretrained(model_dir)
   with jax.default_matmul_precision(precision):
     out = jax.jit(lambda p, b: pre.module.apply({"params": p}, *b))(
         pre.params, tuple(jnp.asarray(batch[k]) for k in
@@ -43,11 +41,13 @@ def _flax_outputs(model_dir: Path, batch: dict, precision: str) -> dict:
 def compare(model_dir: Path, batch: dict, device) -> dict:
   """Max |flatjax - PyTorch| per output and JAX precision, and whether each is within
   :data:`TOLERANCE`."""
+  from flatjax.models import from_pretrained
   ref = _torch_outputs(model_dir, batch, device)
+  pre = from_pretrained(model_dir)  # loaded once; each precision compiles its own forward
   real = batch["attention_mask"].astype(bool)
   row = {"tolerance": TOLERANCE, "batch": list(batch["input_ids"].shape)}
   for precision in ("default", "highest"):
-    out = _flax_outputs(model_dir, batch, precision)
+    out = _flax_outputs(pre, batch, precision)
     hidden = float(np.abs(out["last_hidden_state"] - ref["last_hidden_state"])[real].max())
     pooled = float(np.abs(out["pooler_output"] - ref["pooler_output"]).max())
     row[precision] = {"last_hidden_state": hidden, "pooler_output": pooled,

@@ -86,7 +86,7 @@ def speed_markdown(rows: dict) -> str:
 
 def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
   """Per task: every seed's one-shot curve, Adam and SAM (faint), and their means."""
-  from flatjax.report.accelerator import _by_seed
+  from flatjax.report.accelerator import by_seed
   from flatjax.sparsity.plots import _pyplot
   run = {r["task"] for r in rows if r.get("kind") == "finetune"}
   infos = [r for r in rows if r.get("kind") == "data" and r["task"] in run]
@@ -95,7 +95,7 @@ def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
   plt = _pyplot()
   fig, axes = plt.subplots(1, len(infos), figsize=(5 * len(infos), 3.8), squeeze=False)
   for ax, info in zip(axes[0], infos):
-    seeds = _by_seed(rows, info["task"], info)
+    seeds = by_seed(rows, info["task"], info)
     for color, opt in (("C0", "adam"), ("C3", "sam")):
       curves = [[p["dev"][info["main_metric"]] for p in s[opt]["oneshot"]]
                 for s in seeds.values() if opt in s]

@@ -20,16 +20,21 @@ from flatjax.report import verdicts as V
 from flatjax.report.sections import Finding, Section
 
 FOLDER = "h200_full"
-#: Compressions compared: (name, predictions key of the row, claim, the paper's number).
-COMPRESSIONS = (("int8", "int8", "int8: SAM loses less (Table 8)"),
-                ("one-shot 60%", "oneshot0.6", "one-shot 60%: SAM loses less (Sec. 4)"),
-                ("IMP", "imp", "IMP with rewinding: SAM loses less (Tables 1/5)"))
+#: Compressions compared: (the rows' predictions key, the claim).
+COMPRESSIONS = (("int8", "int8: SAM loses less (Table 8)"),
+                ("oneshot0.6", "one-shot 60%: SAM loses less (Sec. 4)"),
+                ("imp", "IMP with rewinding: SAM loses less (Tables 1/5)"))
 
 
-def _by_seed(rows: list[dict], task: str, info: dict) -> dict[int, dict[str, dict]]:
+def chance_level(info: dict) -> V.ChanceLevel:
+  """The task's majority label and margin, as its ``data`` row records them."""
+  return V.ChanceLevel(info["majority"], info["margin"])
+
+
+def by_seed(rows: list[dict], task: str, info: dict) -> dict[int, dict[str, dict]]:
   """Per seed: the ``adam`` row, the ``sam`` row compared (the first radius whose model
   clears chance, else the last tried), and the IMP rows under ``imp-adam``/``imp-sam``."""
-  level = V.ChanceLevel(info["majority"], info["margin"])
+  level = chance_level(info)
   out: dict[int, dict[str, dict]] = {}
   fine = [r for r in rows if r.get("kind") == "finetune" and r["task"] == task]
   lr = {r["lr"] for r in fine if r["optimizer"] == "sam"}  # SAM runs at the chosen lr only
@@ -58,9 +63,8 @@ def _compressed(pair: dict[str, dict], key: str, opt: str) -> dict | None:
   return row if row is not None and key in row.get("preds", {}) else None
 
 
-def _finding(task: str, info: dict, seeds: dict, name: str, key: str,
-             claim: str) -> Finding | None:
-  level = V.ChanceLevel(info["majority"], info["margin"])
+def _finding(task: str, info: dict, seeds: dict, key: str, claim: str) -> Finding | None:
+  level = chance_level(info)
   gaps, drops, testable, used = [], {"adam": [], "sam": []}, [], []
   for seed, pair in sorted(seeds.items()):
     after = {o: _compressed(pair, key, o) for o in ("adam", "sam")}
@@ -72,10 +76,11 @@ def _finding(task: str, info: dict, seeds: dict, name: str, key: str,
     before_s = [100 * c[o][0].mean() for o in ("adam", "sam")]
     after_s = [100 * c[o][1].mean() for o in ("adam", "sam")]
     ok = V.seed_testable(before_s, after_s, level)
+    gap = B.drop_gap(*c["adam"], *c["sam"])[0]
     testable.append(ok)
-    gaps.append(float(B.drop_gap(*c["adam"], *c["sam"]).mean()))
+    gaps.append(float(gap.mean()))
     if ok:
-      used.append(B.drop_gap(*c["adam"], *c["sam"])[0])
+      used.append(gap)
       for o, b, a in zip(("adam", "sam"), before_s, after_s):
         drops[o].append(a - b)
   if not gaps:
@@ -136,15 +141,15 @@ def accelerator_section(results: Path) -> Section:
                     "one-shot 60% Δ", "IMP Δ"]]
   trained = {r["task"] for r in rows if r.get("kind") == "finetune"}
   for info in (r for r in rows if r.get("kind") == "data" and r["task"] in trained):
-    task, seeds = info["task"], _by_seed(rows, info["task"], info)
+    task, seeds = info["task"], by_seed(rows, info["task"], info)
     section.table += _table_rows(task, info, seeds)
-    for name, key, claim in COMPRESSIONS:
-      finding = _finding(task, info, seeds, name, key, claim)
+    for key, claim in COMPRESSIONS:
+      finding = _finding(task, info, seeds, key, claim)
       if finding is not None:
         section.findings.append(finding)
     section.notes.append(f"{paper.TASK_NAMES[task]}: {info['train_examples']:,} training "
                          f"examples, {info['dev_examples']} dev; majority label "
-                         f"{V.fmt_chance(V.ChanceLevel(info['majority'], info['margin']))}.")
+                         f"{V.fmt_chance(chance_level(info))}.")
   made = sorted({(r.get("revision", "?")[:7], r.get("scale", "?")) for r in rows
                  if r.get("kind")})
   section.scale = ("MiniLM-L6, batch 32, length 128, Adam's linear decay from the lr shown; "
