@@ -194,3 +194,35 @@ def test_summarize_writes_tables_and_the_report_section(smoke_run, tmp_path):
   readme = (tmp_path / "results" / "h200_full" / "README.md").read_text()
   assert "| RTE | 0 | adam |" in readme and "Made by `python -m benchmarks.campaign" in readme
   assert (tmp_path / "results" / "h200_full" / "oneshot.png").stat().st_size > 0
+
+
+def _one_line_exit_2(result: subprocess.CompletedProcess) -> str:
+  assert result.returncode == 2, result.stderr
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+  return lines[0]
+
+
+def test_prepare_refuses_missing_inputs_before_writing(tmp_path, tiny_model_dir, glue_dir):
+  assets = tmp_path / "assets"
+  # SST-2 is not in the fixture's folder: nothing may be written, the model included.
+  line = _one_line_exit_2(_campaign("prepare", "--assets", str(assets), "--model",
+                                    str(tiny_model_dir), "--glue", str(glue_dir)))
+  assert "SST-2" in line and not assets.exists()
+  line = _one_line_exit_2(_campaign("prepare", "--assets", str(assets), "--model",
+                                    str(tmp_path / "no-model"), "--glue", str(glue_dir),
+                                    "--tasks", "rte"))
+  assert "no-model" in line and not assets.exists()
+  assert _campaign("prepare", "--tasks", "cola").returncode == 2  # not a Part B task
+
+
+def test_run_and_summarize_refuse_bad_input(tmp_path):
+  line = _one_line_exit_2(_campaign("run", "--assets", str(tmp_path), "--out",
+                                    str(tmp_path / "out")))
+  assert "prepare" in line and not (tmp_path / "out").exists()
+  assert _campaign("run", "--out", str(tmp_path / "out"), "--parts", "c").returncode == 2
+  line = _one_line_exit_2(_campaign("summarize", str(tmp_path / "none.jsonl"), "--speed-md",
+                                    str(tmp_path / "speed.md"), "--experiments",
+                                    str(tmp_path / "results")))
+  assert "none.jsonl" in line
+  assert not (tmp_path / "speed.md").exists() and not (tmp_path / "results").exists()

@@ -20,7 +20,8 @@ def parse_args(argv=None):
   prep.add_argument("--assets", type=Path, default=REPO / ".device_assets")
   prep.add_argument("--model", default="minilm", help="a BERT folder or flatjax short name")
   prep.add_argument("--glue", type=Path, default=REPO.parent / "shared" / "data" / "glue")
-  prep.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "sst2"])
+  prep.add_argument("--tasks", nargs="+", default=["rte", "mrpc", "sst2"],
+                    choices=["rte", "mrpc", "sst2"], help="the tasks Part B runs")
   run = sub.add_parser("run", help="run the campaign (resumes from OUT/results.jsonl)")
   run.add_argument("--assets", type=Path, default=REPO / ".device_assets")
   run.add_argument("--out", type=Path, required=True, help="results.jsonl, log.txt, work files")
@@ -28,13 +29,20 @@ def parse_args(argv=None):
                    help="a tiny model and a few examples: the same code in seconds on a CPU")
   run.add_argument("--budget-s", type=float, default=480.0,
                    help="no unit is started that would end after this many seconds")
-  run.add_argument("--parts", default="a,b", help="a, b or a,b")
+  run.add_argument("--parts", default="a,b", type=_parts, help="a, b or a,b")
   summ = sub.add_parser("summarize", help="tables and plots from a run's results.jsonl")
   summ.add_argument("results", type=Path)
   summ.add_argument("--speed-md", type=Path, default=None,
                     help="Part A's tables (default: beside RESULTS, .md)")
   summ.add_argument("--experiments", type=Path, default=REPO / "experiments" / "results")
   return p.parse_args(argv)
+
+
+def _parts(text: str) -> set[str]:
+  parts = set(text.split(","))
+  if not parts or not parts <= {"a", "b"}:
+    raise argparse.ArgumentTypeError(f"expected a, b or a,b, got {text!r}")
+  return parts
 
 
 def describe_device() -> str:
@@ -61,17 +69,17 @@ def run(args) -> int:
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.5")
   import jax
   from benchmarks.campaign import assets, ledger as ledger_lib, paper, speed
-  args.out.mkdir(parents=True, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", str(args.out / "jax_cache"))
   if not (args.assets / "model" / "config.json").exists():
     print(f"campaign: {args.assets} has no model/; run 'prepare' first", file=sys.stderr)
     return 2
+  args.out.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(args.out / "jax_cache"))
   clock = ledger_lib.Clock(args.budget_s)
   scale = "smoke (tiny)" if args.smoke else "H200, full training set"
   ledger = ledger_lib.Ledger(args.out, clock, ledger_lib.stamp(
       assets.revision(args.assets, REPO), describe_device(), scale))
   ledger.run("env", environment)
-  parts = set(args.parts.split(","))
+  parts = args.parts
   bench = speed.Bench(speed.SMOKE if args.smoke else speed.FULL, args.out / "work")
   campaign = paper.Campaign(ledger, paper.PartB(ledger, args.assets / "model",
                                                 args.assets / "glue"),
@@ -92,7 +100,16 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
+  from flatjax.errors import FlatjaxInputError
   args = parse_args(argv)
+  try:
+    return _command(args)
+  except FlatjaxInputError as e:  # the user's input: one line, exit 2
+    print(f"campaign: {e}", file=sys.stderr)
+    return 2
+
+
+def _command(args) -> int:
   if args.command == "prepare":
     from benchmarks.campaign import assets
     out = assets.prepare(args.assets, args.model, args.glue, tuple(args.tasks), REPO)

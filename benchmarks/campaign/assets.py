@@ -45,19 +45,29 @@ def write_float16_model(model_dir: Path, out: Path) -> Path:
   return out
 
 
-def prepare(assets: Path, model: str, glue: Path, tasks: tuple[str, ...], repo: Path) -> Path:
-  """Writes the folder the campaign reads (see the module docstring); returns it."""
+def _sources(glue: Path, tasks: tuple[str, ...]) -> dict[Path, Path]:
+  """Each TSV to copy -> its place under the assets folder; every one must exist."""
   from flatjax.data.glue import GLUE_FOLDERS
-  from flatjax.models.pretrained import resolve_model_dir
-  assets = Path(assets)
-  write_float16_model(resolve_model_dir(model), assets / "model")
-  for task in tasks:
-    src, dst = Path(glue) / GLUE_FOLDERS[task], assets / "glue" / GLUE_FOLDERS[task]
-    dst.mkdir(parents=True, exist_ok=True)
-    for split in ("train.tsv", "dev.tsv"):
-      if not (src / split).is_file():
-        raise SystemExit(f"prepare: {src / split} is missing")
-      shutil.copyfile(src / split, dst / split)
+  from flatjax.errors import FlatjaxInputError
+  files = {Path(glue) / GLUE_FOLDERS[t] / s: Path("glue") / GLUE_FOLDERS[t] / s
+           for t in tasks for s in ("train.tsv", "dev.tsv")}
+  missing = [str(f) for f in files if not f.is_file()]
+  if missing:
+    raise FlatjaxInputError(f"missing GLUE file(s): {', '.join(missing)}")
+  return files
+
+
+def prepare(assets: Path, model: str, glue: Path, tasks: tuple[str, ...], repo: Path) -> Path:
+  """Writes the folder the campaign reads (see the module docstring); returns it.
+  Every input is checked before anything is written."""
+  from flatjax.models.pretrained import resolve_model_dir, read_hf_config
+  assets, model_dir = Path(assets), resolve_model_dir(model)
+  read_hf_config(model_dir)
+  files = _sources(glue, tasks)
+  write_float16_model(model_dir, assets / "model")
+  for src, rel in files.items():
+    (assets / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, assets / rel)
   (assets / "revision.json").write_text(json.dumps(git_revision(repo)) + "\n")
   return assets
 

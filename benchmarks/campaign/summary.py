@@ -20,6 +20,9 @@ SPEED_ROWS = (("train step, Adam", "adam"), ("train step, SAM (rho 0.05)", "sam"
 
 
 def _rows(path: Path) -> dict[str, dict]:
+  from flatjax.errors import FlatjaxInputError
+  if not Path(path).is_file():
+    raise FlatjaxInputError(f"results file {path} does not exist")
   rows = {}
   for row in jsonl.read(path, missing_ok=False):
     if row["unit"].endswith("/data"):
