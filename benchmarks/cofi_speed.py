@@ -236,7 +236,7 @@ def main(argv=None):
   from flatjax.models import build_module, from_pretrained
   from flatjax.sparsity.structured import encoder_params, prune_model
   from flatjax.train import steps
-  from flatjax.train.losses import MODEL_INPUTS
+  from flatjax.models.bert import MODEL_INPUTS
 
   task = get_task("sst2")
   teacher = from_pretrained(args.model, task)

@@ -57,7 +57,7 @@ def parse_args(argv=None):
   p.add_argument("--xla-scheduler", choices=("flatjax", "default", "memory"),
                  default="flatjax",
                  help="'flatjax' (default) compiles the flatjax step as its training loop "
-                      "does (flatjax.train.steps.train_compiler_options: on CPU the "
+                      "does (flatjax.runtime.train_compiler_options: on CPU the "
                       "memory-optimised scheduler); 'default' with XLA's default "
                       "options; 'memory' with compiler_options={'xla_cpu_scheduler_type': "
                       "'CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED'} (CPU only)")
@@ -128,6 +128,7 @@ def main(argv=None):
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
   from flatjax.optim import OptimizerConfig, make_optimizer
+  from flatjax.runtime import train_compiler_options
   from flatjax.train import losses, state as train_state, steps
 
   if args.threads is not None:
@@ -147,7 +148,7 @@ def main(argv=None):
   loss_fn = losses.make_loss_fn(pt.module, task, deterministic=args.no_dropout)
   copts = {}
   if args.xla_scheduler == "flatjax":
-    copts = steps.train_compiler_options()
+    copts = train_compiler_options()
   elif args.xla_scheduler == "memory" and jax.default_backend() == "cpu":
     copts["xla_cpu_scheduler_type"] = "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
   jstep = jax.jit(steps.make_train_step(loss_fn, tx), donate_argnums=0,

@@ -63,7 +63,7 @@ for seed in $TRANSFER_SEEDS; do
       sparsity=$(target_sparsity "$source" "$seed" "$src")
       for opt in adam sam; do
         masks+=(--mask "$source$variant-$opt=$(.venv/bin/python -c "
-import sys; from flatjax.sparsity import tickets
+import sys; from flatjax.recipes import tickets
 print(tickets.resolve_mask(sys.argv[1], float(sys.argv[2])))" "$src/$opt/imp" "$sparsity")")
       done
     done

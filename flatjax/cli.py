@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from flatjax import provenance
 from flatjax.errors import FlatjaxInputError
 from flatjax.runtime import tune_malloc
 from flatjax.sparsity.hardconcrete import GATE_NAMES as _GATE_NAMES
@@ -396,7 +397,7 @@ def _optimizer_args(args) -> dict[str, float]:
 def _train_config(args, output: str, optimizer: str | None = None, **extra):
   """The TrainConfig the shared training flags describe."""
   from flatjax.data.tasks import get_task
-  from flatjax.train.loop import TrainConfig
+  from flatjax.recipes.finetune import TrainConfig
   task = get_task(args.task)
   return TrainConfig(
       task=task.name, output=output, model=args.model, data=args.data,
@@ -413,10 +414,10 @@ def _train_config(args, output: str, optimizer: str | None = None, **extra):
 
 
 def _train(args) -> None:
-  from flatjax.train.loop import fit
+  from flatjax.recipes.finetune import fit
   mask = None
   if args.mask is not None:
-    from flatjax.sparsity.tickets import resolve_mask
+    from flatjax.recipes.tickets import resolve_mask
     mask = str(resolve_mask(args.mask))
   config = _train_config(
       args, args.output, mask=mask, stop_after_steps=args.stop_after_steps,
@@ -436,8 +437,8 @@ def _optimizers(args) -> list[str]:
 
 def _imp(args) -> None:
   from pathlib import Path
-  from flatjax.sparsity import imp, plots
-  from flatjax.train.loop import say
+  from flatjax.recipes import imp, plots
+  from flatjax.console import say
   out = Path(args.output)
   configs = {opt: imp.IMPConfig(
       train=_train_config(args, str(out / opt), opt), mode=args.mode, rate=args.rate,
@@ -462,7 +463,7 @@ def _imp(args) -> None:
 
 
 def _compare(args) -> None:
-  from flatjax import compare
+  from flatjax.recipes import compare
   from flatjax.data.tasks import get_task
   preset = compare.PRESETS[args.preset]
   for name in ("model", "epochs", "lr", "batch_size", "max_length", "max_train_examples",
@@ -486,7 +487,7 @@ def _compare(args) -> None:
 
 
 def _cofi(args) -> None:
-  from flatjax.sparsity import cofi
+  from flatjax.recipes import cofi
   config = cofi.CofiConfig(
       teacher=args.teacher, output=args.output, task=args.task, data=args.data,
       eval_data=args.eval_data, student=args.student, target_sparsity=args.target_sparsity,
@@ -507,7 +508,7 @@ def _cofi(args) -> None:
 
 
 def _tickets(args) -> None:
-  from flatjax.sparsity import tickets
+  from flatjax.recipes import tickets
   masks = {label: str(tickets.resolve_mask(path, args.sparsity)) for label, path in args.mask}
   if len(masks) != len(args.mask):
     raise FlatjaxInputError("two masks share a label")
@@ -519,8 +520,8 @@ def _tickets(args) -> None:
 
 
 def _oneshot(args) -> None:
-  from flatjax.sparsity import oneshot
-  from flatjax.train.loop import say
+  from flatjax.recipes import oneshot
+  from flatjax.console import say
   models = dict(args.model)
   if len(models) != len(args.model):
     raise FlatjaxInputError("two models share a label")
@@ -534,7 +535,7 @@ def _oneshot(args) -> None:
 def _train_config_for_eval(args):
   """A TrainConfig holding only what evaluation reads (data, lengths, batch size)."""
   from flatjax.data.tasks import get_task
-  from flatjax.train.loop import TrainConfig
+  from flatjax.recipes.finetune import TrainConfig
   task = get_task(args.task)
   return TrainConfig(task=task.name, output=args.output, data=args.data,
                      eval_data=args.eval_data, max_length=_max_length(args, task),
@@ -544,7 +545,7 @@ def _train_config_for_eval(args):
 
 
 def _sharpness(args) -> None:
-  from flatjax.sharpness import runner
+  from flatjax.recipes import sharpness as runner
   config = runner.SharpnessConfig(
       run=args.run, output=args.output, task=args.task, data=args.data, split=args.split,
       examples=args.examples, batch_size=args.batch_size, max_length=args.max_length,
@@ -563,7 +564,7 @@ def _sharpness(args) -> None:
 
 
 def _quantize(args) -> None:
-  from flatjax.quant import runner
+  from flatjax.recipes import quantize as runner
   config = runner.QuantizeConfig(
       run=args.run, output=args.output, schemes=tuple(args.scheme or ("dynamic",)),
       task=args.task, data=args.data, batch_size=args.batch_size, max_length=args.max_length,
@@ -579,7 +580,7 @@ def _quantize(args) -> None:
 def _eval(args) -> None:
   from pathlib import Path
   from flatjax.data.tasks import get_task
-  from flatjax.train import evaluation
+  from flatjax.recipes import evaluate as evaluation
   task = get_task(args.task)
   if args.output is not None and Path(args.output).exists():
     raise FlatjaxInputError(f"--output {args.output} already exists")
@@ -647,11 +648,13 @@ def main(argv: list[str] | None = None) -> int:
   # reused instead of page-faulted in afresh every step (flatjax.runtime).
   tune_malloc()
   _enable_compilation_cache()
+  argv = sys.argv[1:] if argv is None else list(argv)
   try:
     _join_distributed()
-    {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
-     "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness,
-     "quantize": _quantize, "compare": _compare, "report": _report}[args.command](args)
+    with provenance.command(["flatjax", *argv]):
+      {"train": _train, "eval": _eval, "imp": _imp, "tickets": _tickets,
+       "oneshot": _oneshot, "cofi": _cofi, "sharpness": _sharpness,
+       "quantize": _quantize, "compare": _compare, "report": _report}[args.command](args)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

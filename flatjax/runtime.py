@@ -68,3 +68,20 @@ def tune_malloc() -> bool:
   ))
   _applied = ok
   return ok
+
+
+def train_compiler_options(backend: str | None = None) -> dict[str, str]:
+  """The XLA options flatjax compiles its train step with, for ``backend``
+  (default: JAX's default backend).
+
+  On CPU, XLA's memory-optimised scheduler: a step's scratch buffer (~1.3 GB for
+  MiniLM at batch 32 x 128) is allocated afresh, and page-faulted in, on every
+  call, and this schedule makes it ~15% smaller; ``benchmarks/step_time.py``
+  measured the MiniLM step ~9% faster with it on a 2-core CPU. It reorders
+  independent operations only. Other backends: none.
+  """
+  import jax  # not at the top: tune_malloc runs before jax is imported
+  backend = backend or jax.default_backend()
+  if backend == "cpu":
+    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+  return {}

@@ -152,3 +152,54 @@ def torch_one_thread():
   torch.set_num_threads(1)
   yield
   torch.set_num_threads(threads)
+
+
+def _sha256(path: Path) -> str:
+  import hashlib
+  return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_run_json(folder: Path, config: dict, data: dict, resumed: int = 0,
+                   argv: list[str] | None = None) -> dict:
+  """Asserts ``folder/run.json`` records the run: ``config`` (a subset of its
+  resolved settings), this process's command line, the git revision and dirty
+  flag of this checkout (as git itself reports them), the installed versions of
+  jax, jaxlib, flax, optax and transformers, and for each name in ``data`` the
+  sha256 of the file, or of every file in the folder, it points at (hub names
+  and None are recorded as such). ``resumed``: how many continuations it lists;
+  ``argv``: the command it records (default: this process's)."""
+  import json
+  import subprocess
+  import sys
+  import flax
+  import jax
+  import jaxlib
+  import optax
+  import transformers
+  run = json.loads((Path(folder) / "run.json").read_text())
+  for key, value in config.items():
+    assert run["config"][key] == value, key
+  assert run["argv"] == (sys.argv if argv is None else argv)
+  repo = Path(__file__).resolve().parents[1]
+  head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                        text=True)
+  if head.returncode == 0:
+    status = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--quiet"])
+    assert run["flatjax"] == {"revision": head.stdout.strip(), "dirty": status.returncode != 0}
+  for module in (jax, jaxlib, flax, optax, transformers):
+    assert run["versions"][module.__name__] == module.__version__, module.__name__
+  assert set(run["data"]) == set(data)
+  for name, source in data.items():
+    got = run["data"][name]
+    if source is None:
+      assert got is None, name
+    elif Path(source).is_file():
+      assert got["sha256"] == _sha256(source) and got["bytes"] == Path(source).stat().st_size
+    elif Path(source).is_dir():
+      files = {str(p.relative_to(source)): _sha256(p)
+               for p in Path(source).rglob("*") if p.is_file()}
+      assert got["files"] == files, name
+    else:
+      assert got == {"hub": str(source)}, name
+  assert len(run["resumed"]) == resumed
+  return run

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.campaign import paper, speed  # noqa: E402
-from flatjax.sparsity.imp import REFERENCE_SPARSITY  # noqa: E402
+from flatjax.recipes.imp import REFERENCE_SPARSITY  # noqa: E402
 
 
 def test_train_flops_of_bert_base_at_32_by_128_by_hand():

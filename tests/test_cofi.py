@@ -1,4 +1,4 @@
-"""The CoFi driver (flatjax.sparsity.cofi): the Lagrangian reaches its target on
+"""The CoFi driver (flatjax.recipes.cofi): the Lagrangian reaches its target on
 a tiny BERT, a whole run exports a model equal to its gated student, a stopped
 run resumes to the same result, and bad settings are refused up front."""
 
@@ -13,14 +13,16 @@ import optax
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import write_sst2
+from conftest import check_run_json, write_sst2
 from flatjax.cli import main as cli_main
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import BertConfig, build_module, init_params
 from flatjax.models.pretrained import from_pretrained
-from flatjax.sparsity import cofi, hardconcrete as hc, structured
-from flatjax.train import distill, loop
+from flatjax.recipes import cofi
+from flatjax.sparsity import hardconcrete as hc, structured
+from flatjax.recipes import finetune
+from flatjax.train import distill
 
 
 def _tiny_state(target, steps_to_warm):
@@ -79,7 +81,7 @@ def test_lagrangian_drives_a_tiny_bert_to_the_target_sparsity():
 def teacher_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("cofi")
   data = write_sst2(tmp / "sst2", n_train=24, n_dev=10)
-  loop.fit(loop.TrainConfig(task="sst2", output=str(tmp / "teacher"), model=str(tiny_model_dir),
+  finetune.fit(finetune.TrainConfig(task="sst2", output=str(tmp / "teacher"), model=str(tiny_model_dir),
                             data=str(data), epochs=1, batch_size=8, max_length=32, lr=1e-3,
                             pad_to="max_length", progress=False))
   return tmp, data
@@ -101,9 +103,12 @@ def cofi_run(teacher_run):
   return tmp, tmp / "run", results
 
 
-def test_run_exports_the_gated_student(cofi_run):
+def test_run_exports_the_gated_student(cofi_run, tiny_model_dir):
   tmp, run, results = cofi_run
   assert results["finished"]
+  check_run_json(run, {"target_sparsity": 0.5, "reg_lr": 0.1}, {
+      "data": tmp / "sst2", "eval_data": None, "model": tiny_model_dir, "mask": None,
+      "teacher": tmp / "teacher" / "best"})
   rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
   train = [r for r in rows if r["kind"] == "train"]
   assert [r["step"] for r in train] == list(range(1, 16))  # 3 steps/epoch, 5 epochs

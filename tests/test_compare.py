@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import TORCH_INT8_WARNINGS, write_sst2  # noqa: E402
+from conftest import TORCH_INT8_WARNINGS, check_run_json, write_sst2  # noqa: E402
 from flatjax.cli import main as cli_main  # noqa: E402
 from flatjax.data import glue  # noqa: E402
 from flatjax.data.tasks import get_task  # noqa: E402
@@ -61,7 +61,12 @@ def _torch_accuracy(model_dir, data, quantize=False):
   return 100.0 * right / N_DEV
 
 
-def test_table_holds_the_models_pytorch_scores(compared):
+def test_table_holds_the_models_pytorch_scores(compared, tiny_model_dir):
+  tmp, data, out, _ = compared
+  argv = ["flatjax", *_flags(tiny_model_dir, data, out)]
+  sources = {"data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}
+  check_run_json(out, {"rounds": 2}, sources, argv=argv)
+  check_run_json(out / "sam" / "imp" / "round_00", {"optimizer": "sam"}, sources, argv=argv)
   _, data, out, results = compared
   assert results["task"] == "sst2" and results["sparsity"] == 0.6
   assert list(results["optimizers"]) == ["adam", "sam"]
@@ -112,8 +117,8 @@ def test_bad_input_exits_2_with_nothing_written(compared, tiny_model_dir, tmp_pa
 
 
 def test_each_optimizer_gets_only_the_settings_it_takes(tmp_path):
-  from flatjax.compare import CompareConfig, train_config_for
-  from flatjax.train.loop import TrainConfig
+  from flatjax.recipes.compare import CompareConfig, train_config_for
+  from flatjax.recipes.finetune import TrainConfig
   config = CompareConfig(train=TrainConfig(task="sst2", output=str(tmp_path), optimizer="adam",
                                            optimizer_args={"rho": 0.02, "eta": 0.1}),
                          optimizers=("adam", "sam", "asam"))

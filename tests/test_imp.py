@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import write_sst2
+from conftest import check_run_json, write_sst2
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
-from flatjax.sparsity import imp, masks
-from flatjax.train import loop
-from flatjax.train.loop import TrainConfig
+from flatjax.recipes import imp
+from flatjax.sparsity import masks
+from flatjax.recipes import finetune
+from flatjax.recipes.finetune import TrainConfig
 
 
 def _config(data, out, tiny_model_dir, *, mode="imp", rounds=3, rate=0.2, **kw):
@@ -52,11 +53,15 @@ def imp_run(tmp_path_factory, tiny_model_dir):
 
 
 def test_sparsity_follows_the_schedule_exactly(imp_run, tiny_model_dir):
-  _, run, report, _ = imp_run
+  _, run, report, data = imp_run
   rows = _rows(run)
   assert [r["round"] for r in rows] == [0, 1, 2, 3]
+  sources = {"data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}
+  check_run_json(run, {"rounds": 3, "rate": 0.2}, sources)
+  # Each round's own run: rewound to the pre-trained weights, under the round's mask.
+  check_run_json(imp.round_dir(run, 2), {"lr": 1e-3}, {**sources, "mask": imp.mask_path(run, 0.4)})
   assert [r["target_sparsity"] for r in rows] == [0.0, 0.2, 0.4, 0.6]
-  base = pretrained.from_pretrained(tiny_model_dir, loop.get_task("sst2")).params
+  base = pretrained.from_pretrained(tiny_model_dir, finetune.get_task("sst2")).params
   sizes = {n: v.size for n, v in _prunable(base).items()}
   total = sum(sizes.values())
   previous = None
@@ -88,9 +93,9 @@ def test_sparsity_follows_the_schedule_exactly(imp_run, tiny_model_dir):
 
 def test_rewinding_restores_pretrained_values_on_kept_weights(imp_run, tiny_model_dir):
   config, run, _, _ = imp_run
-  base = pretrained.from_pretrained(tiny_model_dir, loop.get_task("sst2"), seed=1).params
+  base = pretrained.from_pretrained(tiny_model_dir, finetune.get_task("sst2"), seed=1).params
   for round_ in (1, 3):
-    _, mask, start = loop.initial_params(imp._round_config(config, run, round_, None))
+    _, mask, start = finetune.initial_params(imp._round_config(config, run, round_, None))
     kept = _prunable(jax.tree.map(lambda x: np.asarray(x, np.float32), mask))
     got, want = _prunable(start), _prunable(base)
     for name, keep in kept.items():
@@ -110,8 +115,8 @@ def test_std_mode_continues_from_the_pruned_trained_weights(tmp_path, tiny_model
   config = _config(data, tmp_path / "run", tiny_model_dir, mode="std", rounds=1, rate=0.5)
   imp.run_imp(config)
   run = tmp_path / "run"
-  trained = pretrained.from_pretrained(run / "round_00" / "final", loop.get_task("sst2")).params
-  _, mask, start = loop.initial_params(imp._round_config(config, run, 1, None))
+  trained = pretrained.from_pretrained(run / "round_00" / "final", finetune.get_task("sst2")).params
+  _, mask, start = finetune.initial_params(imp._round_config(config, run, 1, None))
   kept = _prunable(jax.tree.map(lambda x: np.asarray(x, np.float32), mask))
   got, want = _prunable(start), _prunable(trained)
   for name, keep in kept.items():
@@ -135,6 +140,8 @@ def test_run_stopped_in_round_3_resumes_to_the_same_rounds(imp_run, tmp_path, ti
   with pytest.raises(FlatjaxInputError, match="already holds an IMP run"):
     imp.run_imp(dataclasses.replace(stopped, stop_after_steps=None))
   imp.run_imp(dataclasses.replace(stopped, stop_after_steps=None), resume=True)
+  check_run_json(out, {"stop_after_steps": 11}, {
+      "data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}, resumed=1)
   keys = ("round", "target_sparsity", "sparsity", "metric", "best", "final",
           "before_retraining", "steps")
   assert [{k: r[k] for k in keys} for r in _rows(out)] == \

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from conftest import check_run_json
 from flatjax.errors import FlatjaxInputError
-from flatjax.sparsity import oneshot
-from flatjax.train.loop import TrainConfig
+from flatjax.recipes import oneshot
+from flatjax.recipes.finetune import TrainConfig
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -93,6 +94,8 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
                               maximum=0.9, log=lambda _: None)
   assert again["a"] == rows
   assert len((tmp_path / "out" / "oneshot.jsonl").read_text().splitlines()) == 4
+  check_run_json(tmp_path / "out", {"step": 0.3, "maximum": 0.9, "models": {"a": str(model_dir)}},
+                 {"data": data, "eval_data": None, "model a": model_dir}, resumed=1)
 
 
 def test_grid_and_bad_input():

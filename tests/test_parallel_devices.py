@@ -28,17 +28,17 @@ import pytest
 
 DEVICES = 8
 
-# ``flatjax.train.loop.fit`` of a tiny BERT, made by the one-device process and
+# ``flatjax.recipes.finetune.fit`` of a tiny BERT, made by the one-device process and
 # passed to the 8-device one: its run folder, model and data.
 ONE_DEVICE_RUN = "FLATJAX_TEST_ONE_DEVICE_RUN"
 
 
 def fit_config(model_dir, data, output, **overrides):
-  from flatjax.train import loop
+  from flatjax.recipes import finetune
   settings = dict(task="sst2", output=str(output), model=str(model_dir), data=str(data),
                   epochs=2, batch_size=8, eval_batch_size=8, max_length=32, lr=1e-3,
                   progress=False)
-  return loop.TrainConfig(**{**settings, **overrides})
+  return finetune.TrainConfig(**{**settings, **overrides})
 
 
 def _device_env(devices: int, **extra: str) -> dict:
@@ -51,10 +51,10 @@ if jax.device_count() < DEVICES:
   @pytest.fixture(scope="module")
   def one_device_run(tmp_path_factory, tiny_model_dir):
     from conftest import write_sst2
-    from flatjax.train import loop
+    from flatjax.recipes import finetune
     tmp = tmp_path_factory.mktemp("one_device")
     data = write_sst2(tmp / "sst2", n_train=48, n_dev=20)
-    loop.fit(fit_config(tiny_model_dir, data, tmp / "one-device"))
+    finetune.fit(fit_config(tiny_model_dir, data, tmp / "one-device"))
     return tmp / "one-device", tiny_model_dir, data
 
   def test_two_processes_train_as_one_device(one_device_run, tmp_path):
@@ -106,7 +106,7 @@ else:
   from flatjax.optim import OptimizerConfig, make_optimizer
   from flatjax.sparsity import masks
   from flatjax.train import losses, state as state_lib, steps
-  from flatjax.train.loop import Checkpointer
+  from flatjax.train.trainer import Checkpointer
   from test_parallel_rules import EXPECTED, OTHERS
 
   TASK = get_task("sst2")
@@ -298,15 +298,15 @@ else:
     """``fit`` with ``--mesh``: the same run as on one device (final params and
     dev scores); stopped on one mesh, resumed on another, the same again."""
     import json
-    from flatjax.train import loop
+    from flatjax.recipes import finetune
     if ONE_DEVICE_RUN not in os.environ:
       pytest.skip("run through the one-device test run, which makes the reference")
     reference, model_dir, data = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     want = json.loads((reference / "results.json").read_text())
     ref_params = _final_params(reference)
-    loop.fit(fit_config(model_dir, data, tmp_path / "a", mesh="data=4,model=2"))
-    loop.fit(fit_config(model_dir, data, tmp_path / "b", mesh="model=8", stop_after_steps=5))
-    got_b = loop.fit(fit_config(model_dir, data, tmp_path / "b", mesh="data=8"), resume=True)
+    finetune.fit(fit_config(model_dir, data, tmp_path / "a", mesh="data=4,model=2"))
+    finetune.fit(fit_config(model_dir, data, tmp_path / "b", mesh="model=8", stop_after_steps=5))
+    got_b = finetune.fit(fit_config(model_dir, data, tmp_path / "b", mesh="data=8"), resume=True)
     for run in ("a", "b"):
       got = json.loads((tmp_path / run / "results.json").read_text())
       assert got["final"] == pytest.approx(want["final"]) and got["step"] == want["step"]
@@ -317,10 +317,10 @@ else:
 
   def test_fit_refuses_a_batch_that_does_not_split(tmp_path):
     from flatjax.errors import FlatjaxInputError
-    from flatjax.train import loop
+    from flatjax.recipes import finetune
     if ONE_DEVICE_RUN not in os.environ:
       pytest.skip("run through the one-device test run")
     _, model_dir, data = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     with pytest.raises(FlatjaxInputError, match="does not divide over the mesh"):
-      loop.fit(fit_config(model_dir, data, tmp_path / "c", mesh="data=8", batch_size=12))
+      finetune.fit(fit_config(model_dir, data, tmp_path / "c", mesh="data=8", batch_size=12))
     assert not (tmp_path / "c").exists()

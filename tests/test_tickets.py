@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import write_sst2
+from conftest import check_run_json, write_sst2
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
-from flatjax.sparsity import imp, masks, tickets
-from flatjax.train.loop import TrainConfig, get_task
+from flatjax.recipes import imp, tickets
+from flatjax.sparsity import masks
+from flatjax.recipes.finetune import TrainConfig, get_task
 
 
 def _kernels(tree):
@@ -91,6 +92,9 @@ def test_finished_grid_resumes_without_training_and_settings_are_checked(grid):
   before = sorted(p.stat().st_mtime for p in
                   __import__("pathlib").Path(config.train.output).rglob("model.safetensors"))
   assert tickets.run_tickets(config, resume=True) == rows
+  check_run_json(config.train.output, {"masks": config.masks, "random_seed": 5}, {
+      "data": config.train.data, "eval_data": None, "model": config.train.model, "mask": None,
+      "mask a": config.masks["a"], "mask b": config.masks["b"]}, resumed=1)
   after = sorted(p.stat().st_mtime for p in
                  __import__("pathlib").Path(config.train.output).rglob("model.safetensors"))
   assert before == after

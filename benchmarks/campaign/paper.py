@@ -48,7 +48,7 @@ class Recipe:
   @property
   def sparsity(self) -> float:
     """IMP's target: the task's reference sparsity (the paper's Table 5)."""
-    from flatjax.sparsity.imp import REFERENCE_SPARSITY
+    from flatjax.recipes.imp import REFERENCE_SPARSITY
     return REFERENCE_SPARSITY[self.task]
 
 
@@ -281,7 +281,8 @@ class PartB:
                unit: str) -> dict:
     """One fine-tuning and its int8 and one-shot compressions (a results row)."""
     from flatjax.quant import model as quant_model
-    from flatjax.sparsity import masks, oneshot
+    from flatjax.recipes import oneshot
+    from flatjax.sparsity import masks
     r, trainer = data.recipe, self.trainer(data.task)
     run = trainer.train(self.pretrained(data.task, seed), optimizer, lr, rho, seed, data,
                         r.epochs, log=self.ledger.say)

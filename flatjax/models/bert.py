@@ -42,6 +42,12 @@ from flatjax.errors import FlatjaxInputError
 Array = jax.Array
 
 
+# The modules' inputs, in the order their ``__call__`` takes them.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Compute dtypes by name (params stay float32).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 @dataclasses.dataclass(frozen=True)
 class BertConfig:
   """The architecture fields of a Hugging Face ``BertConfig``."""

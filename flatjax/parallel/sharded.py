@@ -24,7 +24,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from flatjax.parallel import rules as rules_lib
 from flatjax.parallel.mesh import DATA
-from flatjax.train import steps
+from flatjax.runtime import train_compiler_options
 
 
 def shard_state(state: Any, params_like: Any, mesh: Mesh,
@@ -65,7 +65,7 @@ def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh) -> Ca
                  in_shardings=(state_shardings, rules_lib.batch_sharding(mesh)),
                  out_shardings=(state_shardings, rules_lib.replicated(mesh)),
                  donate_argnums=0,
-                 compiler_options=steps.train_compiler_options() or None)
+                 compiler_options=train_compiler_options() or None)
 
 
 def jit_eval_step(eval_step: Callable, param_shardings: Any, mask_shardings: Any,

@@ -30,7 +30,7 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.quant import int8
 from flatjax.quant.int8 import QArray, QuantConfig
 from flatjax.sparsity.masks import apply_mask, path_str, resolve_scope
-from flatjax.train.losses import MODEL_INPUTS
+from flatjax.models.bert import MODEL_INPUTS
 
 #: What ``quantize_dynamic(model, {nn.Linear})`` quantizes: every dense kernel.
 QUANT_SCOPE: tuple[str, ...] = (r"(^|/)kernel$",)

@@ -1,8 +1,7 @@
 """Sparsity: pruning masks as pytrees; magnitude, random and movement pruning.
 
-The drivers with side effects (:mod:`flatjax.sparsity.imp`,
-:mod:`~flatjax.sparsity.tickets`, :mod:`~flatjax.sparsity.oneshot`) are
-imported from their modules.
+The drivers that train or write files with these (IMP, tickets, one-shot
+curves, CoFi) are in :mod:`flatjax.recipes`.
 """
 
 from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, apply_mask, format_report, load_mask,

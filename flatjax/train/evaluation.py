@@ -7,9 +7,7 @@ from typing import Any
 import jax
 
 from flatjax.data import pipeline
-from flatjax.data.tasks import TaskSpec
-from flatjax.models import pretrained
-from flatjax.train import losses, steps
+from flatjax.models.bert import MODEL_INPUTS
 
 
 def predict(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> list:
@@ -17,7 +15,7 @@ def predict(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> lis
   ``split.score`` takes them: ``[(example_index, {name: logits}), ...]``."""
   outputs = []
   for batch in split.batcher.epoch(0):
-    model_batch = {k: batch[k] for k in losses.MODEL_INPUTS}
+    model_batch = {k: batch[k] for k in MODEL_INPUTS}
     outputs.append((batch["example_index"],
                     jax.device_get(eval_step(params, mask, model_batch))))
   return outputs
@@ -31,24 +29,12 @@ def evaluate(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> di
   return split.score(predict(eval_step, params, mask, split))
 
 
-def evaluate_model(model: str, task: TaskSpec, data: Any, *, max_length: int,
-                   batch_size: int = 64, max_examples: int | None = None, seed: int = 0,
-                   doc_stride: int = 128, dtype: str = "float32",
-                   pad_to: str = "longest") -> dict[str, dict[str, float]]:
-  """Loads ``model`` (a folder such as ``RUN/best``, or an int8 folder written by
-  ``flatjax quantize``) and scores every eval split of ``task``."""
-  from flatjax.quant import export, model as quant_model
-  from flatjax.train.loop import DTYPES
-  if export.is_quantized_model(model):
-    loaded = export.load_quantized_model(model, task, dtype=DTYPES[dtype])
-    step, params = quant_model.make_quantized_eval_step(
-        loaded.module, loaded.qparams.config), loaded.qparams
-  else:
-    loaded = pretrained.from_pretrained(model, task, dtype=DTYPES[dtype])
-    step, params = steps.make_eval_step(loaded.module), loaded.params
-  tokenizer = pretrained.load_tokenizer(loaded.tokenizer_dir)
-  splits = pipeline.load_eval_splits(task, tokenizer, data, batch_size=batch_size,
-                                     max_length=max_length, seed=seed, max_examples=max_examples,
-                                     doc_stride=doc_stride, pad_to=pad_to)
-  eval_step = jax.jit(step)
-  return {s.split: evaluate(eval_step, params, None, s) for s in splits}
+def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
+  """``{"split/metric": value}`` of ``params`` on every evaluation split.
+  ``mask`` is the eval step's second argument: a pruning mask, or the CoFi
+  driver's gates."""
+  row = {}
+  for split in splits:
+    scores = evaluate(eval_step, params, mask, split)
+    row.update({f"{split.split}/{k}": v for k, v in scores.items()})
+  return row

@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import optax
 
 from flatjax.data.tasks import TaskSpec
+from flatjax.models.bert import MODEL_INPUTS
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _weighted_mean(values: jax.Array, weight: jax.Array) -> jax.Array:

@@ -16,7 +16,9 @@ import optax
 from flatjax.optim.grad_fn import GradFn
 from flatjax.sparsity.masks import apply_mask
 from flatjax.sparsity.movement import Pruner
-from flatjax.train.losses import MODEL_INPUTS, LossFn
+from flatjax.models.bert import MODEL_INPUTS
+from flatjax.runtime import train_compiler_options
+from flatjax.train.losses import LossFn
 from flatjax.train.state import TrainState, step_key
 
 
@@ -78,22 +80,6 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
       metrics["sparsity"] = pruner.sparsity_at(state.step)
     return new, metrics
   return train_step
-
-
-def train_compiler_options(backend: str | None = None) -> dict[str, str]:
-  """The XLA options flatjax compiles its train step with, for ``backend``
-  (default: JAX's default backend).
-
-  On CPU, XLA's memory-optimised scheduler: a step's scratch buffer (~1.3 GB for
-  MiniLM at batch 32 x 128) is allocated afresh, and page-faulted in, on every
-  call, and this schedule makes it ~15% smaller; ``benchmarks/step_time.py``
-  measured the MiniLM step ~9% faster with it on a 2-core CPU. It reorders
-  independent operations only. Other backends: none.
-  """
-  backend = backend or jax.default_backend()
-  if backend == "cpu":
-    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
-  return {}
 
 
 def jit_train_step(train_step: Callable) -> Callable:

@@ -40,9 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flatjax import jsonl
+from flatjax import jsonl, provenance
+from flatjax.console import say
 from flatjax.errors import FlatjaxInputError
+from flatjax.recipes import finetune, plots
 from flatjax.sparsity import masks as masks_lib
+from flatjax.train.trainer import check_driver_folder
 
 # Chen et al.'s winning-ticket sparsities for bert-base, at which the paper
 # reports its IMP tables (Na et al. 2022, Tables 1, 5, 6).
@@ -55,7 +58,7 @@ MODES = ("imp", "std")
 class IMPConfig:
   """An IMP run. ``train`` is the per-round fine-tuning recipe; its
   ``output`` is the IMP run folder and its ``mask`` must be unset."""
-  train: Any                      # flatjax.train.loop.TrainConfig
+  train: Any                      # flatjax.recipes.finetune.TrainConfig
   mode: str = "imp"               # "imp": rewind to pre-trained; "std": continue
   rate: float = 0.1               # fraction of the original prunable weights per round
   rounds: int = 9                 # pruning rounds after the full model (9 x 10% = 90%)
@@ -125,18 +128,17 @@ def _round_config(config: IMPConfig, run: Path, round_: int, budget: int | None)
 def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   """Writes round ``round_``'s mask from round ``round_ - 1``'s final weights,
   and the pruned model's scores before retraining."""
-  from flatjax.train import loop
   target = config.target(round_)
   path = mask_path(run, target)
   if path.exists():
     return
   previous_dir = round_dir(run, round_ - 1)
-  trained = loop.load_model(dataclasses.replace(config.train, model=str(previous_dir / "final")))
+  trained = finetune.load_model(dataclasses.replace(config.train, model=str(previous_dir / "final")))
   previous = (None if round_ == 1 else
               masks_lib.load_mask(mask_path(run, config.target(round_ - 1)), trained.params))
   mask = masks_lib.magnitude_mask(trained.params, target, scope=config.scope,
                                   granularity=config.granularity, previous=previous)
-  scores = loop.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
+  scores = finetune.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
   report = masks_lib.sparsity_report(mask)
   emptied = masks_lib.fully_pruned(report)
@@ -164,15 +166,16 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   previous round's final weights under this round's mask, not retrained),
   ``steps`` and ``train_seconds``.
   """
-  from flatjax.train import loop
-  log = log or loop.say
+  log = log or say
   config.validate()
   run = Path(config.train.output)
-  if not loop.check_driver_folder(run, "imp.json", config.to_json(), resume, "an IMP run"):
+  resumed = check_driver_folder(run, "imp.json", config.to_json(), resume, "an IMP run")
+  if not resumed:
     # A scope that selects nothing fails before anything is written.
-    masks_lib.scope_mask(loop.load_model(config.train).params, config.scope)
+    masks_lib.scope_mask(finetune.load_model(config.train).params, config.scope)
     run.mkdir(parents=True, exist_ok=True)
     (run / "imp.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+  provenance.write_run_json(run, config, config.train.data_sources(), resumed=resumed)
   rows_path = run / "rounds.jsonl"
   rows = jsonl.read(rows_path)
   done_steps = sum(r["steps"] for r in rows)
@@ -190,7 +193,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
     started = (Path(round_config.output) / "config.json").exists()
     log(f"IMP round {round_}/{config.rounds}: sparsity {config.target(round_):.0%}"
         + (" (resuming)" if started else ""))
-    results = loop.fit(round_config, resume=started)
+    results = finetune.fit(round_config, resume=started)
     if not results["finished"]:
       return {"finished": False, "round": round_}
     before = None
@@ -209,7 +212,6 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   rows = jsonl.read(rows_path)
   report = ticket_report(rows, config.train.task, config.tolerance)
   (run / "ticket.json").write_text(json.dumps(report, indent=2) + "\n")
-  from flatjax.sparsity import plots
   plots.plot_sparsity_curves({f"{config.train.optimizer} ({config.mode})": rows},
                              run / "imp.png", title=f"{config.train.task}: IMP")
   return {"finished": True, **report}

@@ -1,6 +1,6 @@
 """Plots of a metric against sparsity (IMP rounds, one-shot pruning, tickets).
 
-Only the CLI and experiment runners call these; they write PNG files.
+Only drivers and experiment runners call these; they write PNG files.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (files only, no display)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -22,7 +23,7 @@ def plot_sparsity_curves(curves: dict[str, list[dict[str, Any]]], out: str | Pat
   ``target_sparsity`` (or ``sparsity``), and ``before_retraining`` (dashed)
   where the rows carry it (IMP rounds). Rows: dicts from ``rounds.jsonl`` or
   ``oneshot.jsonl``."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   name = metric_label
   for i, (label, rows) in enumerate(curves.items()):

@@ -22,12 +22,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from flatjax import provenance
+from flatjax.console import say
 from flatjax.data import pipeline
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.sharpness import hessian, keskar, surface
 from flatjax.train import losses, runs
-from flatjax.train.loop import say
 
 SPLITS = ("train", "validation")
 
@@ -126,6 +127,7 @@ def run_sharpness(config: SharpnessConfig) -> dict:
   run, model, loss_fn, sample = load_objective(config)
   out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "sharpness"
   out.mkdir(parents=True, exist_ok=True)
+  provenance.write_run_json(out, config, {"model": run.model_dir, "data": config.data or run.data})
   params = model.params
   note = say if config.progress else (lambda msg: None)
   results: dict[str, Any] = {

@@ -19,11 +19,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from conftest import TORCH_INT8_WARNINGS, write_sst2  # noqa: E402
+from conftest import TORCH_INT8_WARNINGS, check_run_json, write_sst2  # noqa: E402
 from flatjax.cli import main as cli_main  # noqa: E402
 from flatjax.data import glue  # noqa: E402
 from flatjax.data.tasks import get_task  # noqa: E402
-from flatjax.train import loop  # noqa: E402
+from flatjax.recipes import finetune  # noqa: E402
 
 pytestmark = TORCH_INT8_WARNINGS
 
@@ -37,15 +37,18 @@ def quantized(tmp_path_factory, tiny_model_dir):
   """A tiny SST-2 run, quantized with two schemes; ``(tmp, data, out, results)``."""
   tmp = tmp_path_factory.mktemp("quantize")
   data = write_sst2(tmp / "sst2", n_train=32, n_dev=N_DEV)
-  loop.fit(loop.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
+  finetune.fit(finetune.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
                             data=str(data), epochs=2, batch_size=8, max_length=MAX_LENGTH,
                             lr=3e-3, progress=False))
   out = tmp / "int8"
-  code = cli_main(["quantize", str(tmp / "run"), "--scheme", "dynamic", "--scheme",
-                   "weight-only", "--batch-size", str(BATCH), "--pad-to", "max_length",
-                   "--output", str(out), "--no-progress"])
-  assert code == 0
+  assert cli_main(_quantize_flags(tmp, out)) == 0
   return tmp, data, out, json.loads((out / "quantize.json").read_text())
+
+
+def _quantize_flags(tmp, out):
+  return ["quantize", str(tmp / "run"), "--scheme", "dynamic", "--scheme", "weight-only",
+          "--batch-size", str(BATCH), "--pad-to", "max_length", "--output", str(out),
+          "--no-progress"]
 
 
 def _dev_batches(model_dir, data):
@@ -83,6 +86,10 @@ def _hand_quantized(model):
 
 
 def test_quantize_scores_float_and_int8_as_pytorch_does(quantized):
+  tmp, data, out, _ = quantized
+  check_run_json(out, {"schemes": ["dynamic", "weight-only"], "batch_size": BATCH},
+                 {"model": tmp / "run" / "best", "data": data},
+                 argv=["flatjax", *_quantize_flags(tmp, out)])
   tmp, data, out, r = quantized
   best = tmp / "run" / "best"
   model = transformers.BertForSequenceClassification.from_pretrained(str(best)).eval()
@@ -132,12 +139,12 @@ def test_int8_folder_sizes_and_rescoring(quantized, capsys):
     assert json.loads(capsys.readouterr().out) == entry["metrics"]
 
 
-def test_no_save_writes_only_the_results(quantized, tmp_path):
+def test_no_save_writes_only_the_results_and_run_json(quantized, tmp_path):
   tmp, _, _, r = quantized
   out = tmp_path / "scores"
   assert cli_main(["quantize", str(tmp / "run"), "--no-save", "--batch-size", str(BATCH),
                    "--pad-to", "max_length", "--output", str(out), "--no-progress"]) == 0
-  assert sorted(p.name for p in out.iterdir()) == ["quantize.json"]
+  assert sorted(p.name for p in out.iterdir()) == ["quantize.json", "run.json"]
   again = json.loads((out / "quantize.json").read_text())
   assert again["int8"]["dynamic"]["metrics"] == r["int8"]["dynamic"]["metrics"]
 
@@ -169,7 +176,7 @@ def test_missing_run_or_data_exits_2(tmp_path, tiny_model_dir):
 def test_compare_outputs_over_batches_of_different_widths():
   # SQuAD's start logits, batches padded to their longest window: 3 columns, then 2. The
   # second batch's second row is padding (example index -1) and is left out.
-  from flatjax.quant.runner import compare_outputs
+  from flatjax.recipes.quantize import compare_outputs
   idx0, idx1 = np.array([0, 1]), np.array([2, -1])
   reference = [(idx0, {"start": np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])}),
                (idx1, {"start": np.array([[4.0, 1.0], [9.0, 9.0]])})]
@@ -200,7 +207,7 @@ def test_quantize_squad_with_windows_of_different_lengths(tmp_path, tiny_model_d
   folder.mkdir()
   for name in ("train.json", "dev.json"):
     (folder / name).write_text(json.dumps(doc))
-  loop.fit(loop.TrainConfig(task="squad", output=str(tmp_path / "run"),
+  finetune.fit(finetune.TrainConfig(task="squad", output=str(tmp_path / "run"),
                             model=str(tiny_model_dir), data=str(folder), epochs=1,
                             batch_size=2, max_length=32, doc_stride=8, progress=False))
   out = tmp_path / "int8"

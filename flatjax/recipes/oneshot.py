@@ -16,9 +16,13 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from flatjax import jsonl
+from flatjax import jsonl, provenance
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
+from flatjax.models import pretrained
+from flatjax.recipes import finetune, plots
 from flatjax.sparsity import masks as masks_lib
+from flatjax.train import steps
 
 
 def sparsity_grid(step: float = 0.05, maximum: float = 0.6) -> list[float]:
@@ -35,12 +39,9 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
   of ``model`` pruned to each of ``sparsities`` and evaluated on ``base``'s
   (a TrainConfig) evaluation data. ``done``: rows already computed, by
   sparsity (a resumed run); ``on_row`` is called with each new row."""
-  from flatjax.data.tasks import get_task
-  from flatjax.models import pretrained
-  from flatjax.train import loop, steps
   config = dataclasses.replace(base, model=model)
-  loaded = loop.load_model(config)
-  splits = loop.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
+  loaded = finetune.load_model(config)
+  splits = finetune.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
   main = f"{splits[0].split}/{get_task(config.task).main_metric}"
   eval_step = jax.jit(steps.make_eval_step(loaded.module))   # compiled once for all sparsities
   rows = []
@@ -49,7 +50,7 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
       rows.append(done[s])
       continue
     mask = masks_lib.magnitude_mask(loaded.params, s, scope=scope, granularity=granularity)
-    scores = loop.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
+    scores = finetune.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
                                   splits, eval_step)
     row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
            "metric_name": main, "scores": scores,
@@ -66,7 +67,6 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
   """One-shot curves of several models (``{label: model folder}``) into ``out``:
   ``oneshot.jsonl`` (a row per label and sparsity; rows already there are
   reused, so an interrupted run continues), ``oneshot.md`` and ``oneshot.png``."""
-  from flatjax.sparsity import plots
   grid = sparsity_grid(step, maximum)
   if not models:
     raise FlatjaxInputError("give at least one --model LABEL=FOLDER")
@@ -78,6 +78,11 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
     raise FlatjaxInputError(f"output {out} exists and is not a folder")
   out.mkdir(parents=True, exist_ok=True)
   rows_path = out / "oneshot.jsonl"
+  settings = {"base": dataclasses.asdict(base), "models": models, "step": step,
+              "maximum": maximum, "scope": scope, "granularity": granularity}
+  inputs = {"data": base.data, "eval_data": base.eval_data,
+            **{f"model {label}": path for label, path in models.items()}}
+  provenance.write_run_json(out, settings, inputs, resumed=rows_path.exists())
   previous = jsonl.read(rows_path)
   curves = {}
   for label, model in models.items():

@@ -51,15 +51,21 @@ import numpy as np
 import optax
 from flax import struct
 
+from flatjax import provenance
+from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
+from flatjax.models.bert import DTYPES
+from flatjax.recipes import finetune
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
 from flatjax.train import distill, losses, runs
 from flatjax.train.state import DEFAULT_PRNG_IMPL
+from flatjax.train.evaluation import split_scores
 from flatjax.train.steps import make_eval_step
+from flatjax.train.trainer import Hooks, Schedule, Trainer, check_driver_folder, device_batch
 
 STUDENT_INITS = ("pretrained", "teacher")
 # CoFi starts the coarse gates and the hidden gates all but surely open
@@ -149,7 +155,6 @@ class CofiConfig:
       raise FlatjaxInputError(f"unknown gate groups {unknown}; known: {', '.join(hc.GATE_NAMES)}")
     if self.seed < 0:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
-    from flatjax.train.loop import DTYPES
     if self.dtype not in DTYPES:
       raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
     self.distill_config()  # weights and temperature
@@ -324,63 +329,95 @@ def inference_speed(eval_steps: dict, split: pipeline.SplitData, repeats: int = 
   return {name: n / t for name, t in best.items()}
 
 
-def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
-  """Runs (or resumes) CoFi; returns the results summary (also ``results.json``)."""
-  from flatjax.train import loop  # the training loop's folder checks, checkpoints, log
-  config.validate()
-  teacher_info = resolve_teacher(config.teacher, config.task)
-  task = teacher_info.task
-  data_source = config.data if config.data is not None else teacher_info.data
-  student_source = {"teacher": str(teacher_info.model_dir),
-                    "pretrained": teacher_info.base_model}.get(config.student, config.student)
+@dataclasses.dataclass
+class _Models:
+  """What a CoFi run reads: the teacher, the student it starts from, the data."""
+  info: runs.FineTuned
+  task: TaskSpec
+  teacher: pretrained.Pretrained
+  student: pretrained.Pretrained
+  train_config: Any          # finetune.TrainConfig: the data settings
+  data: Any                  # finetune.RunData
+
+
+def _load(config: CofiConfig, resume: bool) -> tuple[_Models, bool]:
+  """The teacher, student and data; checks the output folder first.
+  Returns them and whether the folder already holds this run."""
+  info = resolve_teacher(config.teacher, config.task)
+  task = info.task
+  data_source = config.data if config.data is not None else info.data
+  student_source = {"teacher": str(info.model_dir),
+                    "pretrained": info.base_model}.get(config.student, config.student)
   if student_source is None:
     raise FlatjaxInputError("the teacher is a model folder, not a flatjax run, so its "
                             "pre-trained model is unknown: pass --student MODEL (or teacher)")
   out = Path(config.output)
   settings = {"config": _settings(config), "task": task.name, "teacher_model": str(
-      teacher_info.model_dir), "teacher_optimizer": teacher_info.optimizer,
+      info.model_dir), "teacher_optimizer": info.optimizer,
       "student_source": str(student_source), "data": data_source}
-  has_run = loop.check_driver_folder(out, "cofi.json", settings, resume, "a CoFi run")
-
-  dtype = loop.DTYPES[config.dtype]
-  teacher = pretrained.from_pretrained(teacher_info.model_dir, task, dtype=dtype)
+  has_run = check_driver_folder(out, "cofi.json", settings, resume, "a CoFi run")
+  dtype = DTYPES[config.dtype]
+  teacher = pretrained.from_pretrained(info.model_dir, task, dtype=dtype)
   student = pretrained.from_pretrained(student_source, task, seed=config.seed, dtype=dtype)
   if student.config.is_structurally_pruned or teacher.config.is_structurally_pruned:
     raise FlatjaxInputError("CoFi needs unpruned teacher and student models")
-  dcfg = config.distill_config(task.name)
-  # CoFi matches 4 teacher layers; a teacher with fewer matches all of its own.
-  dcfg = dataclasses.replace(dcfg, num_teacher_layers=min(
-      dcfg.num_teacher_layers, teacher.config.num_hidden_layers))
-  t_layers = distill.teacher_layers(teacher.config.num_hidden_layers, dcfg.num_teacher_layers)
-  train_config = loop.TrainConfig(
+  train_config = finetune.TrainConfig(
       task=task.name, output=str(out), model=str(student_source), data=data_source,
       eval_data=config.eval_data, batch_size=config.batch_size,
       eval_batch_size=config.eval_batch_size, seed=config.seed, doc_stride=config.doc_stride,
       max_length=config.max_length or task.default_max_length,
       max_train_examples=config.max_train_examples, max_eval_examples=config.max_eval_examples,
       pad_to=config.pad_to)
-  data = loop.load_data(train_config, student)
+  data = finetune.load_data(train_config, student)
+  if not has_run:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cofi.json").write_text(json.dumps(settings, indent=2) + "\n")
+  provenance.write_run_json(out, config, {**train_config.data_sources(),
+                                          "teacher": info.model_dir}, resumed=has_run)
+  return _Models(info, task, teacher, student, train_config, data), has_run
 
-  spe = data.train.batcher.num_batches
-  prune_total = max(1, math.ceil(config.pruning_epochs * spe))
-  prune_start = min(prune_total - 1, int(round(config.prepruning_epochs * spe)))
-  warmup = int(round(config.lagrangian_warmup_epochs * spe))
-  total = prune_total + math.ceil(config.finetune_epochs * spe)
-  eval_every = config.eval_every or spe
 
-  dims = hc.ModelDims.from_config(student.config)
+@dataclasses.dataclass(frozen=True)
+class _Phases:
+  """CoFi's schedule in steps: distillation only before ``prune_start``, gates
+  learned until ``prune_total`` (the target warmed up over ``warmup``),
+  fine-tuning under fixed gates until ``total``."""
+  steps_per_epoch: int
+  prune_start: int
+  prune_total: int
+  warmup: int
+  total: int
+
+  @classmethod
+  def of(cls, config: CofiConfig, steps_per_epoch: int) -> "_Phases":
+    spe = steps_per_epoch
+    prune_total = max(1, math.ceil(config.pruning_epochs * spe))
+    return cls(spe, min(prune_total - 1, int(round(config.prepruning_epochs * spe))),
+               prune_total, int(round(config.lagrangian_warmup_epochs * spe)),
+               prune_total + math.ceil(config.finetune_epochs * spe))
+
+  def name(self, step: int) -> str:
+    """The phase of the step with index ``step`` (0-based)."""
+    return ("distill" if step < self.prune_start else
+            "prune" if step < self.prune_total else "finetune")
+
+
+def _initial_state(config: CofiConfig, m: _Models, phases: _Phases):
+  """The first :class:`CofiState`, its jitted :class:`CofiSteps`, and the
+  fine-tuning phase's optimizer."""
+  dims = hc.ModelDims.from_config(m.student.config)
   shapes = dims.gate_shapes(config.gates)
   key = jax.random.key(config.seed, impl=DEFAULT_PRNG_IMPL)
   init_key, map_key = jax.random.split(jax.random.fold_in(key, 1))
-  d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
-  params = {"model": student.params, "layer_map": {
+  d_s, d_t = m.student.config.hidden_size, m.teacher.config.hidden_size
+  params = {"model": m.student.params, "layer_map": {
       # CoFi's layer_transformation: a Linear(d, d), here initialised as BERT's dense layers.
-      "kernel": student.config.initializer_range * jax.random.normal(map_key, (d_s, d_t)),
+      "kernel": m.student.config.initializer_range * jax.random.normal(map_key, (d_s, d_t)),
       "bias": jnp.zeros((d_t,))}}
   log_alpha = hc.init_log_alpha(init_key, shapes,
                                 means={k: config.gate_init for k in COARSE_GATES if k in shapes})
-  prune_schedule = optax.linear_schedule(config.lr, 0.0, prune_total)
-  prune_tx = _model_tx(prune_schedule, config.freeze_embeddings, params)
+  prune_tx = _model_tx(optax.linear_schedule(config.lr, 0.0, phases.prune_total),
+                       config.freeze_embeddings, params)
   finetune_tx = _model_tx(optax.constant_schedule(config.finetune_lr), config.freeze_embeddings,
                           params)
   gate_tx, lambda_tx = optax.adam(config.reg_lr), optax.adam(config.reg_lr)
@@ -389,119 +426,84 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
                     opt_state=prune_tx.init(params), gate_opt_state=gate_tx.init(log_alpha),
                     lambda_opt_state=lambda_tx.init(lambdas), step=jnp.zeros((), jnp.int32),
                     rng=jax.random.key_data(key))
-  steps = CofiSteps(student.module, teacher.module, task, dims, dcfg, t_layers,
-                    config.target_sparsity, prune_start, warmup, prune_tx, finetune_tx,
-                    gate_tx, lambda_tx)
+  dcfg = config.distill_config(m.task.name)
+  # CoFi matches 4 teacher layers; a teacher with fewer matches all of its own.
+  dcfg = dataclasses.replace(dcfg, num_teacher_layers=min(
+      dcfg.num_teacher_layers, m.teacher.config.num_hidden_layers))
+  t_layers = distill.teacher_layers(m.teacher.config.num_hidden_layers, dcfg.num_teacher_layers)
+  steps = CofiSteps(m.student.module, m.teacher.module, m.task, dims, dcfg, t_layers,
+                    config.target_sparsity, phases.prune_start, phases.warmup, prune_tx,
+                    finetune_tx, gate_tx, lambda_tx)
+  return state, steps, finetune_tx, dims
 
-  out.mkdir(parents=True, exist_ok=True)
-  if not has_run:
-    (out / "cofi.json").write_text(json.dumps(settings, indent=2) + "\n")
-  ckpt = loop.Checkpointer(out / "checkpoints")
-  meta = {"best_metric": None, "best_step": None, "finetune_started": False,
-          "teacher": None, "train_seconds": 0.0}
-  if resume and ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(ckpt.latest_step(), state)
-  start = int(state.step)
-  log = loop.MetricsLog(out / "metrics.jsonl", start if resume else None)
-  main = f"{data.evals[0].split}/{task.main_metric}"
 
-  teacher_eval = jax.jit(make_eval_step(teacher.module))
-  if meta["teacher"] is None:
-    meta["teacher"] = loop.split_scores(teacher_eval, teacher.params, None, data.evals)
-    loop.say(f"teacher ({teacher_info.optimizer or 'model'}): {loop.shown(meta['teacher'])}")
-  if start < total:
-    loop.say(f"CoFi on {task.name}: {data.train.num_examples} examples, {spe} steps/epoch; "
-             f"distillation only to step {prune_start}, gates to step {prune_total} (target "
-             f"{config.target_sparsity:.0%}, warm-up {warmup} steps), fine-tuning to step "
-             f"{total}" + (f"; resuming at step {start}" if start else ""))
+def _hooks(out: Path, m: _Models, phases: _Phases, steps: CofiSteps, finetune_tx,
+           dims) -> Hooks:
+  def gates_at(state, step: int):
+    return None if step <= phases.prune_start else steps.deterministic_gates(state.log_alpha)
 
-  def gates_now(step: int):
-    return None if step <= prune_start else steps.deterministic_gates(state.log_alpha)
-
-  def run_eval(step: int) -> None:
-    gates = gates_now(step)
-    row = {"step": step, "epoch": round(step / spe, 4), "kind": "eval",
-           "phase": _phase(step - 1, prune_start, prune_total),  # the phase just trained
-           **loop.split_scores(steps.evaluate, state.params["model"], gates, data.evals)}
+  def evaluate(state, step):
+    gates = gates_at(state, step)
+    row = split_scores(steps.evaluate, state.params["model"], gates, m.data.evals)
     if gates is not None:
-      host_gates = jax.device_get(gates)
-      row["sparsity"], row["remaining_params"] = structure_sparsity(student.config, host_gates)
+      row["sparsity"], row["remaining_params"] = structure_sparsity(
+          m.student.config, jax.device_get(gates))
       row["expected_sparsity"] = float(hc.expected_sparsity(state.log_alpha, dims))
-    improved = step > prune_total and (meta["best_metric"] is None
-                                       or row[main] > meta["best_metric"])
-    if improved or (step == total and meta["best_metric"] is None):
-      meta.update(best_metric=row[main], best_step=step)
-      _export(out / "pruned", student, jax.device_get(state.params["model"]),
-              jax.device_get(gates), task)
-      improved = True
-    row["best"] = improved
-    log.write(row)
-    loop.say(f"step {step} (epoch {row['epoch']:.2f}, {row['phase']}): {loop.shown(row)}"
-             + (f", structure sparsity {row['sparsity']:.3f}" if "sparsity" in row else "")
-             + (" (best)" if improved else ""))
+    return row
 
-  t0, seconds_before = time.time(), meta["train_seconds"]
-  stop_at = total if config.stop_after_steps is None else min(total, config.stop_after_steps)
-  bar = loop.progress_bar(config.progress, total, start)
-  pending, window_t, window_n, step = [], time.time(), 0, start
+  def save_best(state, step):
+    _export(out / "pruned", m.student, jax.device_get(state.params["model"]),
+            jax.device_get(gates_at(state, step)), m.task)
 
-  def save(at: int) -> None:
-    meta["train_seconds"] = round(seconds_before + time.time() - t0, 1)
-    ckpt.save(at, state, meta)
+  def before_step(state, step, meta):
+    if step >= phases.prune_total and not meta["finetune_started"]:
+      # The fine-tuning phase: a fresh optimizer at its own (constant) rate.
+      meta["finetune_started"] = True
+      return state.replace(opt_state=finetune_tx.init(state.params))
+    return state
 
-  teacher_params = teacher.params
-  try:
-    while step < stop_at:
-      epoch, offset = divmod(step, spe)
-      for batch in data.train.batcher.epoch(epoch, start=offset):
-        if step >= prune_total and not meta["finetune_started"]:
-          # The fine-tuning phase: a fresh optimizer at its own (constant) rate.
-          state = state.replace(opt_state=finetune_tx.init(state.params))
-          meta["finetune_started"] = True
-        fn = (steps.prepruning if step < prune_start else
-              steps.pruning if step < prune_total else steps.finetune)
-        state, metrics = fn(state, teacher_params, loop.device_batch(batch))
-        step += 1
-        pending.append(metrics)
-        window_n += int(batch["example_weight"].sum())
-        if step % config.log_every == 0 or step == stop_at or step in (prune_start, prune_total):
-          fetched = jax.device_get(pending)
-          now = time.time()
-          keys = set.intersection(*(set(m) for m in fetched))
-          log.write({"step": step, "epoch": round(step / spe, 4), "kind": "train",
-                     "phase": _phase(step - 1, prune_start, prune_total),
-                     **{k: float(np.mean([m[k] for m in fetched])) for k in sorted(keys)},
-                     "examples_per_s": window_n / max(now - window_t, 1e-9)})
-          if bar is not None:
-            bar.set_postfix(loss=f"{float(np.mean([m['loss'] for m in fetched])):.4f}")
-          pending, window_t, window_n = [], now, 0
-        if bar is not None:
-          bar.update(1)
-        evaluated = step % eval_every == 0 or step in (prune_start, prune_total, total)
-        if evaluated:
-          run_eval(step)
-          save(step)
-        if step >= stop_at:
-          break
-  except KeyboardInterrupt:
-    save(step)
-    ckpt.close()
-    loop.say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
-    raise
-  finally:
-    if bar is not None:
-      bar.close()
-  save(step)
-  ckpt.close()
-  if step < total:
-    loop.say(f"stopped at step {step} of {total}; continue with --resume")
-    return {"step": step, "total_steps": total, "finished": False}
-  return _finish(out, config, task, teacher, teacher_eval, student, state, meta, data, steps,
-                 dims, total, teacher_info)
+  def train_step(state, batch, step):
+    fn = (steps.prepruning if step < phases.prune_start else
+          steps.pruning if step < phases.prune_total else steps.finetune)
+    return fn(state, m.teacher.params, device_batch(batch))
+
+  def note(row):
+    return f", structure sparsity {row['sparsity']:.3f}" if "sparsity" in row else ""
+
+  return Hooks(train_step=train_step, evaluate=evaluate, save_best=save_best,
+               best_from=phases.prune_total + 1, fields=lambda step: {"phase": phases.name(step)},
+               before_step=before_step, note=note)
 
 
-def _phase(step: int, prune_start: int, prune_total: int) -> str:
-  return "distill" if step < prune_start else "prune" if step < prune_total else "finetune"
+def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
+  """Runs (or resumes) CoFi; returns the results summary (also ``results.json``)."""
+  config.validate()
+  m, _ = _load(config, resume)
+  out, data = Path(config.output), m.data
+  phases = _Phases.of(config, data.train.batcher.num_batches)
+  state, steps, finetune_tx, dims = _initial_state(config, m, phases)
+  plan = Schedule(phases.total, phases.steps_per_epoch, eval_every=config.eval_every,
+                  log_every=config.log_every, stop_after_steps=config.stop_after_steps,
+                  boundaries=frozenset({phases.prune_start, phases.prune_total}))
+  trainer = Trainer(out, plan, f"{data.evals[0].split}/{m.task.main_metric}",
+                    progress=config.progress, meta={"finetune_started": False, "teacher": None})
+  state = trainer.restore(state, resume)
+  start, meta = int(state.step), trainer.meta
+  teacher_eval = jax.jit(make_eval_step(m.teacher.module))
+  if meta["teacher"] is None:
+    meta["teacher"] = split_scores(teacher_eval, m.teacher.params, None, data.evals)
+    say(f"teacher ({m.info.optimizer or 'model'}): {shown(meta['teacher'])}")
+  if start < phases.total:
+    say(f"CoFi on {m.task.name}: {data.train.num_examples} examples, {phases.steps_per_epoch} "
+        f"steps/epoch; distillation only to step {phases.prune_start}, gates to step "
+        f"{phases.prune_total} (target {config.target_sparsity:.0%}, warm-up {phases.warmup} "
+        f"steps), fine-tuning to step {phases.total}"
+        + (f"; resuming at step {start}" if start else ""))
+  state, step = trainer.run(state, data.train.batcher,
+                            _hooks(out, m, phases, steps, finetune_tx, dims))
+  if step < phases.total:
+    return {"step": step, "total_steps": phases.total, "finished": False}
+  return _finish(out, config, m, teacher_eval, state, trainer.meta, steps, dims, phases.total)
 
 
 def _export(folder: Path, student, params, gates, task) -> None:
@@ -509,11 +511,10 @@ def _export(folder: Path, student, params, gates, task) -> None:
   pretrained.save_pretrained(folder, small_params, small_config, task, student.tokenizer_dir)
 
 
-def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval, student,
-            state, meta, data, steps: CofiSteps, dims, total: int,
-            teacher_info: runs.FineTuned) -> dict:
+def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta,
+            steps: CofiSteps, dims, total: int) -> dict:
   from safetensors.numpy import save_file
-  from flatjax.train import loop
+  task, teacher, student, data = m.task, m.teacher, m.student, m.data
   gates = jax.device_get(steps.deterministic_gates(state.log_alpha))
   save_file({**{f"log_alpha/{k}": np.asarray(v) for k, v in jax.device_get(state.log_alpha).items()},
              **{f"gates/{k}": np.asarray(v) for k, v in gates.items()}},
@@ -522,15 +523,15 @@ def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval
   (out / "structure.json").write_text(json.dumps(units) + "\n")
   sparsity, remaining = structure_sparsity(student.config, gates)
 
-  pruned = pretrained.from_pretrained(out / "pruned", task, dtype=loop.DTYPES[config.dtype])
+  pruned = pretrained.from_pretrained(out / "pruned", task, dtype=DTYPES[config.dtype])
   pruned_eval = jax.jit(make_eval_step(pruned.module))
-  pruned_scores = loop.split_scores(pruned_eval, pruned.params, None, data.evals)
+  pruned_scores = split_scores(pruned_eval, pruned.params, None, data.evals)
   speed = inference_speed({"teacher": (teacher_eval, teacher.params, None),
                            "pruned": (pruned_eval, pruned.params, None)}, data.evals[0])
   count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731
   main = f"{data.evals[0].split}/{task.main_metric}"
   results = {
-      "task": task.name, "teacher_optimizer": teacher_info.optimizer,
+      "task": task.name, "teacher_optimizer": m.info.optimizer,
       "target_sparsity": config.target_sparsity, "sparsity": sparsity,
       "expected_sparsity": float(hc.expected_sparsity(state.log_alpha, dims)),
       "encoder_params": {"teacher": structured.encoder_params(teacher.config),
@@ -546,7 +547,7 @@ def _finish(out: Path, config: CofiConfig, task: TaskSpec, teacher, teacher_eval
   }
   assert remaining == results["encoder_params"]["pruned"]
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-  loop.say(f"pruned to {sparsity:.1%} of the encoder ({remaining} of "
+  say(f"pruned to {sparsity:.1%} of the encoder ({remaining} of "
            f"{results['encoder_params']['teacher']} weights): {main} "
            f"{pruned_scores[main]:.2f} (teacher {meta['teacher'][main]:.2f}); inference "
            f"{results['speedup']:.2f}x the teacher's examples/s")

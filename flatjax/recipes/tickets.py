@@ -25,10 +25,13 @@ from typing import Any, Callable
 
 import jax
 
-from flatjax import jsonl
+from flatjax import jsonl, provenance
+from flatjax.console import say
 from flatjax.errors import FlatjaxInputError
-from flatjax.sparsity import imp as imp_lib
+from flatjax.recipes import finetune
+from flatjax.recipes import imp as imp_lib
 from flatjax.sparsity import masks as masks_lib
+from flatjax.train.trainer import check_driver_folder
 
 
 def resolve_mask(source: str, sparsity: float | None = None) -> Path:
@@ -57,7 +60,7 @@ class TicketsConfig:
   ``model`` the pre-trained weights every cell starts from); ``masks``: label
   -> mask file; ``random_like``: also a random mask with the per-tensor
   sparsities of that label's mask; ``optimizers``: the columns."""
-  train: Any                         # flatjax.train.loop.TrainConfig
+  train: Any                         # flatjax.recipes.finetune.TrainConfig
   masks: dict[str, str]
   optimizers: tuple[str, ...] = ("adam", "sam")
   random_like: str | None = None
@@ -88,19 +91,21 @@ class TicketsConfig:
 def run_tickets(config: TicketsConfig, resume: bool = False,
                 log: Callable[[str], None] | None = None) -> list[dict]:
   """Fine-tunes every (mask, optimizer) cell; returns the rows of ``tickets.jsonl``."""
-  from flatjax.train import loop
-  log = log or loop.say
+  log = log or say
   config.validate()
   out = Path(config.train.output)
-  if not loop.check_driver_folder(out, "tickets.json", config.to_json(), resume,
-                                  "a tickets run"):
+  resumed = check_driver_folder(out, "tickets.json", config.to_json(), resume, "a tickets run")
+  if not resumed:
     out.mkdir(parents=True, exist_ok=True)
     (out / "tickets.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+  inputs = {**config.train.data_sources(),
+            **{f"mask {label}": path for label, path in config.masks.items()}}
+  provenance.write_run_json(out, config, inputs, resumed=resumed)
   sources = dict(config.masks)
   if config.random_like is not None:
     random_path = out / "masks" / "random.safetensors"
     if not random_path.exists():
-      model = loop.load_model(config.train)
+      model = finetune.load_model(config.train)
       like = masks_lib.load_mask(sources[config.random_like], model.params)
       masks_lib.save_mask(random_path, masks_lib.random_mask(
           like, jax.random.key(config.random_seed)), metadata={
@@ -118,7 +123,7 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
                                  optimizer=opt)
       started = (Path(cell.output) / "config.json").exists()
       log(f"ticket {label} ({float(meta.get('sparsity', 0)):.0%} sparse) fine-tuned with {opt}")
-      results = loop.fit(cell, resume=started)
+      results = finetune.fit(cell, resume=started)
       if not results["finished"]:
         return rows
       main_key = next(k for k in results["best"] if k != "step")

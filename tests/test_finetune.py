@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import write_sst2
+from conftest import check_run_json, write_sst2
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
-from flatjax.train.loop import TrainConfig, fit
+from flatjax.recipes.finetune import TrainConfig, fit
 
 
 def _config(data, out, tiny_model_dir, **kw):
@@ -47,13 +47,18 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(tmp_path, tiny_model_dir):
   assert strip(_rows(tmp_path / "full")) == strip(_rows(tmp_path / "resumed"))
   assert len(strip(_rows(tmp_path / "full"))) == 7  # train rows 2 4 8 10 12, evals 6 12
   assert full["best"] == resumed["best"]
+  # run.json: written when the run began, and each continuation added to it.
+  check_run_json(tmp_path / "full", {"lr": 1e-3, "seed": 3}, {
+      "data": data, "eval_data": None, "model": tiny_model_dir, "mask": None})
+  check_run_json(tmp_path / "resumed", {"stop_after_steps": 5}, {
+      "data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}, resumed=1)
 
 
 def test_run_folder_contents_and_best_checkpoint(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   out = tmp_path / "run"
   results = fit(_config(data, out, tiny_model_dir, epochs=3, save_every=None))
-  for name in ("config.json", "metrics.jsonl", "results.json", "best/model.safetensors",
+  for name in ("run.json", "config.json", "metrics.jsonl", "results.json", "best/model.safetensors",
                "final/config.json", "checkpoints"):
     assert (out / name).exists(), name
   evals = [r for r in _rows(out) if r["kind"] == "eval"]

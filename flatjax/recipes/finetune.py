@@ -3,7 +3,8 @@
 This is the edge where side effects live (files, progress bar, logging); the
 steps it calls are pure. A run folder holds::
 
-  config.json        the TrainConfig and library versions
+  run.json           what made the run: settings, command, revision, versions, data
+  config.json        the TrainConfig, the model and data it read
   metrics.jsonl      one JSON object per log interval and per evaluation
   mask.safetensors   the pruning mask (pruned runs: the given one, or the learned
                      one at the end); best/ and final/ hold their own
@@ -24,28 +25,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from flatjax import jsonl
+from flatjax import parallel, provenance
+from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
-from flatjax import parallel
+from flatjax.models.bert import DTYPES
 from flatjax.optim import registry
 from flatjax.optim.swa import averaged_params, parse_swa
 from flatjax.sparsity import masks as masks_lib
 from flatjax.train import losses, state as state_lib, steps
-from flatjax.train.evaluation import evaluate
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from flatjax.train.evaluation import split_scores
+from flatjax.train.trainer import Hooks, Schedule, Trainer, device_batch, last_eval
 
 
 @dataclasses.dataclass
@@ -150,6 +147,11 @@ class TrainConfig:
     begin = int(self.pruning_begin * total_steps)
     return begin, max(begin + 1, int(round(self.pruning_end * total_steps)))
 
+  def data_sources(self) -> dict[str, str | None]:
+    """The files (or hub names) the run reads, for its ``run.json``."""
+    return {"data": self.data, "eval_data": self.eval_data, "model": self.model,
+            "mask": self.mask}
+
   def optimizer_config(self) -> registry.OptimizerConfig:
     try:
       swa = None if self.swa is None else parse_swa(self.swa)
@@ -229,53 +231,6 @@ def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: A
   return split_scores(eval_step, params, None, splits)
 
 
-def device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The arrays a train step takes (no example indices or other host-side keys)."""
-  return {k: v for k, v in batch.items() if k in pipeline.LOSS_KEYS}
-
-
-class Checkpointer:
-  """orbax CheckpointManager for a train state (any pytree) plus a JSON of the
-  loop's bookkeeping; the training loop's and the CoFi driver's."""
-
-  def __init__(self, directory: Path):
-    import orbax.checkpoint as ocp
-    self._ocp = ocp
-    self.manager = ocp.CheckpointManager(
-        directory.absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-  def save(self, step: int, state: state_lib.TrainState, meta: dict) -> None:
-    ocp = self._ocp
-    if step in self.manager.all_steps():
-      return
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
-    self.manager.wait_until_finished()
-
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
-  def restore(self, step: int, like: state_lib.TrainState) -> tuple[state_lib.TrainState, dict]:
-    ocp = self._ocp
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return out["state"], out["meta"]
-
-  def close(self) -> None:
-    self.manager.close()
-
-
-def _versions() -> dict[str, str]:
-  import flax
-  import optax
-  import transformers
-  import flatjax
-  return {"flatjax": flatjax.__version__, "jax": jax.__version__, "flax": flax.__version__,
-          "optax": optax.__version__, "transformers": transformers.__version__,
-          "device": str(jax.devices()[0].device_kind)}
-
-
 def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   """Checks the output folder before anything is written; returns (path, resuming)."""
   out = Path(config.output)
@@ -297,68 +252,88 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   return out, True
 
 
-def _flat_settings(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict) and v:
-      out.update(_flat_settings(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+@dataclasses.dataclass
+class _Compiled:
+  """A run's jitted steps, on a mesh or on one device."""
+  state: state_lib.TrainState
+  train_step: Any          # (state, host batch) -> (state, metrics)
+  eval_step: Any           # (params, mask, host batch) -> outputs
+  mesh: Any = None
 
 
-def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
-                        what: str) -> bool:
-  """Checks a multi-run driver's output folder (IMP, ticket grids) before
-  anything is written; returns True when it already holds this run.
+def _compile(config: TrainConfig, model: pretrained.Pretrained, state, step_fn) -> _Compiled:
+  """The train and eval steps, jitted for one device or sharded over ``config.mesh``."""
+  mesh = parallel.mesh_for_run(config.mesh)
+  if mesh is None:
+    jitted = steps.jit_train_step(step_fn)
+    return _Compiled(state, lambda s, b: jitted(s, device_batch(b)),
+                     jax.jit(steps.make_eval_step(model.module)))
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, mesh)
+  state, shardings = parallel.shard_state(state, state.params, mesh)
+  sharded_train = parallel.jit_train_step(step_fn, shardings, mesh)
+  sharded_eval = parallel.jit_eval_step(steps.make_eval_step(model.module),
+                                        shardings.params, shardings.mask, mesh)
+  rows = parallel.process_rows(config.batch_size)
+  eval_rows = parallel.process_rows(config.eval_batch_size)
 
-  ``marker`` is the settings file the driver writes there, ``settings`` the
-  JSON it would write, ``what`` names the run in errors ("an IMP run"). A
-  folder holding the run needs ``resume`` and the same settings (the changed
-  ones are named); any other non-empty folder is refused.
-  """
-  saved = out / marker
-  if out.exists() and not out.is_dir():
-    raise FlatjaxInputError(f"output {out} exists and is not a folder")
-  if saved.exists():
-    if not resume:
-      raise FlatjaxInputError(f"output folder {out} already holds {what}; pass --resume to "
-                              "continue it or pick another --output")
-    previous = _flat_settings(json.loads(saved.read_text()))
-    current = _flat_settings(json.loads(json.dumps(settings)))
-    changed = sorted(k for k in {**previous, **current} if previous.get(k) != current.get(k))
-    if changed:
-      raise FlatjaxInputError(f"output folder {out} holds {what} with different settings "
-                              f"({', '.join(changed)}); use another --output")
-    return True
-  if resume:
-    raise FlatjaxInputError(f"nothing to resume: {out} holds no {what.split(' ', 1)[1]}")
-  if out.exists() and any(out.iterdir()):
-    raise FlatjaxInputError(f"output folder {out} is not empty and holds no "
-                            f"{what.split(' ', 1)[1]}")
-  return False
+  def train_step(state, batch):  # this process's rows of the global batch, onto the mesh
+    return sharded_train(state, parallel.shard_batch(
+        {k: v[rows] for k, v in device_batch(batch).items()}, mesh))
+
+  def eval_step(params, mask, batch):  # the logits come back whole on every process
+    return sharded_eval(params, mask, parallel.shard_batch(
+        {k: v[eval_rows] for k, v in batch.items()}, mesh))
+  return _Compiled(state, train_step, eval_step, mesh)
 
 
-class MetricsLog:
-  """``metrics.jsonl``: one JSON row per write. Resuming from a checkpoint at
-  ``keep_until_step`` drops the rows logged after it (they are redone)."""
+def _write_run_files(out: Path, config: TrainConfig, model: pretrained.Pretrained, mask,
+                     data: RunData, has_run: bool) -> None:
+  """``config.json`` and the given mask for a new run; ``run.json`` every time."""
+  if jax.process_index() != 0:  # on several hosts, the first one writes the files
+    return
+  if not has_run:
+    (out / "config.json").write_text(json.dumps(
+        {"config": dataclasses.asdict(config), "model_source": str(model.source_dir),
+         "initialized": model.initialized, "unexpected": model.unexpected,
+         "train_examples": data.train.num_examples, "train_source": data.train.source,
+         "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
+    if mask is not None:
+      masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
+  provenance.write_run_json(out, config, {**config.data_sources(), "model": model.source_dir},
+                            resumed=has_run)
 
-  def __init__(self, path: Path, keep_until_step: int | None):
-    self.path = path
-    self.enabled = jax.process_index() == 0  # on several hosts, the first one logs
-    if not self.enabled:
-      return
-    rows = []
-    if keep_until_step is not None and path.exists():
-      # Rows logged after the checkpoint we resume from are redone: drop them.
-      rows = [r for r in path.read_text().splitlines()
-              if r.strip() and json.loads(r).get("step", 0) <= keep_until_step]
-    path.write_text("".join(r + "\n" for r in rows))
 
-  def write(self, row: dict) -> None:
-    if not self.enabled:
-      return
-    jsonl.append(self.path, row)
+def _announce(config: TrainConfig, model, data: RunData, plan: Schedule, start: int,
+              mesh) -> None:
+  if start == 0:
+    if model.initialized:
+      say(f"newly initialised (not in the checkpoint): {', '.join(model.initialized)}")
+    if model.unexpected:
+      say(f"checkpoint tensors not used: {', '.join(model.unexpected)}")
+  if start < plan.stop_at:
+    windows = (f" ({data.train.num_rows} windows)"
+               if data.train.num_rows != data.train.num_examples else "")
+    say(f"{data.task.name}: {data.train.num_examples} training examples{windows}, "
+        f"{plan.steps_per_epoch} steps/epoch, {plan.total_steps} steps, optimizer "
+        f"{config.optimizer}" + (f", mesh {parallel.describe(mesh)}" if mesh is not None else "")
+        + (f", resuming at step {start}" if start else ""))
+
+
+def _hooks(config: TrainConfig, out: Path, model, data: RunData, compiled: _Compiled,
+           best_from: int) -> Hooks:
+  def evaluate(state, step):
+    row = split_scores(compiled.eval_step, state.params, state.mask, data.evals)
+    if state.mask is not None:
+      row["sparsity"] = masks_lib.sparsity(parallel.gather_to_host(state.mask))
+    return row
+
+  def save_best(state, step):
+    _save_model(out / "best", state, model, data.task)
+
+  return Hooks(train_step=lambda state, batch, step: compiled.train_step(state, batch),
+               evaluate=evaluate, save_best=save_best if config.keep_best else None,
+               best_from=best_from)
 
 
 def fit(config: TrainConfig, resume: bool = False) -> dict:
@@ -385,161 +360,53 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   pruner = config.pruner(total_steps)
   state = state_lib.create(params, tx, config.seed, mask=mask, prng_impl=config.prng_impl,
                            pruner=pruner)
-  # With a learned mask, only models at the final sparsity compete for "best".
-  best_from = config.pruning_end_step(total_steps)
-
-  loss_fn = losses.make_loss_fn(model.module, task)
-  step_fn = steps.make_train_step(loss_fn, tx, schedule, pruner)
-  mesh = parallel.mesh_for_run(config.mesh)
-  if mesh is None:
-    train_step = steps.jit_train_step(step_fn)
-    eval_step = jax.jit(steps.make_eval_step(model.module))
-    put_batch = device_batch
-  else:
-    parallel.check_batch_size(config.batch_size, mesh)
-    parallel.check_batch_size(config.eval_batch_size, mesh)
-    state, shardings = parallel.shard_state(state, params, mesh)
-    train_step = parallel.jit_train_step(step_fn, shardings, mesh)
-    sharded_eval = parallel.jit_eval_step(steps.make_eval_step(model.module),
-                                          shardings.params, shardings.mask, mesh)
-    rows = parallel.process_rows(config.batch_size)
-    eval_rows = parallel.process_rows(config.eval_batch_size)
-
-    def put_batch(batch):  # this process's rows of the global batch, onto the mesh
-      return parallel.shard_batch({k: v[rows] for k, v in device_batch(batch).items()}, mesh)
-
-    def eval_step(params, mask, batch):  # the logits come back whole on every process
-      return sharded_eval(params, mask, parallel.shard_batch(
-          {k: v[eval_rows] for k, v in batch.items()}, mesh))
+  compiled = _compile(config, model, state, steps.make_train_step(
+      losses.make_loss_fn(model.module, task), tx, schedule, pruner))
 
   out.mkdir(parents=True, exist_ok=True)
-  ckpt = Checkpointer(out / "checkpoints")
-  meta = {"best_metric": None, "best_step": None, "evals": 0}
-  if resume and ckpt.latest_step() is not None:
-    state, meta = ckpt.restore(ckpt.latest_step(), state)
-  start = int(state.step)
-  is_main = jax.process_index() == 0  # on several hosts, the first one writes the files
-  if not has_run and is_main:
-    (out / "config.json").write_text(json.dumps(
-        {"config": dataclasses.asdict(config), "versions": _versions(),
-         "model_source": str(model.source_dir), "initialized": model.initialized,
-         "unexpected": model.unexpected, "train_examples": data.train.num_examples,
-         "train_source": data.train.source,
-         "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
-    if mask is not None:
-      masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
-  log = MetricsLog(out / "metrics.jsonl", start if resume else None)
-
-  main = task.main_metric
-  eval_every = config.eval_every or steps_per_epoch
-  stop_at = total_steps if config.stop_after_steps is None else min(
-      total_steps, config.stop_after_steps)
-  if start == 0:
-    if model.initialized:
-      say(f"newly initialised (not in the checkpoint): {', '.join(model.initialized)}")
-    if model.unexpected:
-      say(f"checkpoint tensors not used: {', '.join(model.unexpected)}")
-  if start < stop_at:
-    windows = (f" ({data.train.num_rows} windows)"
-               if data.train.num_rows != data.train.num_examples else "")
-    say(f"{task.name}: {data.train.num_examples} training examples{windows}, {steps_per_epoch} "
-        f"steps/epoch, {total_steps} steps, optimizer {config.optimizer}"
-        + (f", mesh {parallel.describe(mesh)}" if mesh is not None else "")
-        + (f", resuming at step {start}" if start else ""))
-
-  def run_eval(step: int) -> dict:
-    row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval",
-           **split_scores(eval_step, state.params, state.mask, data.evals)}
-    value = row[f"{data.evals[0].split}/{main}"]
-    if state.mask is not None:
-      row["sparsity"] = masks_lib.sparsity(parallel.gather_to_host(state.mask))
-    improved = step >= best_from and (meta["best_metric"] is None or value > meta["best_metric"])
-    if improved:
-      meta.update(best_metric=value, best_step=step)
-      if config.keep_best:
-        _save_model(out / "best", state, model, task)
-    meta["evals"] += 1
-    row["best"] = improved
-    log.write(row)
-    say(f"step {step} (epoch {row['epoch']:.2f}): {shown(row)}"
-        + (" (best)" if improved else ""))
-    return row
-
-  t0, window_t, window_n = time.time(), time.time(), 0
-  seconds_before = meta.get("train_seconds", 0.0)
-
-  def save(at_step: int) -> None:
-    meta["train_seconds"] = round(seconds_before + time.time() - t0, 1)
-    ckpt.save(at_step, state, meta)
-  pending = []
-  bar = progress_bar(config.progress, total_steps, start)
-  step = start
-  try:
-    while step < stop_at:
-      epoch, offset = divmod(step, steps_per_epoch)
-      for batch in data.train.batcher.epoch(epoch, start=offset):
-        state, metrics = train_step(state, put_batch(batch))
-        step += 1
-        pending.append(metrics)
-        window_n += int(batch["example_weight"].sum())
-        if step % config.log_every == 0 or step == stop_at:
-          fetched = jax.device_get(pending)
-          now = time.time()
-          row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "train",
-                 **{k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]},
-                 "examples_per_s": window_n / max(now - window_t, 1e-9)}
-          log.write(row)
-          pending, window_t, window_n = [], now, 0
-          if bar is not None:
-            bar.set_postfix(loss=f"{row['loss']:.4f}", ex_s=f"{row['examples_per_s']:.0f}")
-        if bar is not None:
-          bar.update(1)
-        evaluated = step % eval_every == 0 or step == total_steps
-        if evaluated:
-          run_eval(step)
-        if evaluated or (config.save_every and step % config.save_every == 0):
-          save(step)
-        if step >= stop_at:
-          break
-  except KeyboardInterrupt:
-    save(step)
-    ckpt.close()
-    say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
-    raise
-  finally:
-    if bar is not None:
-      bar.close()
-
-  save(step)
-  ckpt.close()
+  plan = Schedule(total_steps, steps_per_epoch, eval_every=config.eval_every,
+                  save_every=config.save_every, log_every=config.log_every,
+                  stop_after_steps=config.stop_after_steps)
+  trainer = Trainer(out, plan, f"{data.evals[0].split}/{task.main_metric}",
+                    progress=config.progress)
+  state = trainer.restore(compiled.state, resume)
+  _write_run_files(out, config, model, mask, data, has_run)
+  _announce(config, model, data, plan, int(state.step), compiled.mesh)
+  # With a learned mask, only models at the final sparsity compete for "best".
+  hooks = _hooks(config, out, model, data, compiled, config.pruning_end_step(total_steps))
+  state, step = trainer.run(state, data.train.batcher, hooks)
   if step < total_steps:
-    say(f"stopped at step {step} of {total_steps}; continue with --resume")
     return {"step": step, "total_steps": total_steps, "finished": False}
+  return _finish(config, out, model, data, compiled, trainer, state, step)
 
+
+def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Compiled,
+            trainer: Trainer, state, step: int) -> dict:
+  """The final model (and learned mask, and SWA average) and ``results.json``."""
+  task, meta, is_main = data.task, trainer.meta, jax.process_index() == 0
   _save_model(out / "final", state, model, task)
   host_mask = parallel.gather_to_host(state.mask)
-  if pruner is not None and is_main:
+  if config.pruning is not None and is_main:
     masks_lib.save_mask(out / masks_lib.MASK_FILE, host_mask,
                         metadata={"task": task.name, "optimizer": config.optimizer,
                                   "pruning": config.pruning})
-  final_row = _last_eval(out / "metrics.jsonl")
+  final_row = last_eval(out / "metrics.jsonl")
+  main = f"{data.evals[0].split}/{task.main_metric}"
+  results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
+             "step": step, "total_steps": trainer.schedule.total_steps,
+             "main_metric": task.main_metric,
+             "best": {"step": meta["best_step"], main: meta["best_metric"]},
+             "final": {k: v for k, v in final_row.items() if "/" in k},
+             "train_examples": data.train.num_examples,
+             "train_seconds": meta["train_seconds"]}
   swa = averaged_params(state.opt_state)
-  swa_row = None
   if swa is not None:
-    swa_row = _evaluate_swa(*swa, state.mask, data, eval_step, step, steps_per_epoch, log)
+    results["swa"] = _evaluate_swa(*swa, state.mask, data, compiled.eval_step, step,
+                                   trainer)
     swa_params = parallel.gather_to_host(swa[0])
     if is_main:
       pretrained.save_pretrained(out / "swa", masks_lib.apply_mask(swa_params, host_mask),
                                  model.config, task, model.tokenizer_dir)
-  results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
-             "step": step, "total_steps": total_steps, "main_metric": main,
-             "best": {"step": meta["best_step"], f"{data.evals[0].split}/{main}":
-                      meta["best_metric"]},
-             "final": {k: v for k, v in final_row.items() if "/" in k},
-             "train_examples": data.train.num_examples,
-             "train_seconds": meta["train_seconds"]}
-  if swa_row is not None:
-    results["swa"] = swa_row
   if host_mask is not None:
     results["sparsity"] = masks_lib.sparsity(host_mask)
   if is_main:
@@ -561,51 +428,12 @@ def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pre
     masks_lib.save_mask(folder / masks_lib.MASK_FILE, mask)
 
 
-def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> dict:
-  """``{"split/metric": value}`` of ``params`` on every evaluation split.
-  ``mask`` is the eval step's second argument: a pruning mask, or the CoFi
-  driver's gates."""
-  row = {}
-  for split in splits:
-    scores = evaluate(eval_step, params, mask, split)
-    row.update({f"{split.split}/{k}": v for k, v in scores.items()})
-  return row
-
-
-def shown(row: dict) -> str:
-  """A row's ``split/metric`` values for a progress message."""
-  return ", ".join(f"{k} {v:.2f}" for k, v in row.items() if "/" in k)
-
-
 def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
-                  steps_per_epoch: int, log: MetricsLog) -> dict:
+                  trainer: Trainer) -> dict:
   """Scores of the SWA average of ``count`` checkpoints, logged as an ``eval``
   row with ``"swa": true``."""
-  row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "kind": "eval", "swa": True,
+  row = {"step": step, "epoch": trainer.schedule.epoch(step), "kind": "eval", "swa": True,
          "swa_count": int(count), **split_scores(eval_step, params, mask, data.evals)}
-  log.write(row)
+  trainer.log.write(row)
   say(f"SWA average of {int(count)} checkpoints: {shown(row)}")
   return {k: v for k, v in row.items() if "/" in k or k == "swa_count"}
-
-
-def _last_eval(path: Path) -> dict:
-  if not path.exists():  # a host other than the first, on its own disk: it logs nothing
-    return {}
-  rows = jsonl.read(path)
-  evals = [r for r in rows if r.get("kind") == "eval"]
-  return evals[-1] if evals else {}
-
-
-def progress_bar(enabled: bool, total: int, initial: int):
-  """A tqdm bar over training steps (None when disabled)."""
-  if not enabled:
-    return None
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, mininterval=1.0)
-
-
-def say(msg: str) -> None:
-  """A progress message for the user (stderr, so stdout stays machine-readable);
-  on several hosts, from the first process only."""
-  if jax.process_index() == 0:
-    print(msg, file=sys.stderr, flush=True)

@@ -4,7 +4,7 @@ For each optimizer (Adam and SAM by default) it fine-tunes the model, then
 compresses the fine-tuned model three ways, each the paper's recipe:
 
 * iterative magnitude pruning (Chen et al. 2020; the paper's Tables 1 and 5)
-  to the task's reference sparsity (:data:`flatjax.sparsity.imp.REFERENCE_SPARSITY`)
+  to the task's reference sparsity (:data:`flatjax.recipes.imp.REFERENCE_SPARSITY`)
   in ``imp_rounds`` equal rounds, rewinding to the pre-trained weights; its
   round 0 *is* the fine-tuning, so every later step starts from that model;
 * one-shot global magnitude pruning of the fine-tuned model, no retraining,
@@ -35,8 +35,17 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flatjax import jsonl
+from flatjax import jsonl, provenance
+from flatjax.console import say
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
+from flatjax.optim import registry
+from flatjax.quant import int8
+from flatjax.recipes import imp, oneshot, plots
+from flatjax.recipes import quantize as quant_runner
+from flatjax.recipes.imp import REFERENCE_SPARSITY
+from flatjax.sparsity import masks
+from flatjax.train.trainer import check_driver_folder
 
 # Training settings of each preset (a flag given on the command line wins).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -58,7 +67,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 @dataclasses.dataclass
 class CompareConfig:
   """A ``flatjax compare`` run. ``train`` is the fine-tuning recipe
-  (``flatjax.train.loop.TrainConfig``; its ``output`` is the compare folder,
+  (``flatjax.recipes.finetune.TrainConfig``; its ``output`` is the compare folder,
   its ``optimizer`` is replaced by each of ``optimizers``)."""
   train: Any
   optimizers: tuple[str, ...] = ("adam", "sam")
@@ -71,8 +80,6 @@ class CompareConfig:
   quant_batch_size: int = 32
 
   def target_sparsity(self) -> float:
-    from flatjax.data.tasks import get_task
-    from flatjax.sparsity.imp import REFERENCE_SPARSITY
     if self.sparsity is not None:
       return self.sparsity
     return REFERENCE_SPARSITY[get_task(self.train.task).name]
@@ -82,8 +89,6 @@ class CompareConfig:
     return self.imp_rounds if self.imp_rounds is not None else max(1, round(s / 0.1))
 
   def validate(self) -> None:
-    from flatjax.optim import registry
-    from flatjax.quant import int8
     self.train.validate()
     if self.train.mask is not None or self.train.pruning is not None:
       raise FlatjaxInputError("compare fine-tunes dense models; no --mask or --pruning")
@@ -100,12 +105,10 @@ class CompareConfig:
     if not 0.0 < self.oneshot_step <= s:
       raise FlatjaxInputError(f"oneshot-step must be in (0, sparsity], got {self.oneshot_step}")
     int8.get_config(self.quant_scheme)
-    from flatjax.sparsity import masks
     if self.granularity not in masks.GRANULARITIES:
       raise FlatjaxInputError(f"granularity must be one of {masks.GRANULARITIES}")
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")
-    from flatjax.optim import registry
     taken = set().union(*(registry.settings(o) for o in self.optimizers))
     unused = sorted(set(self.train.optimizer_args) - taken)
     if unused:
@@ -125,7 +128,6 @@ class CompareConfig:
 def train_config_for(config: CompareConfig, optimizer: str):
   """The run's TrainConfig for ``optimizer``, with only the optimizer settings it takes:
   ``--rho 0.02`` sets SAM's radius and leaves Adam as it is."""
-  from flatjax.optim import registry
   takes = registry.settings(optimizer)
   return dataclasses.replace(
       config.train, optimizer=optimizer,
@@ -133,7 +135,6 @@ def train_config_for(config: CompareConfig, optimizer: str):
 
 
 def _imp_config(config: CompareConfig, out: Path, optimizer: str):
-  from flatjax.sparsity import imp
   rounds = config.rounds()
   train = dataclasses.replace(train_config_for(config, optimizer),
                               output=str(out / optimizer / "imp"))
@@ -143,16 +144,15 @@ def _imp_config(config: CompareConfig, out: Path, optimizer: str):
 
 def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
   """Runs (or resumes) the comparison; returns (and writes) its results."""
-  from flatjax.quant import runner as quant_runner
-  from flatjax.sparsity import imp, oneshot
-  from flatjax.train import loop
-  log = log or loop.say
+  log = log or say
   config.validate()
   out = Path(config.train.output)
   settings = config.to_json()
-  if not loop.check_driver_folder(out, "compare.json", settings, resume, "a compare run"):
+  resumed = check_driver_folder(out, "compare.json", settings, resume, "a compare run")
+  if not resumed:
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(settings, indent=2) + "\n")
+  provenance.write_run_json(out, settings, config.train.data_sources(), resumed=resumed)
   target = config.target_sparsity()
   results: dict[str, Any] = {"task": config.train.task, "sparsity": target, "optimizers": {}}
   for optimizer in config.optimizers:
@@ -242,8 +242,7 @@ def summary_table(results: dict) -> str:
 def plot_compare(results: dict, imp_rounds: dict, oneshot_rows: dict, out: Path) -> Path:
   """Left: bars of the dev metric per optimizer (fine-tuned, IMP, one-shot,
   int8). Right: IMP (solid) and one-shot (dashed) curves against sparsity."""
-  from flatjax.sparsity.plots import _pyplot
-  plt = _pyplot()
+  plt = plots.pyplot()
   fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
   names = list(results["optimizers"])
   kinds = [("full", "fine-tuned"), ("imp", f"IMP {results['sparsity']:.0%}"),

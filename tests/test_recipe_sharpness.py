@@ -12,19 +12,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import write_sst2
+from conftest import check_run_json, write_sst2
 from flatjax.cli import main as cli_main
 from flatjax.data import glue
 from flatjax.data.tasks import get_task
 from flatjax.models.pretrained import from_pretrained, load_tokenizer
-from flatjax.train import loop
+from flatjax.recipes import finetune
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("sharpness")
   data = write_sst2(tmp / "sst2", n_train=20, n_dev=8)
-  loop.fit(loop.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
+  finetune.fit(finetune.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
                             data=str(data), epochs=1, batch_size=8, max_length=32, lr=1e-3,
                             progress=False))
   return tmp, data
@@ -50,12 +50,14 @@ def _reference_loss(model_dir, data, n):
 def test_sharpness_command_measures_the_sample_loss(tiny_run, capsys):
   tmp, data = tiny_run
   out = tmp / "flat"
-  code = cli_main(["sharpness", str(tmp / "run"), "--examples", "20", "--batch-size", "8",
-                   "--epsilon", "1e-3", "--epsilon", "5e-3", "--maxiter", "3",
-                   "--hessian-iterations", "5", "--hutchinson-samples", "3",
-                   "--surface-points", "5", "--contour-points", "3", "--radius", "0.5",
-                   "--output", str(out), "--no-progress"])
-  assert code == 0
+  flags = ["sharpness", str(tmp / "run"), "--examples", "20", "--batch-size", "8",
+           "--epsilon", "1e-3", "--epsilon", "5e-3", "--maxiter", "3",
+           "--hessian-iterations", "5", "--hutchinson-samples", "3",
+           "--surface-points", "5", "--contour-points", "3", "--radius", "0.5",
+           "--output", str(out), "--no-progress"]
+  assert cli_main(flags) == 0
+  check_run_json(out, {"examples": 20, "epsilons": [1e-3, 5e-3]},
+                 {"model": tmp / "run" / "best", "data": data}, argv=["flatjax", *flags])
   summary = json.loads(capsys.readouterr().out)
   r = json.loads((out / "sharpness.json").read_text())
   assert r["sample"]["examples"] == 20 and r["optimizer"] == "adam"

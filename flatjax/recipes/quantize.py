@@ -27,12 +27,13 @@ from typing import Any
 import jax
 import numpy as np
 
+from flatjax import provenance
+from flatjax.console import say
 from flatjax.data import pipeline
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.quant import export, int8, model as quant_model
 from flatjax.train import evaluation, runs, steps
-from flatjax.train.loop import say
 
 PAD_TO = ("longest", "max_length")
 
@@ -126,6 +127,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
                                      max_examples=config.max_eval_examples, pad_to=config.pad_to,
                                      doc_stride=doc_stride)
   out.mkdir(parents=True, exist_ok=True)
+  provenance.write_run_json(out, config, {"model": run.model_dir, "data": data})
   t0 = time.time()
   float_step = jax.jit(steps.make_eval_step(model.module))
   float_outputs = {s.split: evaluation.predict(float_step, model.params, None, s) for s in splits}

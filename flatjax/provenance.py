@@ -1,0 +1,160 @@
+"""``run.json``: what made a run folder — its settings, command line, code and data.
+
+Every driver writes one when it creates its folder, and adds an entry to its
+``resumed`` list each time the run is continued, so a result can always be
+traced to the revision of flatjax, the library versions and the exact data
+files that produced it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+RUN_FILE = "run.json"
+# Distributions whose versions decide a run's numbers.
+DISTRIBUTIONS = ("flatjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
+                 "transformers", "tokenizers", "numpy")
+_CHUNK = 1 << 20
+
+
+def versions() -> dict[str, str | None]:
+  """Installed version of each of :data:`DISTRIBUTIONS` (None if missing), and Python's."""
+  out: dict[str, str | None] = {}
+  for name in DISTRIBUTIONS:
+    try:
+      out[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      out[name] = None
+  out["python"] = sys.version.split()[0]
+  return out
+
+
+def git_state(where: str | os.PathLike | None = None) -> dict[str, Any]:
+  """``{"revision": sha or None, "dirty": bool or None}`` of the git checkout
+  holding ``where`` (default: flatjax's own source). None where it is not a
+  checkout (an installed wheel) or git is missing. Untracked files do not make
+  a checkout dirty; changes to tracked ones do."""
+  where = Path(where or Path(__file__).resolve().parent)
+  def git(*args: str) -> str | None:
+    try:
+      done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True,
+                            timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+      return None
+    return done.stdout.strip() if done.returncode == 0 else None
+  revision = git("rev-parse", "HEAD")
+  if revision is None:
+    return {"revision": None, "dirty": None}
+  status = git("status", "--porcelain", "--untracked-files=no")
+  return {"revision": revision, "dirty": None if status is None else bool(status)}
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+  del size, mtime_ns  # the cache key: a changed file is read again
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+  """sha256 of a file's bytes."""
+  st = os.stat(path)
+  return _file_digest(os.fspath(path), st.st_size, st.st_mtime_ns)
+
+
+def fingerprint(source: str | os.PathLike | None) -> dict[str, Any] | None:
+  """What a data argument pointed at: a file's sha256 and size; for a folder, every
+  file under it (relative name -> sha256) and one sha256 over them all; a hub
+  name (nothing on disk) is recorded as such; None stays None."""
+  if source is None:
+    return None
+  path = Path(os.path.expanduser(os.fspath(source)))
+  if path.is_file():
+    return {"path": str(path.resolve()), "sha256": file_digest(path),
+            "bytes": path.stat().st_size}
+  if path.is_dir():
+    files = {str(p.relative_to(path)): file_digest(p)
+             for p in sorted(path.rglob("*")) if p.is_file()}
+    combined = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    return {"path": str(path.resolve()), "sha256": combined, "files": files}
+  return {"hub": str(source)}
+
+
+def _jsonable(config: Any) -> Any:
+  if dataclasses.is_dataclass(config) and not isinstance(config, type):
+    config = dataclasses.asdict(config)
+  return json.loads(json.dumps(config, default=str))
+
+
+_command: list[str] | None = None
+
+
+@contextlib.contextmanager
+def command(argv: list[str]):
+  """Runs written inside record ``argv`` as their command line instead of
+  ``sys.argv`` (the CLI's ``main(argv)`` may be called in-process, where
+  ``sys.argv`` is another program's)."""
+  global _command
+  previous, _command = _command, list(argv)
+  try:
+    yield
+  finally:
+    _command = previous
+
+
+def _invocation() -> dict[str, Any]:
+  return {"argv": list(sys.argv if _command is None else _command), "cwd": os.getcwd(),
+          "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "flatjax": git_state()}
+
+
+def record(config: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
+  """The contents of a new run's ``run.json``: ``config`` (a dataclass or a
+  JSON-able dict, stored resolved), the command line, flatjax's git revision and
+  dirty flag, library versions, the device, and a fingerprint of each entry of
+  ``data`` (name -> path or hub name)."""
+  import jax
+  return {"config": _jsonable(config), **_invocation(), "versions": versions(),
+          "device": {"platform": jax.default_backend(), "kind": jax.devices()[0].device_kind,
+                     "count": jax.device_count(), "processes": jax.process_count()},
+          "data": {name: fingerprint(src) for name, src in (data or {}).items()},
+          "resumed": []}
+
+
+def write_run_json(folder: str | os.PathLike, config: Any, data: dict[str, Any] | None = None,
+                   *, resumed: bool = False) -> Path:
+  """Writes ``folder/run.json`` for a new run; for a ``resumed`` one that has it,
+  adds this invocation (command line, time, revision) to its ``resumed`` list.
+  On several hosts only the first one writes."""
+  import jax
+  path = Path(folder) / RUN_FILE
+  if jax.process_index() != 0:
+    return path
+  if resumed and path.exists():
+    run = json.loads(path.read_text())
+    run.setdefault("resumed", []).append(_invocation())
+  else:
+    run = record(config, data)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(run, indent=2) + "\n")
+  tmp.replace(path)  # a reader never sees half a file
+  return path
+
+
+def read_run_json(folder: str | os.PathLike) -> dict[str, Any] | None:
+  path = Path(folder) / RUN_FILE
+  return json.loads(path.read_text()) if path.exists() else None
