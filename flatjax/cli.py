@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
   cofi.add_argument("--train-embeddings", action="store_true",
                     help="update the embeddings too (CoFi freezes them)")
   cofi.add_argument("--batch-size", type=_positive_int, default=32)
+  cofi.add_argument("--mesh", default=None, metavar="data=N,model=M",
+                    help="device mesh, as for train (default: every device data parallel)")
   cofi.add_argument("--max-train-examples", type=_positive_int, default=None)
   cofi.add_argument("--eval-every", type=_positive_int, default=None,
                     help="steps (default: every epoch)")
@@ -501,7 +503,7 @@ def _cofi(args) -> None:
       gates=tuple(g for g in args.gates.split(",") if g),
       freeze_embeddings=not args.train_embeddings, seed=args.seed,
       max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
-      eval_every=args.eval_every, stop_after_steps=args.stop_after_steps,
+      eval_every=args.eval_every, stop_after_steps=args.stop_after_steps, mesh=args.mesh,
       progress=not args.no_progress)
   results = cofi.run_cofi(config, resume=args.resume)
   print(json.dumps(results, indent=2))

@@ -11,6 +11,7 @@ that process (``jax.device_count() == 8``) runs the real tests:
 * every param's and optimizer-state leaf's ``.sharding`` is what the rules'
   hand-written table says (tests/test_parallel_rules.py);
 * a checkpoint saved on one mesh restores onto another;
+* ``fit`` and CoFi on a mesh end where their one-device runs end;
 * per-shard SAM (m-sharpness) differs from global SAM exactly as the formulas
   say, on a linear least-squares model worked by hand in numpy.
 """
@@ -29,7 +30,7 @@ import pytest
 DEVICES = 8
 
 # ``flatjax.recipes.finetune.fit`` of a tiny BERT, made by the one-device process and
-# passed to the 8-device one: its run folder, model and data.
+# passed to the 8-device one: its run folder, model and data, and a CoFi run from it.
 ONE_DEVICE_RUN = "FLATJAX_TEST_ONE_DEVICE_RUN"
 
 
@@ -39,6 +40,15 @@ def fit_config(model_dir, data, output, **overrides):
                   epochs=2, batch_size=8, eval_batch_size=8, max_length=32, lr=1e-3,
                   progress=False)
   return finetune.TrainConfig(**{**settings, **overrides})
+
+
+def cofi_config(teacher, output, **overrides):
+  from flatjax.recipes import cofi
+  settings = dict(teacher=str(teacher), output=str(output), target_sparsity=0.5,
+                  pruning_epochs=2, prepruning_epochs=1, lagrangian_warmup_epochs=1,
+                  finetune_epochs=1, batch_size=8, eval_batch_size=8, max_length=32, lr=1e-3,
+                  finetune_lr=1e-3, reg_lr=0.1, progress=False)
+  return cofi.CofiConfig(**{**settings, **overrides})
 
 
 def _device_env(devices: int, **extra: str) -> dict:
@@ -51,11 +61,12 @@ if jax.device_count() < DEVICES:
   @pytest.fixture(scope="module")
   def one_device_run(tmp_path_factory, tiny_model_dir):
     from conftest import write_sst2
-    from flatjax.recipes import finetune
+    from flatjax.recipes import cofi, finetune
     tmp = tmp_path_factory.mktemp("one_device")
     data = write_sst2(tmp / "sst2", n_train=48, n_dev=20)
     finetune.fit(fit_config(tiny_model_dir, data, tmp / "one-device"))
-    return tmp / "one-device", tiny_model_dir, data
+    cofi.run_cofi(cofi_config(tmp / "one-device", tmp / "cofi"))
+    return tmp / "one-device", tiny_model_dir, data, tmp / "cofi"
 
   def test_two_processes_train_as_one_device(one_device_run, tmp_path):
     """``flatjax train --mesh data=4,model=2`` as 2 processes of 4 CPU devices each
@@ -64,7 +75,7 @@ if jax.device_count() < DEVICES:
     import json
     import socket
     from flatjax.models import from_pretrained
-    reference, model_dir, data = one_device_run
+    reference, model_dir, data, _ = one_device_run
     with socket.socket() as s:
       s.bind(("localhost", 0))
       port = s.getsockname()[1]
@@ -301,7 +312,7 @@ else:
     from flatjax.recipes import finetune
     if ONE_DEVICE_RUN not in os.environ:
       pytest.skip("run through the one-device test run, which makes the reference")
-    reference, model_dir, data = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
+    reference, model_dir, data, _ = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     want = json.loads((reference / "results.json").read_text())
     ref_params = _final_params(reference)
     finetune.fit(fit_config(model_dir, data, tmp_path / "a", mesh="data=4,model=2"))
@@ -320,7 +331,34 @@ else:
     from flatjax.recipes import finetune
     if ONE_DEVICE_RUN not in os.environ:
       pytest.skip("run through the one-device test run")
-    _, model_dir, data = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
+    _, model_dir, data, _ = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     with pytest.raises(FlatjaxInputError, match="does not divide over the mesh"):
       finetune.fit(fit_config(model_dir, data, tmp_path / "c", mesh="data=8", batch_size=12))
     assert not (tmp_path / "c").exists()
+
+  def test_cofi_on_a_mesh_equals_one_device_and_resumes_onto_another_mesh(tmp_path):
+    """CoFi's student, gates and multipliers sharded like any train state, the
+    teacher by the same rules: the gates it learns and the model it exports are
+    the one-device run's; stopped on one mesh, it resumes on another."""
+    import json
+    from safetensors.numpy import load_file
+    from flatjax.models import from_pretrained
+    from flatjax.recipes import cofi
+    if ONE_DEVICE_RUN not in os.environ:
+      pytest.skip("run through the one-device test run, which makes the reference")
+    teacher, _, _, reference = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
+    cofi.run_cofi(cofi_config(teacher, tmp_path / "a", mesh="data=4,model=2"))
+    cofi.run_cofi(cofi_config(teacher, tmp_path / "b", mesh="model=8", stop_after_steps=7))
+    cofi.run_cofi(cofi_config(teacher, tmp_path / "b", mesh="data=8"), resume=True)
+    want = json.loads((reference / "results.json").read_text())
+    ref_gates = load_file(str(reference / "gates.safetensors"))
+    ref_params = from_pretrained(reference / "pruned").params
+    for run in ("a", "b"):
+      got = json.loads((tmp_path / run / "results.json").read_text())
+      assert got["pruned"] == pytest.approx(want["pruned"])
+      assert got["structure"] == want["structure"] and got["best_step"] == want["best_step"]
+      gates = load_file(str(tmp_path / run / "gates.safetensors"))
+      assert max(float(np.max(np.abs(gates[k] - ref_gates[k]))) for k in ref_gates) <= 1e-4
+      assert max_diff(from_pretrained(tmp_path / run / "pruned").params, ref_params) <= 1e-4
+    rows = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == len((reference / "metrics.jsonl").read_text().splitlines())

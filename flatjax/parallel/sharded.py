@@ -58,6 +58,18 @@ def process_rows(batch_size: int) -> slice:
   return slice(index * per, (index + 1) * per)
 
 
+def host_fed(step: Callable, batch_size: int, mesh: Mesh) -> Callable:
+  """``step(*args, batch)`` on a mesh, called with the global host batch (numpy
+  arrays, ``batch_size`` rows) as its last argument: this process takes its
+  rows of it (:func:`process_rows`) and puts them on the mesh."""
+  rows = process_rows(batch_size)
+
+  def fed(*args):
+    *rest, batch = args
+    return step(*rest, shard_batch({k: v[rows] for k, v in batch.items()}, mesh))
+  return fed
+
+
 def jit_train_step(train_step: Callable, state_shardings: Any, mesh: Mesh) -> Callable:
   """``jax.jit(train_step)`` with the state's shardings in and out, the batch
   split over ``data``, metrics replicated; the state is donated."""

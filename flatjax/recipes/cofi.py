@@ -43,7 +43,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,17 +51,17 @@ import numpy as np
 import optax
 from flax import struct
 
-from flatjax import provenance
+from flatjax import parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
-from flatjax.models.bert import DTYPES
+from flatjax.models.bert import DTYPES, MODEL_INPUTS
 from flatjax.recipes import finetune
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
-from flatjax.train import distill, losses, runs
+from flatjax.train import distill, runs
 from flatjax.train.state import DEFAULT_PRNG_IMPL
 from flatjax.train.evaluation import split_scores
 from flatjax.train.steps import make_eval_step
@@ -123,6 +123,7 @@ class CofiConfig:
   log_every: int = 20
   pad_to: str = "longest"
   stop_after_steps: int | None = None
+  mesh: str | None = None               # "data=4,model=2"; None: every device data parallel
   progress: bool = True
 
   def validate(self) -> None:
@@ -158,6 +159,8 @@ class CofiConfig:
     if self.dtype not in DTYPES:
       raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
     self.distill_config()  # weights and temperature
+    if self.mesh is not None:
+      parallel.MeshConfig.parse(self.mesh)
 
   def distill_config(self, task: str | None = None) -> distill.DistillConfig:
     base = distill.DistillConfig.for_task(task) if task else distill.DistillConfig()
@@ -203,102 +206,156 @@ def _model_tx(schedule, freeze_embeddings: bool, params: Any) -> optax.GradientT
   return optax.multi_transform({"train": adam, "frozen": optax.set_to_zero()}, labels)
 
 
+def _distill_loss_fn(student_module, teacher_module, task: TaskSpec,
+                     dcfg: distill.DistillConfig, teacher_layers: list[int]) -> Callable:
+  """``distill_loss(params, teacher_params, batch, gates, key) -> (loss, aux)``:
+  the student (under ``gates``, dropout from ``key``) against the teacher."""
+  kind = _task_kind(task)
+  t_index = jnp.asarray([i + 1 for i in teacher_layers])  # hidden_states[0]: embeddings
+
+  def distill_loss(params, teacher_params, batch, gates, key):
+    inputs = [batch[k] for k in MODEL_INPUTS]
+    teacher = teacher_module.apply({"params": teacher_params}, *inputs,
+                                   deterministic=True, output_hidden_states=True)
+    teacher = jax.lax.stop_gradient(teacher)
+    student = student_module.apply({"params": params["model"]}, *inputs,
+                                   deterministic=False, output_hidden_states=True,
+                                   gates=gates, rngs={"dropout": key})
+    states = jnp.stack(student["hidden_states"][1:])
+    mapped = states @ params["layer_map"]["kernel"] + params["layer_map"]["bias"]
+    t_states = jnp.stack(teacher["hidden_states"])[t_index]
+    existing = None if gates is None or "mha" not in gates else gates["mha"] != 0
+    weight = distill.token_weights(batch["attention_mask"], batch["example_weight"])
+    return distill.distillation_loss(dcfg, kind, student, teacher, mapped, t_states, weight,
+                                     batch["example_weight"], existing)
+  return distill_loss
+
+
+def _step_keys(state: CofiState, prng_impl: str) -> tuple[jax.Array, jax.Array]:
+  """(dropout key, gate-sampling key) of this step. Derived by fold_in, not
+  split: XLA:CPU fuses threefry4x32's split into the dropout keys' chain and
+  recomputes it per use, which made a tiny model's step take ~15 s."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=prng_impl), state.step)
+  return key, jax.random.fold_in(key, 1)
+
+
+def _update_params(state: CofiState, grads, tx) -> tuple[Any, Any]:
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return optax.apply_updates(state.params, updates), opt_state
+
+
+def _loss_metrics(loss, aux) -> dict:
+  return {"loss": loss, "layer_loss": aux["layer_loss"],
+          "prediction_loss": aux["prediction_loss"]}
+
+
+def _distill_step(distill_loss: Callable, tx, fixed_gates: bool, prng_impl: str) -> Callable:
+  """A step of distillation alone: no gates (``fixed_gates`` False, before
+  pruning) or the deterministic gates (fine-tuning after pruning)."""
+  def step(state, teacher_params, batch):
+    key, _ = _step_keys(state, prng_impl)
+    gates = None if not fixed_gates else hc.deterministic_gates(state.log_alpha)
+    (loss, aux), grads = jax.value_and_grad(distill_loss, has_aux=True)(
+        state.params, teacher_params, batch, gates, key)
+    params, opt_state = _update_params(state, grads, tx)
+    return (state.replace(params=params, opt_state=opt_state, step=state.step + 1),
+            _loss_metrics(loss, aux))
+  return step
+
+
+def _pruning_step(distill_loss: Callable, dims: hc.ModelDims, target: float, prune_start: int,
+                  warmup_steps: int, txs: tuple, prng_impl: str) -> Callable:
+  """A step of the pruning phase: sampled gates, the Lagrangian on the expected
+  sparsity; the weights and log-alphas descend, the multipliers ascend.
+  ``txs``: the weights', the gates' and the multipliers' optimizers."""
+  prune_tx, gate_tx, lambda_tx = txs
+
+  def step(state, teacher_params, batch):
+    key, gate_key = _step_keys(state, prng_impl)
+    t = hc.target_sparsity_at(state.step - prune_start, target, warmup_steps)
+
+    def total(params, log_alpha, lambdas):
+      gates = hc.sample_gates(gate_key, log_alpha)
+      loss, aux = distill_loss(params, teacher_params, batch, gates, key)
+      s = hc.expected_sparsity(log_alpha, dims)
+      lag = hc.lagrangian(s, t, lambdas[0], lambdas[1])
+      return loss + lag, (loss, aux, s, lag)
+
+    (_, (loss, aux, s, lag)), (g_p, g_la, g_lam) = jax.value_and_grad(
+        total, argnums=(0, 1, 2), has_aux=True)(state.params, state.log_alpha, state.lambdas)
+    params, opt_state = _update_params(state, g_p, prune_tx)
+    upd, gate_opt_state = gate_tx.update(g_la, state.gate_opt_state, state.log_alpha)
+    log_alpha = optax.apply_updates(state.log_alpha, upd)
+    # Gradient ascent on the multipliers: descend on the negated gradient.
+    upd, lambda_opt_state = lambda_tx.update(-g_lam, state.lambda_opt_state, state.lambdas)
+    lambdas = optax.apply_updates(state.lambdas, upd)
+    new = state.replace(params=params, opt_state=opt_state, log_alpha=log_alpha,
+                        lambdas=lambdas, gate_opt_state=gate_opt_state,
+                        lambda_opt_state=lambda_opt_state, step=state.step + 1)
+    return new, {**_loss_metrics(loss, aux), "lagrangian": lag, "expected_sparsity": s,
+                 "target_sparsity": t, "lambda1": lambdas[0], "lambda2": lambdas[1]}
+  return step
+
+
+class Placement(NamedTuple):
+  """Where a run's arrays live on a device mesh: the state's and the teacher
+  params' shardings, and the global batch sizes the host feeds."""
+  mesh: Any
+  state: Any
+  teacher: Any
+  batch_size: int
+  eval_batch_size: int
+
+
 class CofiSteps:
   """The jitted steps of a run: ``prepruning``, ``pruning``, ``finetune`` (each
   ``(state, teacher_params, batch) -> (state, metrics)``) and ``evaluate``
-  (``(params, gates, batch) -> outputs``)."""
+  (``(params, gates, batch) -> outputs``).
+
+  With a :class:`Placement`, the steps keep the state and teacher sharded as
+  placed, take the global host batch (each process its rows), split it over
+  ``data`` and return replicated metrics and logits."""
 
   def __init__(self, student_module, teacher_module, task: TaskSpec, dims: hc.ModelDims,
                dcfg: distill.DistillConfig, teacher_layers: list[int], target: float,
                prune_start: int, warmup_steps: int, prune_tx, finetune_tx, gate_tx, lambda_tx,
-               prng_impl: str = DEFAULT_PRNG_IMPL):
-    kind = _task_kind(task)
-    t_index = jnp.asarray([i + 1 for i in teacher_layers])  # hidden_states[0]: embeddings
-
-    def inputs(batch):
-      return [batch[k] for k in losses.MODEL_INPUTS]
-
-    def distill_loss(params, teacher_params, batch, gates, key):
-      teacher = teacher_module.apply({"params": teacher_params}, *inputs(batch),
-                                     deterministic=True, output_hidden_states=True)
-      teacher = jax.lax.stop_gradient(teacher)
-      student = student_module.apply({"params": params["model"]}, *inputs(batch),
-                                     deterministic=False, output_hidden_states=True,
-                                     gates=gates, rngs={"dropout": key})
-      states = jnp.stack(student["hidden_states"][1:])
-      mapped = states @ params["layer_map"]["kernel"] + params["layer_map"]["bias"]
-      t_states = jnp.stack(teacher["hidden_states"])[t_index]
-      existing = None if gates is None or "mha" not in gates else gates["mha"] != 0
-      weight = distill.token_weights(batch["attention_mask"], batch["example_weight"])
-      return distill.distillation_loss(dcfg, kind, student, teacher, mapped, t_states, weight,
-                                       batch["example_weight"], existing)
-
-    def keys(state):
-      """(dropout key, gate-sampling key) of this step. Derived by fold_in, not
-      split: XLA:CPU fuses threefry4x32's split into the dropout keys' chain and
-      recomputes it per use, which made a tiny model's step take ~15 s."""
-      key = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=prng_impl), state.step)
-      return key, jax.random.fold_in(key, 1)
-
-    def update_params(state, grads, tx):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      return optax.apply_updates(state.params, updates), opt_state
-
-    def metrics_of(loss, aux):
-      return {"loss": loss, "layer_loss": aux["layer_loss"],
-              "prediction_loss": aux["prediction_loss"]}
-
-    def distill_only(tx, fixed_gates):
-      def step(state, teacher_params, batch):
-        key, _ = keys(state)
-        gates = None if not fixed_gates else hc.deterministic_gates(state.log_alpha)
-        (loss, aux), grads = jax.value_and_grad(distill_loss, has_aux=True)(
-            state.params, teacher_params, batch, gates, key)
-        params, opt_state = update_params(state, grads, tx)
-        return (state.replace(params=params, opt_state=opt_state, step=state.step + 1),
-                metrics_of(loss, aux))
-      return step
-
-    def pruning(state, teacher_params, batch):
-      key, gate_key = keys(state)
-      t = hc.target_sparsity_at(state.step - prune_start, target, warmup_steps)
-
-      def total(params, log_alpha, lambdas):
-        gates = hc.sample_gates(gate_key, log_alpha)
-        loss, aux = distill_loss(params, teacher_params, batch, gates, key)
-        s = hc.expected_sparsity(log_alpha, dims)
-        lag = hc.lagrangian(s, t, lambdas[0], lambdas[1])
-        return loss + lag, (loss, aux, s, lag)
-
-      (_, (loss, aux, s, lag)), (g_p, g_la, g_lam) = jax.value_and_grad(
-          total, argnums=(0, 1, 2), has_aux=True)(state.params, state.log_alpha, state.lambdas)
-      params, opt_state = update_params(state, g_p, prune_tx)
-      upd, gate_opt_state = gate_tx.update(g_la, state.gate_opt_state, state.log_alpha)
-      log_alpha = optax.apply_updates(state.log_alpha, upd)
-      # Gradient ascent on the multipliers: descend on the negated gradient.
-      upd, lambda_opt_state = lambda_tx.update(-g_lam, state.lambda_opt_state, state.lambdas)
-      lambdas = optax.apply_updates(state.lambdas, upd)
-      new = state.replace(params=params, opt_state=opt_state, log_alpha=log_alpha,
-                          lambdas=lambdas, gate_opt_state=gate_opt_state,
-                          lambda_opt_state=lambda_opt_state, step=state.step + 1)
-      return new, {**metrics_of(loss, aux), "lagrangian": lag, "expected_sparsity": s,
-                   "target_sparsity": t, "lambda1": lambdas[0], "lambda2": lambdas[1]}
+               prng_impl: str = DEFAULT_PRNG_IMPL, placement: Placement | None = None):
+    distill_loss = _distill_loss_fn(student_module, teacher_module, task, dcfg, teacher_layers)
 
     def evaluate_step(params, gates, batch):
-      out = student_module.apply({"params": params}, *inputs(batch), deterministic=True,
-                                 gates=gates)
+      out = student_module.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
+                                 deterministic=True, gates=gates)
       return {k: v for k, v in out.items() if k.endswith("logits")}
 
-    self.prepruning = jax.jit(distill_only(prune_tx, False), donate_argnums=0)
-    self.pruning = jax.jit(pruning, donate_argnums=0)
-    self.finetune = jax.jit(distill_only(finetune_tx, True), donate_argnums=0)
-    self.evaluate = jax.jit(evaluate_step)
+    train = _train_jit(placement)
+    self.prepruning = train(_distill_step(distill_loss, prune_tx, False, prng_impl))
+    self.pruning = train(_pruning_step(distill_loss, dims, target, prune_start, warmup_steps,
+                                       (prune_tx, gate_tx, lambda_tx), prng_impl))
+    self.finetune = train(_distill_step(distill_loss, finetune_tx, True, prng_impl))
+    self.evaluate = _eval_jit(evaluate_step, placement)
     self.deterministic_gates = jax.jit(hc.deterministic_gates)
+
+
+def _train_jit(p: Placement | None) -> Callable:
+  if p is None:
+    return lambda fn: jax.jit(fn, donate_argnums=0)
+  return lambda fn: parallel.host_fed(jax.jit(
+      fn, in_shardings=(p.state, p.teacher, parallel.batch_sharding(p.mesh)),
+      out_shardings=(p.state, parallel.replicated(p.mesh)), donate_argnums=0),
+      p.batch_size, p.mesh)
+
+
+def _eval_jit(evaluate_step: Callable, p: Placement | None) -> Callable:
+  if p is None:
+    return jax.jit(evaluate_step)
+  return parallel.host_fed(parallel.jit_eval_step(
+      evaluate_step, p.state.params["model"], parallel.replicated(p.mesh), p.mesh),
+      p.eval_batch_size, p.mesh)
 
 
 def _settings(config: CofiConfig) -> dict:
   d = dataclasses.asdict(config)
-  for k in ("output", "progress", "stop_after_steps", "log_every", "eval_batch_size"):
+  for k in ("output", "progress", "stop_after_steps", "log_every", "eval_batch_size", "mesh"):
     d.pop(k)
   d["gates"] = list(d["gates"])
   return d
@@ -315,7 +372,7 @@ def inference_speed(eval_steps: dict, split: pipeline.SplitData, repeats: int = 
   """Examples per second of each ``name -> (eval_step, params, gates)`` over the
   whole ``split``, the models' passes alternating, best of ``repeats`` (after
   a compiling pass)."""
-  batches = [{k: b[k] for k in losses.MODEL_INPUTS} for b in split.batcher.epoch(0)]
+  batches = [{k: b[k] for k in MODEL_INPUTS} for b in split.batcher.epoch(0)]
   n = split.num_rows
   best = {name: math.inf for name in eval_steps}
   for r in range(repeats + 1):
@@ -431,10 +488,25 @@ def _initial_state(config: CofiConfig, m: _Models, phases: _Phases):
   dcfg = dataclasses.replace(dcfg, num_teacher_layers=min(
       dcfg.num_teacher_layers, m.teacher.config.num_hidden_layers))
   t_layers = distill.teacher_layers(m.teacher.config.num_hidden_layers, dcfg.num_teacher_layers)
+  state, placement = _place(config, m, state)
   steps = CofiSteps(m.student.module, m.teacher.module, m.task, dims, dcfg, t_layers,
                     config.target_sparsity, phases.prune_start, phases.warmup, prune_tx,
-                    finetune_tx, gate_tx, lambda_tx)
-  return state, steps, finetune_tx, dims
+                    finetune_tx, gate_tx, lambda_tx, placement=placement)
+  return state, steps, finetune_tx, dims, placement
+
+
+def _place(config: CofiConfig, m: _Models, state: CofiState):
+  """On a mesh (``config.mesh``, or several devices): the state and the teacher
+  sharded by BERT's rules (``m.teacher.params`` replaced by the sharded copy)."""
+  mesh = parallel.mesh_for_run(config.mesh)
+  if mesh is None:
+    return state, None
+  parallel.check_batch_size(config.batch_size, mesh)
+  parallel.check_batch_size(config.eval_batch_size, mesh)
+  state, shardings = parallel.shard_state(state, state.params, mesh)
+  teacher = parallel.param_shardings(m.teacher.params, mesh)
+  m.teacher = dataclasses.replace(m.teacher, params=jax.device_put(m.teacher.params, teacher))
+  return state, Placement(mesh, shardings, teacher, config.batch_size, config.eval_batch_size)
 
 
 def _hooks(out: Path, m: _Models, phases: _Phases, steps: CofiSteps, finetune_tx,
@@ -452,7 +524,7 @@ def _hooks(out: Path, m: _Models, phases: _Phases, steps: CofiSteps, finetune_tx
     return row
 
   def save_best(state, step):
-    _export(out / "pruned", m.student, jax.device_get(state.params["model"]),
+    _export(out / "pruned", m.student, parallel.gather_to_host(state.params["model"]),
             jax.device_get(gates_at(state, step)), m.task)
 
   def before_step(state, step, meta):
@@ -481,7 +553,7 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   m, _ = _load(config, resume)
   out, data = Path(config.output), m.data
   phases = _Phases.of(config, data.train.batcher.num_batches)
-  state, steps, finetune_tx, dims = _initial_state(config, m, phases)
+  state, steps, finetune_tx, dims, placement = _initial_state(config, m, phases)
   plan = Schedule(phases.total, phases.steps_per_epoch, eval_every=config.eval_every,
                   log_every=config.log_every, stop_after_steps=config.stop_after_steps,
                   boundaries=frozenset({phases.prune_start, phases.prune_total}))
@@ -498,6 +570,7 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
         f"steps/epoch; distillation only to step {phases.prune_start}, gates to step "
         f"{phases.prune_total} (target {config.target_sparsity:.0%}, warm-up {phases.warmup} "
         f"steps), fine-tuning to step {phases.total}"
+        + (f", mesh {parallel.describe(placement.mesh)}" if placement is not None else "")
         + (f"; resuming at step {start}" if start else ""))
   state, step = trainer.run(state, data.train.batcher,
                             _hooks(out, m, phases, steps, finetune_tx, dims))

@@ -271,20 +271,13 @@ def _compile(config: TrainConfig, model: pretrained.Pretrained, state, step_fn) 
   parallel.check_batch_size(config.batch_size, mesh)
   parallel.check_batch_size(config.eval_batch_size, mesh)
   state, shardings = parallel.shard_state(state, state.params, mesh)
-  sharded_train = parallel.jit_train_step(step_fn, shardings, mesh)
-  sharded_eval = parallel.jit_eval_step(steps.make_eval_step(model.module),
-                                        shardings.params, shardings.mask, mesh)
-  rows = parallel.process_rows(config.batch_size)
-  eval_rows = parallel.process_rows(config.eval_batch_size)
-
-  def train_step(state, batch):  # this process's rows of the global batch, onto the mesh
-    return sharded_train(state, parallel.shard_batch(
-        {k: v[rows] for k, v in device_batch(batch).items()}, mesh))
-
-  def eval_step(params, mask, batch):  # the logits come back whole on every process
-    return sharded_eval(params, mask, parallel.shard_batch(
-        {k: v[eval_rows] for k, v in batch.items()}, mesh))
-  return _Compiled(state, train_step, eval_step, mesh)
+  train_step = parallel.host_fed(parallel.jit_train_step(step_fn, shardings, mesh),
+                                 config.batch_size, mesh)
+  # The logits come back whole on every process.
+  eval_step = parallel.host_fed(parallel.jit_eval_step(
+      steps.make_eval_step(model.module), shardings.params, shardings.mask, mesh),
+      config.eval_batch_size, mesh)
+  return _Compiled(state, lambda s, b: train_step(s, device_batch(b)), eval_step, mesh)
 
 
 def _write_run_files(out: Path, config: TrainConfig, model: pretrained.Pretrained, mask,
