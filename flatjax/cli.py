@@ -142,7 +142,10 @@ def _add_mask_flags(p: argparse.ArgumentParser) -> None:
                  help=f"prunable params: {', '.join(SCOPES)} (default bert: Chen et al.'s "
                       "encoder kernels and the pooler) or a regex on param paths")
   p.add_argument("--granularity", choices=GRANULARITIES, default="global",
-                 help="rank magnitudes over the whole scope (global) or within each tensor")
+                 help="rank scores over the whole scope (global) or within each tensor")
+  p.add_argument("--method", default="magnitude",
+                 help="the scores pruned by: magnitude (default), random, or another "
+                      "registered method whose scores need no training")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,8 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="train under this pruning mask (a mask file, or a run folder "
                           "holding mask.safetensors): pruned weights are 0 and stay 0")
   prune = train.add_argument_group("pruning during fine-tuning")
-  prune.add_argument("--pruning", choices=("movement",), default=None,
-                     help="learn a mask while training: movement pruning (Sanh et al. 2020)")
+  prune.add_argument("--pruning", default=None, metavar="METHOD",
+                     help="learn a mask while training, on the cubic schedule: movement "
+                          "(Sanh et al. 2020), magnitude (gradual magnitude pruning, Zhu & "
+                          "Gupta 2017), random, or any registered method")
   prune.add_argument("--sparsity", type=float, default=0.6,
                      help="final sparsity of the prunable weights (0.6)")
   prune.add_argument("--pruning-begin", type=float, default=0.1,
@@ -444,7 +449,7 @@ def _imp(args) -> None:
   out = Path(args.output)
   configs = {opt: imp.IMPConfig(
       train=_train_config(args, str(out / opt), opt), mode=args.mode, rate=args.rate,
-      rounds=args.rounds, granularity=args.granularity, scope=args.scope,
+      rounds=args.rounds, granularity=args.granularity, scope=args.scope, method=args.method,
       tolerance=args.tolerance) for opt in _optimizers(args)}
   for config in configs.values():  # every setting checked before the first round runs
     config.validate()
@@ -479,6 +484,7 @@ def _compare(args) -> None:
       sparsity=args.sparsity,
       imp_rounds=args.imp_rounds if args.imp_rounds is not None else preset["imp_rounds"],
       oneshot_step=args.oneshot_step, scope=args.scope, granularity=args.granularity,
+      method=args.method,
       quant_batch_size=args.quant_batch_size)
   config.train.stop_after_steps = args.stop_after_steps
   results = compare.run_compare(config, resume=args.resume)
@@ -529,7 +535,8 @@ def _oneshot(args) -> None:
     raise FlatjaxInputError("two models share a label")
   base = _train_config_for_eval(args)
   oneshot.run_oneshot(base, models, args.output, step=args.step, maximum=args.max,
-                      scope=args.scope, granularity=args.granularity, log=say)
+                      scope=args.scope, granularity=args.granularity, method=args.method,
+                      log=say)
   from pathlib import Path
   print((Path(args.output) / "oneshot.md").read_text())
 

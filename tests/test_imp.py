@@ -17,12 +17,14 @@ from flatjax.recipes import finetune
 from flatjax.recipes.finetune import TrainConfig
 
 
-def _config(data, out, tiny_model_dir, *, mode="imp", rounds=3, rate=0.2, **kw):
+def _config(data, out, tiny_model_dir, *, mode="imp", rounds=3, rate=0.2, method="magnitude",
+            **kw):
   train = dict(task="sst2", output=str(out), model=str(tiny_model_dir), data=str(data),
                epochs=1, batch_size=8, max_length=32, lr=1e-3, seed=1, log_every=1,
                save_every=1, progress=False)
   train.update(kw)
-  return imp.IMPConfig(train=TrainConfig(**train), mode=mode, rounds=rounds, rate=rate)
+  return imp.IMPConfig(train=TrainConfig(**train), mode=mode, rounds=rounds, rate=rate,
+                       method=method)
 
 
 def _rows(run):
@@ -168,7 +170,8 @@ def test_winning_ticket_is_the_sparsest_round_within_tolerance():
 def test_bad_settings_are_input_errors_before_anything_is_written(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   for kw, msg in ((dict(mode="rewind"), "mode"), (dict(rate=1.5), "rate"),
-                  (dict(rounds=6, rate=0.2), "exceed")):
+                  (dict(rounds=6, rate=0.2), "exceed"), (dict(method="movement"), "training"),
+                  (dict(method="l0"), "unknown pruning method")):
     with pytest.raises(FlatjaxInputError, match=msg):
       imp.run_imp(_config(data, tmp_path / "bad", tiny_model_dir, **kw))
   assert not (tmp_path / "bad").exists()

@@ -1,4 +1,4 @@
-"""Movement pruning (flatjax.sparsity.movement) in the train step, against numpy references."""
+"""Movement pruning (flatjax.sparsity.methods) in the train step, against numpy references."""
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +11,8 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.models import BertConfig, build_module, init_params
 from flatjax.optim import registry
 from flatjax.sparsity import masks
-from flatjax.sparsity.movement import (MovementState, cubic_sparsity_schedule, make_pruner,
-                                       movement_pruning)
+from flatjax.sparsity.methods import MovementState, make_pruner, movement_pruning
+from flatjax.sparsity.pruner import cubic_sparsity_schedule
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.state import step_key
 
@@ -110,7 +110,7 @@ def test_schedule_rejects_bad_arguments(kwargs):
 
 def test_pruner_registry_and_argument_checks():
   assert make_pruner("movement", sparsity=0.5, begin_step=0, end_step=4).final_sparsity == 0.5
-  with pytest.raises(FlatjaxInputError, match="unknown pruner"):
+  with pytest.raises(FlatjaxInputError, match="unknown pruning method"):
     make_pruner("magnitude_oops", sparsity=0.5)
   with pytest.raises(FlatjaxInputError, match="granularity"):
     movement_pruning(0.5, begin_step=0, end_step=4, granularity="per_row")

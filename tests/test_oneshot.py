@@ -98,6 +98,25 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
                  {"data": data, "eval_data": None, "model a": model_dir}, resumed=1)
 
 
+def test_random_method_prunes_the_exact_count_and_is_recorded(trained, tmp_path):
+  model_dir, data = trained
+  base = TrainConfig(task="stsb", output=str(tmp_path), data=str(data), max_length=32,
+                     progress=False)
+  rows = oneshot.run_oneshot(base, {"r": str(model_dir)}, tmp_path / "out", step=0.5,
+                             maximum=0.5, method="random", log=lambda _: None)["r"]
+  # The default scope (encoder kernels and pooler) of the tiny BERT: 2 layers of
+  # 4 x 64x64 + 64x128 + 128x64 kernels, and the 64x64 pooler.
+  n = 2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 64
+  assert [r["sparsity"] for r in rows] == [0.0, round(0.5 * n) / n]
+  assert rows[0]["metric"] == pytest.approx(_torch_pearson(model_dir, data, 0.0), abs=1e-3)
+  assert rows[1]["metric"] != rows[0]["metric"]
+  check_run_json(tmp_path / "out", {"method": "random"},
+                 {"data": data, "eval_data": None, "model r": model_dir})
+  with pytest.raises(FlatjaxInputError, match="training"):
+    oneshot.run_oneshot(base, {"r": str(model_dir)}, tmp_path / "m", method="movement")
+  assert not (tmp_path / "m").exists()
+
+
 def test_grid_and_bad_input():
   assert oneshot.sparsity_grid(0.05, 0.6) == [round(0.05 * i, 6) for i in range(13)]
   assert oneshot.sparsity_grid(0.25, 0.6) == [0.0, 0.25, 0.5]

@@ -146,10 +146,10 @@ class Trainer:
 
   def pruner(self, sparsity: float, begin: int, end: int, scope: str):
     """Movement pruning (per-tensor top-k of the scores, cubic schedule), one per setting."""
-    from flatjax.sparsity import movement
+    from flatjax.sparsity import methods
     key = (sparsity, begin, end, scope)
     if key not in self._pruners:
-      self._pruners[key] = movement.movement_pruning(sparsity, begin_step=begin, end_step=end,
+      self._pruners[key] = methods.movement_pruning(sparsity, begin_step=begin, end_step=end,
                                                      scope=scope)
     return self._pruners[key]
 

@@ -44,7 +44,7 @@ from flatjax.quant import int8
 from flatjax.recipes import imp, oneshot, plots
 from flatjax.recipes import quantize as quant_runner
 from flatjax.recipes.imp import REFERENCE_SPARSITY
-from flatjax.sparsity import masks
+from flatjax.sparsity import masks, methods
 from flatjax.train.trainer import check_driver_folder
 
 # Training settings of each preset (a flag given on the command line wins).
@@ -76,6 +76,7 @@ class CompareConfig:
   oneshot_step: float = 0.1
   scope: str = "bert"                    # the prunable params (flatjax.sparsity.masks.SCOPES)
   granularity: str = "global"
+  method: str = "magnitude"              # the scores IMP and one-shot prune by
   quant_scheme: str = "dynamic"
   quant_batch_size: int = 32
 
@@ -107,6 +108,7 @@ class CompareConfig:
     int8.get_config(self.quant_scheme)
     if self.granularity not in masks.GRANULARITIES:
       raise FlatjaxInputError(f"granularity must be one of {masks.GRANULARITIES}")
+    methods.untrained_scoring(self.method)
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")
     taken = set().union(*(registry.settings(o) for o in self.optimizers))
@@ -139,7 +141,8 @@ def _imp_config(config: CompareConfig, out: Path, optimizer: str):
   train = dataclasses.replace(train_config_for(config, optimizer),
                               output=str(out / optimizer / "imp"))
   return imp.IMPConfig(train=train, mode="imp", rate=config.target_sparsity() / rounds,
-                       rounds=rounds, granularity=config.granularity, scope=config.scope)
+                       rounds=rounds, granularity=config.granularity, scope=config.scope,
+                       method=config.method)
 
 
 def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
@@ -167,12 +170,12 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
     rounds = imp.read_rounds(imp_config.train.output)
     fine_tuned = imp.round_dir(Path(imp_config.train.output), 0)
 
-    log(f"{optimizer}: one-shot magnitude pruning of the fine-tuned model")
+    log(f"{optimizer}: one-shot {config.method} pruning of the fine-tuned model")
     curve = oneshot.run_oneshot(
         train_config_for(config, optimizer),
         {optimizer: str(fine_tuned / "best")}, out / optimizer / "oneshot",
         step=config.oneshot_step, maximum=target, scope=config.scope,
-        granularity=config.granularity, log=log)[optimizer]
+        granularity=config.granularity, method=config.method, log=log)[optimizer]
 
     int8_dir = out / optimizer / "int8"
     if (int8_dir / "quantize.json").exists():

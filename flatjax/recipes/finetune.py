@@ -39,7 +39,7 @@ from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES
 from flatjax.optim import registry
 from flatjax.optim.swa import averaged_params, parse_swa
-from flatjax.sparsity import masks as masks_lib
+from flatjax.sparsity import masks as masks_lib, methods
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.evaluation import split_scores
 from flatjax.train.trainer import Hooks, Schedule, Trainer, device_batch, last_eval
@@ -111,10 +111,7 @@ class TrainConfig:
     if self.mask is not None and not Path(self.mask).is_file():
       raise FlatjaxInputError(f"mask file {self.mask} does not exist")
     if self.pruning is not None:
-      from flatjax.sparsity import movement
-      if self.pruning not in movement.PRUNERS:
-        raise FlatjaxInputError(f"unknown pruning method {self.pruning!r}; known: "
-                                f"{', '.join(movement.PRUNERS)}")
+      methods.get_scoring(self.pruning)  # a registered method
       if self.mask is not None:
         raise FlatjaxInputError("--mask and --pruning exclude each other")
       if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:
@@ -124,16 +121,14 @@ class TrainConfig:
     get_task(self.task)
     self.optimizer_config()
     if self.mesh is not None:
-      from flatjax.parallel import MeshConfig
-      MeshConfig.parse(self.mesh)
+      parallel.MeshConfig.parse(self.mesh)
 
   def pruner(self, total_steps: int):
     """The pruner this run trains with (None without ``pruning``)."""
     if self.pruning is None:
       return None
-    from flatjax.sparsity import movement
     begin, end = self._pruning_steps(total_steps)
-    return movement.make_pruner(
+    return methods.make_pruner(
         self.pruning, sparsity=self.pruning_sparsity, begin_step=begin, end_step=end,
         scope=masks_lib.resolve_scope(self.pruning_scope),
         granularity=self.pruning_granularity, update_every=self.pruning_every)

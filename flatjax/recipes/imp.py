@@ -44,7 +44,8 @@ from flatjax import jsonl, provenance
 from flatjax.console import say
 from flatjax.errors import FlatjaxInputError
 from flatjax.recipes import finetune, plots
-from flatjax.sparsity import masks as masks_lib
+from flatjax.sparsity import masks as masks_lib, methods
+from flatjax.sparsity.pruner import prune_once
 from flatjax.train.trainer import check_driver_folder
 
 # Chen et al.'s winning-ticket sparsities for bert-base, at which the paper
@@ -64,6 +65,7 @@ class IMPConfig:
   rounds: int = 9                 # pruning rounds after the full model (9 x 10% = 90%)
   granularity: str = "global"
   scope: str = "bert"
+  method: str = "magnitude"       # the scores each round prunes by (sparsity.methods)
   tolerance: float = 1.0          # metric points a winning ticket may lose
   stop_after_steps: int | None = None   # over all rounds, as if interrupted
 
@@ -80,6 +82,7 @@ class IMPConfig:
                               if self.rounds >= 1 else "rounds must be positive")
     if self.granularity not in masks_lib.GRANULARITIES:
       raise FlatjaxInputError(f"granularity must be one of {masks_lib.GRANULARITIES}")
+    methods.untrained_scoring(self.method)
     if self.tolerance < 0:
       raise FlatjaxInputError(f"tolerance must be non-negative, got {self.tolerance}")
     if self.stop_after_steps is not None and self.stop_after_steps <= 0:
@@ -136,8 +139,8 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   trained = finetune.load_model(dataclasses.replace(config.train, model=str(previous_dir / "final")))
   previous = (None if round_ == 1 else
               masks_lib.load_mask(mask_path(run, config.target(round_ - 1)), trained.params))
-  mask = masks_lib.magnitude_mask(trained.params, target, scope=config.scope,
-                                  granularity=config.granularity, previous=previous)
+  mask = prune_once(methods.untrained_scoring(config.method), trained.params, target,
+                    scope=config.scope, granularity=config.granularity, previous=previous)
   scores = finetune.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
   report = masks_lib.sparsity_report(mask)

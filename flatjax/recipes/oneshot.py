@@ -21,7 +21,8 @@ from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.recipes import finetune, plots
-from flatjax.sparsity import masks as masks_lib
+from flatjax.sparsity import masks as masks_lib, methods
+from flatjax.sparsity.pruner import prune_once
 from flatjax.train import steps
 
 
@@ -33,7 +34,8 @@ def sparsity_grid(step: float = 0.05, maximum: float = 0.6) -> list[float]:
 
 
 def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str = "bert",
-                  granularity: str = "global", done: dict[float, dict] | None = None,
+                  granularity: str = "global", method: str = "magnitude",
+                  done: dict[float, dict] | None = None,
                   on_row: Callable[[dict], None] | None = None) -> list[dict]:
   """Rows ``{"target_sparsity", "sparsity", "metric", "metric_name", "scores"}``
   of ``model`` pruned to each of ``sparsities`` and evaluated on ``base``'s
@@ -44,14 +46,15 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
   splits = finetune.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
   main = f"{splits[0].split}/{get_task(config.task).main_metric}"
   eval_step = jax.jit(steps.make_eval_step(loaded.module))   # compiled once for all sparsities
+  scoring = methods.untrained_scoring(method)
   rows = []
   for s in sparsities:
     if done and s in done:
       rows.append(done[s])
       continue
-    mask = masks_lib.magnitude_mask(loaded.params, s, scope=scope, granularity=granularity)
+    mask = prune_once(scoring, loaded.params, s, scope=scope, granularity=granularity)
     scores = finetune.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
-                                  splits, eval_step)
+                                      splits, eval_step)
     row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
            "metric_name": main, "scores": scores,
            "fully_pruned": masks_lib.fully_pruned(masks_lib.sparsity_report(mask))}
@@ -63,11 +66,13 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
 
 def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: float = 0.05,
                 maximum: float = 0.6, scope: str = "bert", granularity: str = "global",
+                method: str = "magnitude",
                 log: Callable[[str], None] = print) -> dict[str, list[dict]]:
   """One-shot curves of several models (``{label: model folder}``) into ``out``:
   ``oneshot.jsonl`` (a row per label and sparsity; rows already there are
   reused, so an interrupted run continues), ``oneshot.md`` and ``oneshot.png``."""
   grid = sparsity_grid(step, maximum)
+  methods.untrained_scoring(method)
   if not models:
     raise FlatjaxInputError("give at least one --model LABEL=FOLDER")
   for label, path in models.items():
@@ -79,7 +84,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
   out.mkdir(parents=True, exist_ok=True)
   rows_path = out / "oneshot.jsonl"
   settings = {"base": dataclasses.asdict(base), "models": models, "step": step,
-              "maximum": maximum, "scope": scope, "granularity": granularity}
+              "maximum": maximum, "scope": scope, "granularity": granularity, "method": method}
   inputs = {"data": base.data, "eval_data": base.eval_data,
             **{f"model {label}": path for label, path in models.items()}}
   provenance.write_run_json(out, settings, inputs, resumed=rows_path.exists())
@@ -95,6 +100,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
       log(f"{label}: sparsity {row['target_sparsity']:.0%}: {row['metric_name']} "
           f"{row['metric']:.2f}")
     curves[label] = oneshot_curve(base, str(model), grid, scope=scope, granularity=granularity,
+                                  method=method,
                                   done=done, on_row=write)
   name = next(iter(curves.values()))[0]["metric_name"]
   table = ["| sparsity | " + " | ".join(curves) + " |", "|---" * (len(curves) + 1) + "|"]

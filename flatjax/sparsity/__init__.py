@@ -1,4 +1,7 @@
-"""Sparsity: pruning masks as pytrees; magnitude, random and movement pruning.
+"""Sparsity: pruning masks as pytrees; one pruning interface (a scoring rule plus a
+schedule, :mod:`flatjax.sparsity.pruner`) and its methods by name
+(:mod:`flatjax.sparsity.methods`: magnitude, movement, random); CoFi's
+hard-concrete gates and the export of a gated model.
 
 The drivers that train or write files with these (IMP, tickets, one-shot
 curves, CoFi) are in :mod:`flatjax.recipes`.
@@ -7,5 +10,7 @@ curves, CoFi) are in :mod:`flatjax.recipes`.
 from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, apply_mask, format_report, load_mask,
                                     magnitude_mask, random_mask, save_mask, scope_mask,
                                     sparsity, sparsity_report, top_k_mask)
-from flatjax.sparsity.movement import (PRUNERS, Pruner, cubic_sparsity_schedule, make_pruner,
-                                       movement_pruning)
+from flatjax.sparsity.methods import (SCORINGS, get_scoring, make_pruner, movement_pruning,
+                                      register)
+from flatjax.sparsity.pruner import (Pruner, Scoring, cubic_sparsity_schedule, prune_once,
+                                     scheduled)

@@ -54,7 +54,7 @@ class TrainState:
 
 def create(params: Any, tx: optax.GradientTransformation, seed: int, mask: Any = None,
            prng_impl: str = DEFAULT_PRNG_IMPL, pruner: Any = None) -> TrainState:
-  """The state at step 0. With a ``pruner`` (a :class:`flatjax.sparsity.movement.Pruner`)
+  """The state at step 0. With a ``pruner`` (a :class:`flatjax.sparsity.pruner.Pruner`)
   its state is initialised and ``mask`` defaults to keeping every weight in the
   pruner's scope; a given ``mask`` must cover the same params."""
   key = jax.random.key(seed, impl=prng_impl)

@@ -15,7 +15,7 @@ import optax
 
 from flatjax.optim.grad_fn import GradFn
 from flatjax.sparsity.masks import apply_mask
-from flatjax.sparsity.movement import Pruner
+from flatjax.sparsity.pruner import Pruner
 from flatjax.models.bert import MODEL_INPUTS
 from flatjax.runtime import train_compiler_options
 from flatjax.train.losses import LossFn
@@ -33,7 +33,7 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
   params (what SAM needs). Every call is one step, whatever the optimizer, so
   schedules, evaluation and checkpoints count the same for all of them.
 
-  With a ``pruner`` (:mod:`flatjax.sparsity.movement`; the state made by
+  With a ``pruner`` (:mod:`flatjax.sparsity.pruner`; the state made by
   ``create(..., pruner=pruner)``) the gradient is taken with respect to the
   masked weights ``W'``: the pruner gets that dense ``dL/dW'`` (nonzero for
   pruned weights, which movement pruning scores need), the optimizer gets it
@@ -75,7 +75,8 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
     new = state.replace(params=params, opt_state=opt_state, step=state.step + 1)
     if pruner is not None:
       # Scored with this step's params and gradient, the W_t and g_t of S -= W_t g_t.
-      pruning, mask = pruner.update(state.pruning, state.params, dense, state.step, state.mask)
+      pruning, mask = pruner.update(state.pruning, state.params, dense, state.step, state.mask,
+                                    params)
       new = new.replace(pruning=pruning, mask=mask)
       metrics["sparsity"] = pruner.sparsity_at(state.step)
     return new, metrics
