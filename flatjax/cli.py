@@ -18,34 +18,22 @@ from flatjax.runtime import tune_malloc
 from flatjax.sparsity.hardconcrete import GATE_NAMES as _GATE_NAMES
 
 
-def _positive_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-  if value <= 0:
-    raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-  return value
+def _checked(cast, kind: str, ok, need: str):
+  """An argparse type: ``cast`` of the text (else "expected KIND"), which must pass ``ok``."""
+  def parse(text: str):
+    try:
+      value = cast(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+    if not ok(value):  # NaN fails too
+      raise argparse.ArgumentTypeError(f"must be {need}, got {value}")
+    return value
+  return parse
 
 
-def _nonnegative_int(text: str) -> int:
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"must be non-negative, got {value}")
-  return value
-
-
-def _positive_float(text: str) -> float:
-  try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-  if not value > 0:
-    raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-  return value
+_positive_int = _checked(int, "an integer", lambda v: v > 0, "positive")
+_nonnegative_int = _checked(int, "an integer", lambda v: v >= 0, "non-negative")
+_positive_float = _checked(float, "a number", lambda v: v > 0, "positive")
 
 
 def _key_value(text: str) -> tuple[str, float]:
@@ -148,11 +136,7 @@ def _add_mask_flags(p: argparse.ArgumentParser) -> None:
                       "registered method whose scores need no training")
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="flatjax", description="Train flat, then compress: BERT fine-tuning in JAX.")
-  sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train_command(sub) -> None:
   train = sub.add_parser("train", help="fine-tune a BERT checkpoint on a task")
   _add_data_flags(train)
   _add_train_flags(train, several_optimizers=False)
@@ -183,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--resume", action="store_true",
                      help="continue the run in --output from its last checkpoint")
 
+
+def _add_imp_command(sub) -> None:
   imp = sub.add_parser("imp", help="iterative magnitude pruning during fine-tuning (Chen et "
                                    "al. 2020): rounds of train, prune, rewind")
   _add_data_flags(imp)
@@ -205,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder: one IMP run per optimizer in OUTPUT/OPTIMIZER, plus the plot")
   imp.add_argument("--resume", action="store_true", help="continue the runs in --output")
 
+
+def _add_compare_command(sub) -> None:
   cmp_ = sub.add_parser("compare", help="train flat, then compress: fine-tune with each "
                         "optimizer, then IMP, one-shot pruning and int8 of each, in one table")
   _add_data_flags(cmp_)
@@ -232,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
   cmp_.set_defaults(model=None, epochs=None, lr=None, batch_size=None, max_length=None,
                     max_train_examples=None, warmup_steps=None, scope=None)
 
+
+def _add_tickets_command(sub) -> None:
   tickets = sub.add_parser("tickets", help="fine-tune the pre-trained weights under given "
                                            "masks with each optimizer (Table 6, transfer)")
   _add_data_flags(tickets)
@@ -247,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
   tickets.add_argument("--output", required=True, help="grid folder")
   tickets.add_argument("--resume", action="store_true", help="continue the grid in --output")
 
+
+def _add_oneshot_command(sub) -> None:
   oneshot = sub.add_parser("oneshot", help="prune fine-tuned models by magnitude in steps, "
                                            "without retraining, and evaluate each step")
   _add_data_flags(oneshot)
@@ -260,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="folder for oneshot.jsonl, oneshot.md and oneshot.png (rows already "
                             "there are reused)")
 
+
+def _add_cofi_command(sub) -> None:
   cofi = sub.add_parser("cofi", help="CoFi structured pruning with distillation from a "
                                      "fine-tuned teacher, exported as a smaller dense BERT")
   _add_data_flags(cofi, task_help="the task (default: the teacher's); --data defaults to "
@@ -311,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
   cofi.add_argument("--output", required=True, help="run folder")
   cofi.add_argument("--resume", action="store_true", help="continue the run in --output")
 
+
+def _add_sharpness_command(sub) -> None:
   sh = sub.add_parser("sharpness", help="flatness of a fine-tuned model: Keskar epsilon-"
                      "sharpness, Hessian top eigenvalue and trace, loss surfaces")
   sh.add_argument("run", help="a flatjax train run folder (its best/ model) or a model folder")
@@ -345,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
   sh.add_argument("--output", default=None, help="results folder (default: RUN/sharpness)")
   sh.add_argument("--no-progress", action="store_true", help="no progress messages")
 
+
+def _add_quantize_command(sub) -> None:
   from flatjax.quant import int8
   qz = sub.add_parser("quantize", help="int8 post-training quantization of a fine-tuned model: "
                       "dev metrics in float32 and int8, int8 model folder, file sizes")
@@ -370,12 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
   qz.add_argument("--output", default=None, help="results folder (default: RUN/int8)")
   qz.add_argument("--no-progress", action="store_true", help="no progress messages")
 
+
+def _add_eval_command(sub) -> None:
   ev = sub.add_parser("eval", help="evaluate a model folder (e.g. RUN/best, or an int8 folder "
                       "from flatjax quantize) on a task")
   _add_data_flags(ev)
   ev.add_argument("--model", required=True, help="a model folder, hub id or 'minilm'")
   ev.add_argument("--output", default=None, help="write the metrics JSON here too")
 
+
+def _add_report_command(sub) -> None:
   rp = sub.add_parser("report", help="collect every experiment's results into one report: "
                       "each paper claim, the paper's number, flatjax's, held or not")
   rp.add_argument("--results", default="experiments/results",
@@ -384,6 +386,22 @@ def build_parser() -> argparse.ArgumentParser:
   rp.add_argument("--overhead", default=None,
                   help="benchmarks/sam_overhead.py's JSON lines, for the SAM variants' cost "
                        "(default: benchmarks/results/sam_overhead_cpu.jsonl beside RESULTS)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="flatjax", description="Train flat, then compress: BERT fine-tuning in JAX.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  _add_train_command(sub)
+  _add_imp_command(sub)
+  _add_compare_command(sub)
+  _add_tickets_command(sub)
+  _add_oneshot_command(sub)
+  _add_cofi_command(sub)
+  _add_sharpness_command(sub)
+  _add_quantize_command(sub)
+  _add_eval_command(sub)
+  _add_report_command(sub)
   return parser
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+from flatjax.errors import FlatjaxInputError
 
 
 def read(path: str | Path, missing_ok: bool = True) -> list[dict[str, Any]]:
@@ -19,6 +21,19 @@ def read(path: str | Path, missing_ok: bool = True) -> list[dict[str, Any]]:
   if missing_ok and not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def records(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, Any]]:
+  """``(line number, value)`` of each non-blank line of a user's JSON Lines file;
+  a line that is not JSON is a FlatjaxInputError naming ``where:line``."""
+  for lineno, line in enumerate(lines, start=1):
+    if not line.strip():
+      continue
+    try:
+      value = json.loads(line)
+    except json.JSONDecodeError as err:
+      raise FlatjaxInputError(f"invalid JSON at {where}:{lineno}: {err.msg}") from None
+    yield lineno, value
 
 
 def append(path: str | Path, row: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.campaign import paper, speed  # noqa: E402
-from flatjax.recipes.imp import REFERENCE_SPARSITY  # noqa: E402
+from flatjax.data.tasks import get_task  # noqa: E402
 
 
 def test_train_flops_of_bert_base_at_32_by_128_by_hand():
@@ -148,7 +148,7 @@ def test_finetune_rows_hold_predictions_and_compressions(smoke_run):
 
 def test_imp_prunes_to_the_reference_sparsity(smoke_run):
   for r in (r for r in smoke_run["rows"].values() if r.get("kind") == "imp"):
-    assert r["rounds"][-1]["sparsity"] == pytest.approx(REFERENCE_SPARSITY[r["task"]],
+    assert r["rounds"][-1]["sparsity"] == pytest.approx(get_task(r["task"]).reference_sparsity,
                                                         abs=1e-3)
     assert r["source"] in smoke_run["rows"]
 

@@ -525,6 +525,9 @@ def test_invalid_utf8_reports_line(tmp_path):
   raises_input_error(load_glue, "sst2", path, match_all=(f"{path}:3", "UTF-8"))
 
 
-def test_module_helpers_are_consistent():
-  # Every GLUE task has a TSV layout and an official folder name.
-  assert set(glue.GLUE_FOLDERS) == set(glue._TSV_LAYOUTS)
+def test_every_glue_task_spec_has_its_folder_and_tsv_layout():
+  from flatjax.data.tasks import TASKS
+  glue_tasks = {"cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"}
+  assert {t.name for t in TASKS.values() if t.glue_folder} == glue_tasks
+  assert {t.name for t in TASKS.values() if t.tsv is not None} == glue_tasks
+  assert TASKS["sst2"].glue_folder == "SST-2" and TASKS["stsb"].glue_folder == "STS-B"

@@ -37,9 +37,9 @@ def quantized(tmp_path_factory, tiny_model_dir):
   """A tiny SST-2 run, quantized with two schemes; ``(tmp, data, out, results)``."""
   tmp = tmp_path_factory.mktemp("quantize")
   data = write_sst2(tmp / "sst2", n_train=32, n_dev=N_DEV)
-  finetune.fit(finetune.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
-                            data=str(data), epochs=2, batch_size=8, max_length=MAX_LENGTH,
-                            lr=3e-3, progress=False))
+  finetune.fit(finetune.TrainConfig(
+      task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir), data=str(data), epochs=2,
+      batch_size=8, max_length=MAX_LENGTH, lr=3e-3, progress=False))
   out = tmp / "int8"
   assert cli_main(_quantize_flags(tmp, out)) == 0
   return tmp, data, out, json.loads((out / "quantize.json").read_text())
@@ -207,9 +207,9 @@ def test_quantize_squad_with_windows_of_different_lengths(tmp_path, tiny_model_d
   folder.mkdir()
   for name in ("train.json", "dev.json"):
     (folder / name).write_text(json.dumps(doc))
-  finetune.fit(finetune.TrainConfig(task="squad", output=str(tmp_path / "run"),
-                            model=str(tiny_model_dir), data=str(folder), epochs=1,
-                            batch_size=2, max_length=32, doc_stride=8, progress=False))
+  finetune.fit(finetune.TrainConfig(
+      task="squad", output=str(tmp_path / "run"), model=str(tiny_model_dir), data=str(folder),
+      epochs=1, batch_size=2, max_length=32, doc_stride=8, progress=False))
   out = tmp_path / "int8"
   assert cli_main(["quantize", str(tmp_path / "run"), "--batch-size", "4", "--output",
                    str(out), "--no-save", "--no-progress"]) == 0

@@ -24,9 +24,9 @@ from flatjax.recipes import finetune
 def tiny_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("sharpness")
   data = write_sst2(tmp / "sst2", n_train=20, n_dev=8)
-  finetune.fit(finetune.TrainConfig(task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir),
-                            data=str(data), epochs=1, batch_size=8, max_length=32, lr=1e-3,
-                            progress=False))
+  finetune.fit(finetune.TrainConfig(
+      task="sst2", output=str(tmp / "run"), model=str(tiny_model_dir), data=str(data), epochs=1,
+      batch_size=8, max_length=32, lr=1e-3, progress=False))
   return tmp, data
 
 

@@ -111,3 +111,30 @@ def test_settings_defaults():
   assert registry.settings("sam") == {"rho": 0.05}
   assert registry.settings("adam") == {}
   assert registry.settings("asam") == {"rho": 0.5, "eta": 0.01}
+
+
+def test_a_new_variant_is_one_register_call_with_its_settings():
+  """SAM on plain SGD, registered with its radius: the train step and the CLI's
+  --opt-arg then reach it by name; one step is -lr * g(w + rho g/|g|) by hand."""
+  import jax
+  import flatjax
+  from flatjax.optim import GradFn
+
+  @register("sam_sgd", {"rho": 0.5})
+  def sam_sgd(config, total_steps):
+    s = registry.resolved_settings(config)
+    return optax.chain(flatjax.sam(s["rho"]), optax.sgd(linear_schedule(config, total_steps)))
+  try:
+    assert registry.settings("sam_sgd") == {"rho": 0.5} and "sam_sgd" in names()
+    w = np.array([3.0, -4.0])
+    params = {"w": jnp.asarray(w, jnp.float32)}
+    grad_fn = GradFn(jax.value_and_grad(lambda p: (0.5 * jnp.sum(p["w"] ** 2), {}),
+                                        has_aux=True))
+    for extra, rho in (((), 0.5), ((("rho", 0.1),), 0.1)):
+      tx = make_optimizer(OptimizerConfig("sam_sgd", learning_rate=0.1, extra=extra), 10)
+      updates, _ = tx.update(params, tx.init(params), params, grad_fn=grad_fn)
+      np.testing.assert_allclose(updates["w"], -0.1 * w * (1 + rho / 5.0), rtol=1e-5)
+    with pytest.raises(FlatjaxInputError, match="has no setting eta"):
+      make_optimizer(OptimizerConfig("sam_sgd", extra=(("eta", 1.0),)), 10)
+  finally:
+    del registry._REGISTRY["sam_sgd"], registry.SETTINGS["sam_sgd"]

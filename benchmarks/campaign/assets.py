@@ -47,9 +47,9 @@ def write_float16_model(model_dir: Path, out: Path) -> Path:
 
 def _sources(glue: Path, tasks: tuple[str, ...]) -> dict[Path, Path]:
   """Each TSV to copy -> its place under the assets folder; every one must exist."""
-  from flatjax.data.glue import GLUE_FOLDERS
+  from flatjax.data.tasks import get_task
   from flatjax.errors import FlatjaxInputError
-  files = {Path(glue) / GLUE_FOLDERS[t] / s: Path("glue") / GLUE_FOLDERS[t] / s
+  files = {Path(glue) / get_task(t).glue_folder / s: Path("glue") / get_task(t).glue_folder / s
            for t in tasks for s in ("train.tsv", "dev.tsv")}
   missing = [str(f) for f in files if not f.is_file()]
   if missing:

@@ -48,8 +48,8 @@ class Recipe:
   @property
   def sparsity(self) -> float:
     """IMP's target: the task's reference sparsity (the paper's Table 5)."""
-    from flatjax.recipes.imp import REFERENCE_SPARSITY
-    return REFERENCE_SPARSITY[self.task]
+    from flatjax.data.tasks import get_task
+    return get_task(self.task).reference_sparsity
 
 
 SWEEP = (2e-5, 5e-5, 1e-4)

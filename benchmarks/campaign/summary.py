@@ -90,7 +90,7 @@ def speed_markdown(rows: dict) -> str:
 def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
   """Per task: every seed's one-shot curve, Adam and SAM (faint), and their means."""
   from flatjax.report.accelerator import by_seed
-  from flatjax.recipes.plots import pyplot as _pyplot
+  from flatjax.figures import pyplot as _pyplot
   run = {r["task"] for r in rows if r.get("kind") == "finetune"}
   infos = [r for r in rows if r.get("kind") == "data" and r["task"] in run]
   if not infos:

@@ -26,17 +26,12 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from flatjax import jsonl
 from flatjax.data.tasks import TaskSpec, get_task
 from flatjax.errors import FlatjaxInputError
 
-DEFAULT_HUB_NAME = "nyu-mll/glue"
-
 # Hub-schema file formats, in the order tried when a folder holds several.
 HUB_FILE_FORMATS = (".jsonl", ".json", ".parquet", ".csv")
-
-# Official folder names of the classic glue_data/ layout.
-GLUE_FOLDERS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
-                "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE"}
 
 # STS-B similarity scores are defined on 0..5; the hub marks unlabelled rows -1.
 STSB_SCORE_RANGE = (0.0, 5.0)
@@ -53,28 +48,6 @@ class TextExamples:
 
   def __len__(self) -> int:
     return len(self.text_a)
-
-
-@dataclasses.dataclass(frozen=True)
-class _TsvLayout:
-  """Where a task's texts and label sit in its original GLUE TSV files."""
-  text_columns: tuple[str | int, ...]   # header names, or indices when there is no header
-  label_column: str | int
-  has_header: bool = True
-  num_columns: int | None = None        # fixed column count when there is no header
-
-
-_TSV_LAYOUTS = {
-    # CoLA: source, label, original label (often empty), sentence; no header.
-    "cola": _TsvLayout((3,), 1, has_header=False, num_columns=4),
-    "sst2": _TsvLayout(("sentence",), "label"),
-    "mrpc": _TsvLayout(("#1 String", "#2 String"), "Quality"),
-    "qqp": _TsvLayout(("question1", "question2"), "is_duplicate"),
-    "stsb": _TsvLayout(("sentence1", "sentence2"), "score"),
-    "mnli": _TsvLayout(("sentence1", "sentence2"), "gold_label"),
-    "qnli": _TsvLayout(("question", "sentence"), "label"),
-    "rte": _TsvLayout(("sentence1", "sentence2"), "label"),
-}
 
 
 # ----------------------------------------------------------------------------
@@ -242,7 +215,10 @@ def _header_index(header: list[str], names: Sequence[str], path: str) -> list[in
 
 def read_glue_tsv(task: TaskSpec, path: str) -> TextExamples:
   """Parses one original GLUE TSV file (``train.tsv``, ``dev.tsv``, ...) of ``task``."""
-  layout = _TSV_LAYOUTS[task.name]
+  layout = task.tsv
+  if layout is None:
+    raise FlatjaxInputError(f"{task.name} has no GLUE TSV layout; give its data as .jsonl, "
+                            ".json, .csv or .parquet (hub schema)")
   out = _Collector(task)
   # QUOTE_NONE: GLUE text has unbalanced quotes ("the witness) that must stay text.
   rows = _csv_rows(path, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -282,13 +258,7 @@ def read_jsonl(task: TaskSpec, path: str) -> TextExamples:
           out.add_record(record, f"{path} item {i}")
         return out.finish(path)
       f.seek(0)
-      for lineno, line in enumerate(f, start=1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as err:
-          raise FlatjaxInputError(f"invalid JSON at {path}:{lineno}: {err.msg}") from None
+      for lineno, record in jsonl.records(f, path):
         out.add_record(record, f"{path}:{lineno}")
   except UnicodeDecodeError as err:
     _reraise_decode(path, err)
@@ -358,13 +328,13 @@ def _normalize_split(task: TaskSpec, split: str) -> str:
   split = split.strip().lower()
   if split == "dev":
     split = "validation"
-  if task.name == "mnli" and split == "validation":
-    split = "validation_matched"
   allowed = (task.train_split,) + tuple(task.eval_splits)
+  if split == "validation" and split not in allowed:  # MNLI's "validation": its matched set
+    split = task.eval_splits[0]
   if split not in allowed:
     raise FlatjaxInputError(
         f"unknown split {split!r} for {task.name}; expected one of {', '.join(allowed)}"
-        + (" (or validation = validation_matched)" if task.name == "mnli" else ""))
+        + (f" (or validation = {task.eval_splits[0]})" if "validation" not in allowed else ""))
   return split
 
 
@@ -394,7 +364,7 @@ def _task_folder(task: TaskSpec, folder: str) -> str:
   if any(os.path.isfile(os.path.join(folder, n)) for n in any_split):
     return folder
   # glue_data/ names folders "SST-2", "STS-B"; hub-schema exports use "sst2".
-  wanted = {GLUE_FOLDERS[task.name].lower(), task.name}
+  wanted = {(task.glue_folder or task.name).lower(), task.name}
   for entry in sorted(os.listdir(folder)):
     sub = os.path.join(folder, entry)
     if entry.lower() in wanted and os.path.isdir(sub):
@@ -435,8 +405,9 @@ def _load_local(task: TaskSpec, path: str, split: str) -> TextExamples:
       return _read_file(task, file)
   hint = ""
   own_name = os.path.basename(os.path.normpath(path)).lower()
-  if folder == path and own_name not in (GLUE_FOLDERS[task.name].lower(), task.name):
-    hint = f"; nor is there a {GLUE_FOLDERS[task.name]}/ or {task.name}/ subfolder"
+  named = task.glue_folder or task.name
+  if folder == path and own_name not in (named.lower(), task.name):
+    hint = f"; nor is there a {named}/ or {task.name}/ subfolder"
   raise MissingSplitError(
       f"no {split} file for {task.name} in {folder}: expected {_tsv_name(task, split)} "
       f"(GLUE layout) or {candidates[0].rsplit('.', 1)[0]}.jsonl/.json/.csv/.parquet "
@@ -521,12 +492,13 @@ def load_glue(task: str | TaskSpec, source: str | os.PathLike | None = None,
       file, a label outside the task's set, or an unreachable hub.
   """
   spec = task if isinstance(task, TaskSpec) else get_task(task)
-  if spec.name not in GLUE_FOLDERS:
-    raise FlatjaxInputError(f"load_glue loads GLUE tasks; {spec.name!r} is not one")
+  if spec.kind == "span":
+    raise FlatjaxInputError(f"load_glue loads sentence(-pair) tasks; {spec.name!r} is a span "
+                            "task (flatjax.data.squad)")
   if max_examples is not None and max_examples <= 0:
     raise FlatjaxInputError(f"max_examples must be positive, got {max_examples}")
   if source is None:
-    examples = _load_hub(spec, DEFAULT_HUB_NAME, split)
+    examples = _load_hub(spec, spec.hub_name, split)
   else:
     path = os.path.expanduser(os.fspath(source))
     if os.path.exists(path):

@@ -140,7 +140,7 @@ def _load_squad(task, tokenizer, source, split, *, batch_size, max_length, shuff
                   for k in ("start_logits", "end_logits"))
     predictions = squad.postprocess_predictions(examples, features, start, end)
     return metrics.task_metrics(task, predictions, references)
-  source_name = str(source) if source is not None else squad.HUB_NAME
+  source_name = str(source) if source is not None else task.hub_name
   return SplitData(task, split, batcher, len(examples), source_name, score)
 
 

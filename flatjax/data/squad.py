@@ -25,9 +25,11 @@ from typing import Any, TypedDict
 
 import numpy as np
 
+from flatjax import jsonl
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 
-HUB_NAME = "rajpurkar/squad"
+HUB_NAME = get_task("squad").hub_name
 _HUB_ALIASES = {"squad": HUB_NAME, "rajpurkar/squad": HUB_NAME}
 _SPLITS = {"train": "train", "validation": "validation", "dev": "validation"}
 # File names tried, in order, when ``source`` is a folder.
@@ -173,13 +175,7 @@ def _read_squad_json(path: str, require_answers: bool) -> list[SquadExample]:
 def _read_jsonl(path: str, require_answers: bool) -> list[SquadExample]:
   """Reads one hub-schema record per line; blank lines are skipped."""
   examples = []
-  for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise FlatjaxInputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+  for lineno, record in jsonl.records(_read_text(path).splitlines(), path):
     examples.append(_check_example(record, f"{path}:{lineno}", require_answers))
   return examples
 

@@ -49,14 +49,19 @@ class OptimizerConfig:
 
 Factory = Callable[[OptimizerConfig, int], optax.GradientTransformationExtraArgs]
 _REGISTRY: dict[str, Factory] = {}
+# Each optimizer's own settings and their defaults, as registered.
+SETTINGS: dict[str, dict[str, float]] = {}
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-  """Decorator adding a factory under ``name``."""
+def register(name: str, settings: dict[str, float] | None = None
+             ) -> Callable[[Factory], Factory]:
+  """Decorator adding a factory under ``name``; ``settings``: the optimizer-specific
+  settings it takes (``--opt-arg NAME=VALUE``) with their defaults, written only here."""
   def add(factory: Factory) -> Factory:
     if name in _REGISTRY:
       raise ValueError(f"optimizer {name!r} is already registered")
     _REGISTRY[name] = factory
+    SETTINGS[name] = dict(settings or {})
     return factory
   return add
 
@@ -77,8 +82,8 @@ def linear_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule
   return optax.join_schedules([rise, decay], [warmup])
 
 
-def _base(config: OptimizerConfig, total_steps: int,
-          adamw: bool = False) -> optax.GradientTransformation:
+def base_optimizer(config: OptimizerConfig, total_steps: int,
+                   adamw: bool = False) -> optax.GradientTransformation:
   """Adam on the linear schedule (AdamW when ``adamw`` or ``weight_decay`` is
   set), after optional global-norm clipping."""
   lr = linear_schedule(config, total_steps)
@@ -91,17 +96,16 @@ def _base(config: OptimizerConfig, total_steps: int,
   return optax.chain(*clip, base)
 
 
-#: Each optimizer's own settings (``OptimizerConfig.extra`` keys) and their defaults.
-SETTINGS: dict[str, dict[str, float]] = {
-    "adam": {}, "adamw": {}, "sam": {"rho": 0.05}, "asam": {"rho": 0.5, "eta": 0.01},
-    "gsam": {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1},
-    "looksam": {"rho": 0.05, "k": 5, "alpha": 0.7}}
-
-
 def settings(name: str) -> dict[str, float]:
   """The settings optimizer ``name`` takes, with their defaults (none for an optimizer
   registered without an entry in :data:`SETTINGS`)."""
   return dict(SETTINGS.get(name, {}))
+
+
+def resolved_settings(config: OptimizerConfig) -> dict[str, float]:
+  """``config``'s optimizer settings: ``config.extra`` over the registered defaults; a
+  key the optimizer does not take is an error."""
+  return _settings(config, settings(config.name))
 
 
 def _settings(config: OptimizerConfig, defaults: dict[str, float]) -> dict[str, float]:
@@ -124,7 +128,7 @@ def _positive(name: str, settings: dict[str, float], *keys: str) -> None:
 def adamw(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the linear schedule."""
   _settings(config, SETTINGS["adamw"])
-  return _base(config, total_steps, adamw=True)
+  return base_optimizer(config, total_steps, adamw=True)
 
 
 @register("adam")
@@ -133,27 +137,27 @@ def adam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
   if config.weight_decay:
     raise FlatjaxInputError("optimizer 'adam' has no weight decay; use 'adamw' for weight_decay")
   _settings(config, SETTINGS["adam"])
-  return _base(config, total_steps)
+  return base_optimizer(config, total_steps)
 
 
-@register("sam")
+@register("sam", {"rho": 0.05})
 def sam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """The paper's method: SAM (rho 0.05) on Adam (Na et al. 2022; Foret et al. 2021)."""
   s = _settings(config, SETTINGS["sam"])
   _positive("sam", s, "rho")
-  return optax.chain(sam_transform(s["rho"]), _base(config, total_steps))
+  return optax.chain(sam_transform(s["rho"]), base_optimizer(config, total_steps))
 
 
-@register("asam")
+@register("asam", {"rho": 0.5, "eta": 0.01})
 def asam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """ASAM (Kwon et al. 2021) on Adam; rho 0.5 (10x SAM's, as its authors advise), eta 0.01."""
   s = _settings(config, SETTINGS["asam"])
   _positive("asam", s, "rho")
   return optax.chain(sam_transform(s["rho"], adaptive=True, eta=s["eta"]),
-                     _base(config, total_steps))
+                     base_optimizer(config, total_steps))
 
 
-@register("gsam")
+@register("gsam", {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1})
 def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """GSAM (Zhuang et al. 2022) on Adam: alpha 0.1, rho following the lr from
   ``rho`` (0.05, at the peak lr) down to ``rho_min`` (0.0, at lr 0)."""
@@ -163,10 +167,10 @@ def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformat
     raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {s['rho_min']}, {s['rho']}")
   rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=s["rho"],
                              rho_min=s["rho_min"], lr_max=config.learning_rate)
-  return optax.chain(gsam_transform(rho, s["alpha"]), _base(config, total_steps))
+  return optax.chain(gsam_transform(rho, s["alpha"]), base_optimizer(config, total_steps))
 
 
-@register("looksam")
+@register("looksam", {"rho": 0.05, "k": 5, "alpha": 0.7})
 def looksam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
   """LookSAM (Liu et al. 2022) on Adam: exact SAM (rho 0.05) every k = 5 steps, alpha 0.7."""
   s = _settings(config, SETTINGS["looksam"])
@@ -174,7 +178,7 @@ def looksam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransfor
   if s["k"] != int(s["k"]):
     raise FlatjaxInputError(f"looksam: k must be a whole number, got {s['k']}")
   return optax.chain(looksam_transform(s["rho"], int(s["k"]), s["alpha"]),
-                     _base(config, total_steps))
+                     base_optimizer(config, total_steps))
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int,

@@ -589,7 +589,8 @@ def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta
   from safetensors.numpy import save_file
   task, teacher, student, data = m.task, m.teacher, m.student, m.data
   gates = jax.device_get(steps.deterministic_gates(state.log_alpha))
-  save_file({**{f"log_alpha/{k}": np.asarray(v) for k, v in jax.device_get(state.log_alpha).items()},
+  log_alpha = jax.device_get(state.log_alpha)
+  save_file({**{f"log_alpha/{k}": np.asarray(v) for k, v in log_alpha.items()},
              **{f"gates/{k}": np.asarray(v) for k, v in gates.items()}},
             str(out / "gates.safetensors"))
   units = structured.remaining_units(student.config, gates)

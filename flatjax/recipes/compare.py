@@ -4,7 +4,7 @@ For each optimizer (Adam and SAM by default) it fine-tunes the model, then
 compresses the fine-tuned model three ways, each the paper's recipe:
 
 * iterative magnitude pruning (Chen et al. 2020; the paper's Tables 1 and 5)
-  to the task's reference sparsity (:data:`flatjax.recipes.imp.REFERENCE_SPARSITY`)
+  to the task's reference sparsity (its ``TaskSpec.reference_sparsity``)
   in ``imp_rounds`` equal rounds, rewinding to the pre-trained weights; its
   round 0 *is* the fine-tuning, so every later step starts from that model;
 * one-shot global magnitude pruning of the fine-tuned model, no retraining,
@@ -35,15 +35,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flatjax import jsonl, provenance
+from flatjax import figures, jsonl, provenance
 from flatjax.console import say
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.optim import registry
 from flatjax.quant import int8
-from flatjax.recipes import imp, oneshot, plots
+from flatjax.recipes import imp, oneshot
 from flatjax.recipes import quantize as quant_runner
-from flatjax.recipes.imp import REFERENCE_SPARSITY
 from flatjax.sparsity import masks, methods
 from flatjax.train.trainer import check_driver_folder
 
@@ -83,7 +82,10 @@ class CompareConfig:
   def target_sparsity(self) -> float:
     if self.sparsity is not None:
       return self.sparsity
-    return REFERENCE_SPARSITY[get_task(self.train.task).name]
+    task = get_task(self.train.task)
+    if task.reference_sparsity is None:
+      raise FlatjaxInputError(f"{task.name} has no reference sparsity; pass --sparsity")
+    return task.reference_sparsity
 
   def rounds(self) -> int:
     s = self.target_sparsity()
@@ -245,7 +247,7 @@ def summary_table(results: dict) -> str:
 def plot_compare(results: dict, imp_rounds: dict, oneshot_rows: dict, out: Path) -> Path:
   """Left: bars of the dev metric per optimizer (fine-tuned, IMP, one-shot,
   int8). Right: IMP (solid) and one-shot (dashed) curves against sparsity."""
-  plt = plots.pyplot()
+  plt = figures.pyplot()
   fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4.2))
   names = list(results["optimizers"])
   kinds = [("full", "fine-tuned"), ("imp", f"IMP {results['sparsity']:.0%}"),
@@ -275,8 +277,4 @@ def plot_compare(results: dict, imp_rounds: dict, oneshot_rows: dict, out: Path)
              title="pruning curves")
   curves.grid(alpha=0.3)
   curves.legend(fontsize=8)
-  fig.tight_layout()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
-  return out
+  return figures.save(fig, out)

@@ -42,16 +42,13 @@ from typing import Any
 
 from flatjax import jsonl, provenance
 from flatjax.console import say
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.recipes import finetune, plots
 from flatjax.sparsity import masks as masks_lib, methods
 from flatjax.sparsity.pruner import prune_once
 from flatjax.train.trainer import check_driver_folder
 
-# Chen et al.'s winning-ticket sparsities for bert-base, at which the paper
-# reports its IMP tables (Na et al. 2022, Tables 1, 5, 6).
-REFERENCE_SPARSITY = {"mnli": 0.7, "qqp": 0.9, "stsb": 0.5, "qnli": 0.7, "mrpc": 0.5,
-                      "rte": 0.6, "sst2": 0.6, "cola": 0.5, "squad": 0.4}
 MODES = ("imp", "std")
 
 
@@ -136,12 +133,14 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   if path.exists():
     return
   previous_dir = round_dir(run, round_ - 1)
-  trained = finetune.load_model(dataclasses.replace(config.train, model=str(previous_dir / "final")))
+  trained = finetune.load_model(
+      dataclasses.replace(config.train, model=str(previous_dir / "final")))
   previous = (None if round_ == 1 else
               masks_lib.load_mask(mask_path(run, config.target(round_ - 1)), trained.params))
   mask = prune_once(methods.untrained_scoring(config.method), trained.params, target,
                     scope=config.scope, granularity=config.granularity, previous=previous)
-  scores = finetune.evaluate_params(config.train, trained, masks_lib.apply_mask(trained.params, mask))
+  scores = finetune.evaluate_params(config.train, trained,
+                                    masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
   report = masks_lib.sparsity_report(mask)
   emptied = masks_lib.fully_pruned(report)
@@ -227,7 +226,7 @@ def ticket_report(rows: list[dict], task: str, tolerance: float) -> dict:
   full = next(r for r in rows if r["round"] == 0)
   winners = [r for r in rows if r["metric"] >= full["metric"] - tolerance]
   winner = max(winners, key=lambda r: r["target_sparsity"])
-  ref = REFERENCE_SPARSITY.get(task)
+  ref = get_task(task).reference_sparsity
   at_ref = next((r for r in rows if ref is not None and math.isclose(r["target_sparsity"], ref)),
                 None)
 

@@ -8,13 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def pyplot():
-  """matplotlib's pyplot on the Agg backend (files only, no display)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
+from flatjax import figures
 
 
 def plot_sparsity_curves(curves: dict[str, list[dict[str, Any]]], out: str | Path, *,
@@ -23,7 +17,7 @@ def plot_sparsity_curves(curves: dict[str, list[dict[str, Any]]], out: str | Pat
   ``target_sparsity`` (or ``sparsity``), and ``before_retraining`` (dashed)
   where the rows carry it (IMP rounds). Rows: dicts from ``rounds.jsonl`` or
   ``oneshot.jsonl``."""
-  plt = pyplot()
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   name = metric_label
   for i, (label, rows) in enumerate(curves.items()):
@@ -40,9 +34,4 @@ def plot_sparsity_curves(curves: dict[str, list[dict[str, Any]]], out: str | Pat
          title=title)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  out = Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
-  return out
+  return figures.save(fig, out)

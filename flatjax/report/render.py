@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from flatjax import figures
 from flatjax.report import paper
 from flatjax.report import verdicts as V
 from flatjax.report.sections import Section
@@ -57,10 +58,8 @@ def plot_transfer(heat: dict[str, dict[str, float]], path: Path) -> Path | None:
   """Heatmap of SAM ticket minus Adam ticket, sources as rows and targets as columns."""
   if not heat:
     return None
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   import numpy as np
+  plt = figures.pyplot()
   sources = sorted(heat, key=paper.task_rank)
   targets = sorted({t for row in heat.values() for t in row}, key=paper.task_rank)
   grid = np.full((len(sources), len(targets)), np.nan)
@@ -81,11 +80,7 @@ def plot_transfer(heat: dict[str, dict[str, float]], path: Path) -> Path | None:
         ax.text(j, i, f"{grid[i, j]:+.1f}", ha="center", va="center")
   fig.colorbar(im, ax=ax, label="SAM ticket − Adam ticket (points)")
   ax.set_title("Ticket transfer")
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi=110)
 
 
 def plot_variants(points: list[dict], path: Path) -> Path | None:
@@ -93,9 +88,7 @@ def plot_variants(points: list[dict], path: Path) -> Path | None:
   points = [p for p in points if p.get("cost") is not None]
   if not points:
     return None
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = figures.pyplot()
   colors = {name: f"C{i}" for i, name in enumerate(sorted({p["optimizer"] for p in points}))}
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key, title in zip(axes, ("oneshot_drop", "int8_drop"),
@@ -110,8 +103,4 @@ def plot_variants(points: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("dev accuracy lost (points)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-  fig.tight_layout()
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return figures.save(fig, path, dpi=110)

@@ -553,6 +553,43 @@ def table6_section(results: Path) -> Section:
   return section
 
 
+def _transfer_pairs(folders: list[Path]) -> tuple[dict, dict[str, str], dict[str, str]]:
+  """``(pairs, scales, metrics)``: (source, target) -> [(seed, Adam ticket, SAM ticket,
+  sparsity)] in seed order; each target's scale and the metric its tickets were scored on."""
+  pairs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
+  scales: dict[str, str] = {}
+  metrics: dict[str, str] = {}
+  for seed, seed_dir in (pair for folder in folders for pair in _seed_dirs(folder)):
+    for target_dir in sorted(d for d in seed_dir.iterdir() if (d / "tickets.jsonl").is_file()):
+      target = target_dir.name
+      scales.setdefault(target, _scale_of(_json(target_dir / "tickets.json")["train"]))
+      by_mask = {r["mask"]: r for r in jsonl.read(target_dir / "tickets.jsonl")}
+      for label, row in by_mask.items():
+        source, _, opt = label.rpartition("-")
+        if opt == "sam" and f"{source}-adam" in by_mask:
+          metrics.setdefault(target, row.get("metric_name", "accuracy"))
+          pairs.setdefault((source, target), []).append(
+              (seed, by_mask[f"{source}-adam"]["metric"], row["metric"], row["sparsity"]))
+  return pairs, scales, metrics
+
+
+def _transfer_diagonal(results: Path, heat: dict, seeds: list[int], section: Section) -> None:
+  """The heatmap's diagonal (a task's own tickets, fine-tuned with Adam): Table 6's, same
+  seeds."""
+  for source in list(heat):
+    own = []
+    for seed in seeds:
+      grid = results / f"table6_{source}" / f"seed{seed}"
+      cells = _tickets(grid) if (grid / "tickets.jsonl").is_file() else {}
+      if ("sam", "adam") in cells and ("adam", "adam") in cells:
+        own.append(cells[("sam", "adam")] - cells[("adam", "adam")])
+    if own:
+      heat[source][source] = V.mean(own)
+      section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
+                           f"(same task, {_seeds(len(own))}); the verdict counts only "
+                           "transfers.")
+
+
 def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]]]:
   """The section and the heatmap values {source: {target: SAM ticket - Adam ticket}}, the
   mean over the seeds in ``transfer/seed<N>/<target>/`` and, for masks from compare runs
@@ -573,21 +610,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   heat: dict[str, dict[str, float]] = {}
   if not folders:
     return section, heat
-  # (source, target) -> [(seed, Adam ticket, SAM ticket, sparsity)], in seed order
-  pairs: dict[tuple[str, str], list[tuple[int, float, float, float]]] = {}
-  scales: dict[str, str] = {}
-  metrics: dict[str, str] = {}              # target -> the metric its tickets were scored on
-  for seed, seed_dir in (pair for folder in folders for pair in _seed_dirs(folder)):
-    for target_dir in sorted(d for d in seed_dir.iterdir() if (d / "tickets.jsonl").is_file()):
-      target = target_dir.name
-      scales.setdefault(target, _scale_of(_json(target_dir / "tickets.json")["train"]))
-      by_mask = {r["mask"]: r for r in jsonl.read(target_dir / "tickets.jsonl")}
-      for label, row in by_mask.items():
-        source, _, opt = label.rpartition("-")
-        if opt == "sam" and f"{source}-adam" in by_mask:
-          metrics.setdefault(target, row.get("metric_name", "accuracy"))
-          pairs.setdefault((source, target), []).append(
-              (seed, by_mask[f"{source}-adam"]["metric"], row["metric"], row["sparsity"]))
+  pairs, scales, metrics = _transfer_pairs(folders)
   if not pairs:
     return section, heat
   section.table = [["source → target", "source sparsity", "Adam ticket", "SAM ticket",
@@ -624,19 +647,7 @@ def transfer_section(results: Path) -> tuple[Section, dict[str, dict[str, float]
   if any("_" in source for source, _ in pairs):
     section.scale += ("; a source named with SAM's ρ: both masks from the compare run made "
                       "with that radius (its Adam model is the default run's)")
-  # The diagonal (a task's own tickets, fine-tuned with Adam) is Table 6's, same seeds.
-  for source in list(heat):
-    own = []
-    for seed in all_seeds:
-      grid = results / f"table6_{source}" / f"seed{seed}"
-      cells = _tickets(grid) if (grid / "tickets.jsonl").is_file() else {}
-      if ("sam", "adam") in cells and ("adam", "adam") in cells:
-        own.append(cells[("sam", "adam")] - cells[("adam", "adam")])
-    if own:
-      heat[source][source] = V.mean(own)
-      section.notes.append(f"The heatmap's {_task(source)} → {_task(source)} cell is Table 6's "
-                           f"(same task, {_seeds(len(own))}); the verdict counts only "
-                           "transfers.")
+  _transfer_diagonal(results, heat, all_seeds, section)
   if uncounted["target"]:
     section.notes.append("Not counted, both tickets at the target's majority label: "
                          + ", ".join(uncounted["target"]) + ".")

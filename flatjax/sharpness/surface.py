@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flatjax import figures
 from flatjax.errors import FlatjaxInputError
 from flatjax.errors import whole_number as _whole
 from flatjax.sharpness.hessian import LossFn, as_key, canonical, value_fn
@@ -227,22 +228,6 @@ def loss_surface_2d(loss_fn: LossFn, params: Any, directions: tuple[Any, Any],
 
 # ---- plots --------------------------------------------------------------------
 
-def _pyplot():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
-
-
-def _save(fig, plt, out: str | Path) -> Path:
-  out = Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.tight_layout()
-  fig.savefig(out, dpi=120)
-  plt.close(fig)
-  return out
-
-
 def plot_surface_1d(curves: Surface1D | Mapping[str, Surface1D], out: str | Path, *,
                     title: str = "", ylabel: str = "loss", log: bool = False) -> Path:
   """Loss against the step ``a`` along the direction, one line per curve
@@ -252,7 +237,7 @@ def plot_surface_1d(curves: Surface1D | Mapping[str, Surface1D], out: str | Path
     curves = {"": curves}
   if not curves:
     raise FlatjaxInputError("plot_surface_1d needs at least one curve")
-  plt = _pyplot()
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   for i, (label, s) in enumerate(curves.items()):
     alphas, losses = np.asarray(s.alphas), np.asarray(s.losses)
@@ -266,7 +251,7 @@ def plot_surface_1d(curves: Surface1D | Mapping[str, Surface1D], out: str | Path
   ax.grid(alpha=0.3)
   if any(curves):
     ax.legend(fontsize=8)
-  return _save(fig, plt, out)
+  return figures.save(fig, out)
 
 
 def plot_surface_2d(surface: Surface2D, out: str | Path, *, title: str = "",
@@ -280,7 +265,7 @@ def plot_surface_2d(surface: Surface2D, out: str | Path, *, title: str = "",
     raise FlatjaxInputError(f"a contour needs a grid of at least 2 x 2 points with losses "
                             f"[len(alphas), len(betas)], got {alphas.size} x {betas.size} and "
                             f"{losses.shape}")
-  plt = _pyplot()
+  plt = figures.pyplot()
   fig, ax = plt.subplots(figsize=(5.6, 4.8))
   # losses[i, j] is at (alphas[i], betas[j]): contour wants Z[y, x].
   filled = ax.contourf(alphas, betas, losses.T, levels=levels, cmap="viridis")
@@ -291,4 +276,4 @@ def plot_surface_2d(surface: Surface2D, out: str | Path, *, title: str = "",
   ax.plot([0.0], [0.0], "r*", ms=10, label="trained params")
   ax.set(xlabel="direction 1", ylabel="direction 2", title=title)
   ax.legend(fontsize=8, loc="upper right")
-  return _save(fig, plt, out)
+  return figures.save(fig, out)

@@ -80,6 +80,67 @@ def pruned_config(config: BertConfig, gates: dict) -> BertConfig:
       pooler_size=config.hidden_size)
 
 
+def _arr(x) -> np.ndarray:
+  return np.asarray(x, np.float32)
+
+
+def _layer_norm(ln: dict, hid: np.ndarray, scale=None) -> dict:
+  s, b = _arr(ln["scale"])[hid], _arr(ln["bias"])[hid]
+  if scale is not None:
+    s, b = s * scale, b * scale
+  return {"scale": s, "bias": b}
+
+
+def _embeddings(emb: dict, hid: np.ndarray, zh: np.ndarray) -> dict:
+  kept = {name: {"embedding": _arr(emb[name]["embedding"])[:, hid] * zh}
+          for name in ("word_embeddings", "position_embeddings", "token_type_embeddings")}
+  # The gated model normalises (x * z_h) and multiplies the result by z_h again.
+  return {**kept, "LayerNorm": _layer_norm(emb["LayerNorm"], hid, zh)}
+
+
+def _attention(att: dict, heads: list[int], dim: int, hid: np.ndarray, head_gates: np.ndarray,
+               out_scale: np.ndarray) -> dict:
+  """The kept heads' query/key/value columns and output rows, the gates folded in."""
+  cols = (np.concatenate([np.arange(h * dim, (h + 1) * dim) for h in heads]).astype(int)
+          if heads else np.zeros(0, int))
+  proj = {name: {"kernel": _arr(att["self"][name]["kernel"])[hid][:, cols],
+                 "bias": _arr(att["self"][name]["bias"])[cols]}
+          for name in ("query", "key", "value")}
+  head_scale = np.repeat(head_gates[heads], dim) if heads else np.zeros(0, np.float32)
+  out = att["output"]
+  return {"self": proj, "output": {
+      "dense": {"kernel": _arr(out["dense"]["kernel"])[cols][:, hid]
+                * head_scale[:, None] * out_scale[None, :],
+                "bias": _arr(out["dense"]["bias"])[hid] * out_scale},
+      "LayerNorm": _layer_norm(out["LayerNorm"], hid)}}
+
+
+def _ffn(src: dict, neurons: np.ndarray, hid: np.ndarray, neuron_gates: np.ndarray,
+         out_scale: np.ndarray) -> dict:
+  """The kept neurons' intermediate columns and output rows, the gates folded in."""
+  return {
+      "intermediate": {"dense": {
+          "kernel": _arr(src["intermediate"]["dense"]["kernel"])[hid][:, neurons],
+          "bias": _arr(src["intermediate"]["dense"]["bias"])[neurons]}},
+      "output": {
+          "dense": {"kernel": _arr(src["output"]["dense"]["kernel"])[neurons][:, hid]
+                    * neuron_gates[neurons][:, None] * out_scale[None, :],
+                    "bias": _arr(src["output"]["dense"]["bias"])[hid] * out_scale},
+          "LayerNorm": _layer_norm(src["output"]["LayerNorm"], hid)}}
+
+
+def _task_heads(params: dict, hid: np.ndarray) -> dict:
+  out = {}
+  for head, value in params.items():
+    if head == "bert":
+      continue
+    if head == "qa_outputs":  # reads the (pruned) sequence output
+      out[head] = {"kernel": _arr(value["kernel"])[hid], "bias": _arr(value["bias"])}
+    else:  # the classifier reads the pooler, whose width is kept
+      out[head] = {k: _arr(v) for k, v in value.items()}
+  return out
+
+
 def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConfig, dict]:
   """The smaller dense model equal to ``config``/``params`` run with ``gates``.
 
@@ -95,86 +156,28 @@ def prune_model(config: BertConfig, params: dict, gates: dict) -> tuple[BertConf
   units = remaining_units(config, gates)
   if not units["hidden"]:
     raise FlatjaxInputError("the hidden gate removes every hidden dimension")
-  p = {k: v for k, v in params.items()}
-  bert = p["bert"] if "bert" in p else p
+  bert = params["bert"] if "bert" in params else params
   hid = np.asarray(units["hidden"])
   zh = g["hidden"][hid]
-  dim = config.head_dim
-
-  def arr(x):
-    return np.asarray(x, np.float32)
-
-  def layer_norm(ln, scale=None):
-    s, b = arr(ln["scale"])[hid], arr(ln["bias"])[hid]
-    if scale is not None:
-      s, b = s * scale, b * scale
-    return {"scale": s, "bias": b}
-
-  emb = bert["embeddings"]
-  new_bert: dict[str, Any] = {"embeddings": {
-      "word_embeddings": {"embedding": arr(emb["word_embeddings"]["embedding"])[:, hid] * zh},
-      "position_embeddings": {
-          "embedding": arr(emb["position_embeddings"]["embedding"])[:, hid] * zh},
-      "token_type_embeddings": {
-          "embedding": arr(emb["token_type_embeddings"]["embedding"])[:, hid] * zh},
-      # The gated model normalises (x * z_h) and multiplies the result by z_h again.
-      "LayerNorm": layer_norm(emb["LayerNorm"], zh),
-  }}
+  new_bert: dict[str, Any] = {"embeddings": _embeddings(bert["embeddings"], hid, zh)}
   new_layers: dict[str, Any] = {}
   for i in range(config.num_hidden_layers):
-    src = bert["encoder"]["layer"][str(i)]
-    info = units["layers"][i]
-    layer: dict[str, Any] = {}
+    src, info, layer = bert["encoder"]["layer"][str(i)], units["layers"][i], {}
     if info["attention"]:
-      heads = info["heads"]
-      cols = np.concatenate([np.arange(h * dim, (h + 1) * dim) for h in heads]).astype(int) \
-          if heads else np.zeros(0, int)
-      att = src["attention"]
-      proj = {name: {"kernel": arr(att["self"][name]["kernel"])[hid][:, cols],
-                     "bias": arr(att["self"][name]["bias"])[cols]}
-              for name in ("query", "key", "value")}
-      head_scale = np.repeat(g["head"][i][heads], dim) if heads else np.zeros(0, np.float32)
-      out_scale = g["mha"][i] * zh
-      out = att["output"]
-      layer["attention"] = {
-          "self": proj,
-          "output": {
-              "dense": {"kernel": arr(out["dense"]["kernel"])[cols][:, hid]
-                        * head_scale[:, None] * out_scale[None, :],
-                        "bias": arr(out["dense"]["bias"])[hid] * out_scale},
-              "LayerNorm": layer_norm(out["LayerNorm"]),
-          },
-      }
+      layer["attention"] = _attention(src["attention"], info["heads"], config.head_dim, hid,
+                                      g["head"][i], g["mha"][i] * zh)
     if info["ffn"]:
-      neurons = np.asarray(info["neurons"], int)
-      out_scale = g["ffn"][i] * zh
-      layer["intermediate"] = {"dense": {
-          "kernel": arr(src["intermediate"]["dense"]["kernel"])[hid][:, neurons],
-          "bias": arr(src["intermediate"]["dense"]["bias"])[neurons]}}
-      layer["output"] = {
-          "dense": {"kernel": arr(src["output"]["dense"]["kernel"])[neurons][:, hid]
-                    * g["intermediate"][i][neurons][:, None] * out_scale[None, :],
-                    "bias": arr(src["output"]["dense"]["bias"])[hid] * out_scale},
-          "LayerNorm": layer_norm(src["output"]["LayerNorm"]),
-      }
+      layer.update(_ffn(src, np.asarray(info["neurons"], int), hid, g["intermediate"][i],
+                        g["ffn"][i] * zh))
     new_layers[str(i)] = layer
   new_bert["encoder"] = {"layer": new_layers}
   if "pooler" in bert:
-    new_bert["pooler"] = {"dense": {"kernel": arr(bert["pooler"]["dense"]["kernel"])[hid],
-                                    "bias": arr(bert["pooler"]["dense"]["bias"])}}
-
+    new_bert["pooler"] = {"dense": {"kernel": _arr(bert["pooler"]["dense"]["kernel"])[hid],
+                                    "bias": _arr(bert["pooler"]["dense"]["bias"])}}
   new_config = pruned_config(config, gates)
-  if "bert" not in p:
+  if "bert" not in params:
     return new_config, new_bert
-  new_params: dict[str, Any] = {"bert": new_bert}
-  for head, value in p.items():
-    if head == "bert":
-      continue
-    if head == "qa_outputs":  # reads the (pruned) sequence output
-      new_params[head] = {"kernel": arr(value["kernel"])[hid], "bias": arr(value["bias"])}
-    else:  # the classifier reads the pooler, whose width is kept
-      new_params[head] = {k: arr(v) for k, v in value.items()}
-  return new_config, new_params
+  return new_config, {"bert": new_bert, **_task_heads(params, hid)}
 
 
 def encoder_params(config: BertConfig) -> int:

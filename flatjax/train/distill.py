@@ -62,10 +62,6 @@ from flatjax.errors import FlatjaxInputError
 
 TASK_KINDS = ("classification", "regression", "span")
 
-# Na et al. (2022): layer-distillation weight 0.9 for SST-2 and QNLI, 0.7 for
-# QQP and MNLI. The prediction weight is flatjax's choice (1 - layer weight);
-# CoFi's scripts pair 0.9 with 0.1.
-_TASK_LAYER_WEIGHTS = {"sst2": 0.9, "qnli": 0.9, "qqp": 0.7, "mnli": 0.7}
 
 
 def _weighted_mean(values: jax.Array, weight: Optional[jax.Array]) -> jax.Array:
@@ -363,16 +359,17 @@ class DistillConfig:
 
   @classmethod
   def for_task(cls, task_name: str) -> "DistillConfig":
-    """The weights for a task: Na et al. (2022) use layer-distillation weight
-    0.9 on SST-2 and QNLI and 0.7 on QQP and MNLI. The prediction weight is
-    ``1 - layer_weight`` there (0.1 and 0.3: flatjax's choice, matching CoFi's
-    0.9 / 0.1 pairing). Other known tasks get the default 0.9 / 0.1.
+    """The weights for a task, from its spec's ``distill_layer_weight``: Na et
+    al. (2022) use layer-distillation weight 0.9 on SST-2 and QNLI and 0.7 on
+    QQP and MNLI. The prediction weight is ``1 - layer_weight`` there (0.1 and
+    0.3: flatjax's choice, matching CoFi's 0.9 / 0.1 pairing). Tasks without
+    one get the default 0.9 / 0.1.
 
     Raises:
       FlatjaxInputError: an unknown task name (as :func:`flatjax.data.tasks.get_task`).
     """
     task = get_task(task_name)
-    layer_weight = _TASK_LAYER_WEIGHTS.get(task.name)
+    layer_weight = task.distill_layer_weight
     if layer_weight is None:
       return cls()
     return cls(layer_weight=layer_weight, prediction_weight=round(1.0 - layer_weight, 10))
