@@ -1,7 +1,9 @@
-"""The fine-tuning driver: data -> jitted steps -> evaluation -> checkpoints.
+"""The fine-tuning driver (``flatjax train``): data -> jitted steps -> the
+:class:`~flatjax.train.trainer.Trainer` -> a run folder.
 
-This is the edge where side effects live (files, progress bar, logging); the
-steps it calls are pure. A run folder holds::
+Its side effects (files, progress bar, logging) are at this edge; the steps it
+calls are pure. IMP's rounds, tickets and movement pruning are fine-tuning runs
+of this driver. A run folder holds::
 
   run.json           what made the run: settings, command, revision, versions, data
   config.json        the TrainConfig, the model and data it read

@@ -1,1 +1,2 @@
-"""Training: the train state, losses, jitted steps and the fit driver."""
+"""Training: the train state, losses, jitted steps, evaluation, and the one training loop
+(:class:`flatjax.train.trainer.Trainer`) every driver runs."""

@@ -41,7 +41,7 @@ class TrainState:
   the ``step`` count and ``rng``, raw PRNG key data (uint32) so that orbax
   stores it like any array; :func:`step_key` turns it into this step's key.
   ``pruning``: the state of a pruner that learns the mask during training
-  (:mod:`flatjax.sparsity.movement`), None without one.
+  (:mod:`flatjax.sparsity.pruner`), None without one.
   """
   params: Any
   opt_state: Any

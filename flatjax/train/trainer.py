@@ -32,7 +32,7 @@ def device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 class Checkpointer:
   """orbax CheckpointManager for a train state (any pytree) plus a JSON of the
-  loop's bookkeeping; the training loop's and the CoFi driver's."""
+  :class:`Trainer`'s bookkeeping (its ``meta``)."""
 
   def __init__(self, directory: Path):
     import orbax.checkpoint as ocp
