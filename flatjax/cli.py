@@ -76,6 +76,14 @@ def _add_data_flags(p: argparse.ArgumentParser, task_help: str | None = None) ->
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _defaults_of(setting: str) -> str:
+  """``"defaults: sam 0.05, asam 0.5"``: each registered optimizer taking ``setting``."""
+  from flatjax.optim import registry
+  found = [f"{name} {registry.settings(name)[setting]:g}" for name in registry.names()
+           if setting in registry.settings(name)]
+  return "defaults: " + ", ".join(found)
+
+
 def _add_train_flags(p: argparse.ArgumentParser, several_optimizers: bool) -> None:
   from flatjax.optim import registry
   p.add_argument("--model", default="minilm",
@@ -91,16 +99,17 @@ def _add_train_flags(p: argparse.ArgumentParser, several_optimizers: bool) -> No
   flat = p.add_argument_group("SAM and its variants (each optimizer's own defaults "
                               "apply when a flag is not given)")
   flat.add_argument("--rho", type=_positive_float, default=None,
-                    help="neighbourhood radius (sam, gsam, looksam: 0.05; asam: 0.5; gsam: "
-                         "at the peak learning rate)")
-  flat.add_argument("--eta", type=_positive_float, default=None, help="asam's offset (0.01)")
+                    help="neighbourhood radius (gsam: at the peak learning rate); "
+                         + _defaults_of("rho"))
+  flat.add_argument("--eta", type=_positive_float, default=None,
+                    help="asam's offset; " + _defaults_of("eta"))
   flat.add_argument("--k", type=_positive_int, default=None,
-                    help="looksam: an exact SAM gradient every K steps (5)")
+                    help="looksam: an exact SAM gradient every K steps; " + _defaults_of("k"))
   flat.add_argument("--alpha", type=float, default=None,
-                    help="gsam: surrogate-gap ascent weight (0.1); looksam: weight of the "
-                         "reused component (0.7)")
+                    help="gsam: surrogate-gap ascent weight; looksam: weight of the reused "
+                         "component; " + _defaults_of("alpha"))
   flat.add_argument("--rho-min", type=float, default=None,
-                    help="gsam: rho at learning rate 0 (0.0)")
+                    help="gsam: rho at learning rate 0; " + _defaults_of("rho_min"))
   p.add_argument("--swa", default=None, metavar="RECIPE",
                  help="also average the weights (SWA) and evaluate the average: 'paper' "
                       "(end-of-epoch weights of the second half of the run), FRACTION "
