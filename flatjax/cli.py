@@ -13,7 +13,7 @@ import json
 import sys
 
 from flatjax import provenance
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, TrainingDiverged
 from flatjax.runtime import tune_malloc
 from flatjax.sparsity.hardconcrete import GATE_NAMES as _GATE_NAMES
 
@@ -694,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2
+  except TrainingDiverged as e:
+    print(f"flatjax: error: {e}", file=sys.stderr)
+    return 3
   except KeyboardInterrupt:
     return 130
   return 0

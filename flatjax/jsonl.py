@@ -8,6 +8,7 @@ interrupted run keeps its finished rows and a resumed one skips them.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -36,7 +37,19 @@ def records(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, Any]
     yield lineno, value
 
 
+def finite(value: Any) -> Any:
+  """``value`` with every NaN or infinite float replaced by None (JSON has neither)."""
+  if isinstance(value, float):
+    return value if math.isfinite(value) else None
+  if isinstance(value, dict):
+    return {k: finite(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [finite(v) for v in value]
+  return value
+
+
 def append(path: str | Path, row: dict[str, Any]) -> None:
-  """Appends ``row`` as one line (the file is created if need be)."""
+  """Appends ``row`` as one line of strict JSON (the file is created if need be);
+  NaN and infinities are written as null."""
   with Path(path).open("a") as f:
-    f.write(json.dumps(row) + "\n")
+    f.write(json.dumps(finite(row), allow_nan=False) + "\n")

@@ -21,7 +21,7 @@ import numpy as np
 from flatjax import jsonl
 from flatjax.console import progress_bar, say, shown
 from flatjax.data import pipeline
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, TrainingDiverged
 from flatjax.train import state as state_lib
 
 
@@ -126,6 +126,16 @@ class MetricsLog:
     jsonl.append(self.path, row)
 
 
+def diverged_results(err: TrainingDiverged, trainer: "Trainer", **fields) -> dict:
+  """The ``results.json`` of a run stopped by a non-finite loss: how it ended,
+  the last good checkpoint, and the best evaluation before it."""
+  meta = trainer.meta
+  return {**fields, "finished": False, "stopped": "diverged",
+          "diverged": {"step": err.step, "metric": err.name, "value": str(err.value)},
+          "last_good_checkpoint": err.last_good, "total_steps": trainer.schedule.total_steps,
+          "best": {"step": meta["best_step"], trainer.main_metric: meta["best_metric"]}}
+
+
 def last_eval(path: Path) -> dict:
   if not path.exists():  # a host other than the first, on its own disk: it logs nothing
     return {}
@@ -201,15 +211,28 @@ class Hooks:
   note: Callable[[dict], str] = _no_note
 
 
+# Metrics whose first non-finite value stops a run (TrainingDiverged).
+GUARDED = ("loss", "grad_norm")
+
+
 class _Window:
   """The train metrics and examples since the last train row."""
 
-  def __init__(self):
+  def __init__(self, first_step: int):
     self.pending, self.examples, self.since = [], 0, time.time()
+    self.first_step = first_step   # the step whose metrics are pending[0]
 
   def add(self, metrics: dict, batch: dict) -> None:
     self.pending.append(metrics)
     self.examples += int(batch["example_weight"].sum())
+
+  def first_nonfinite(self) -> tuple[int, str, float] | None:
+    """``(step, metric, value)`` of the first pending non-finite guarded metric."""
+    for i, m in enumerate(jax.device_get(self.pending)):
+      for name in GUARDED:
+        if name in m and not np.isfinite(m[name]):
+          return self.first_step + i + 1, name, float(m[name])
+    return None
 
   def flush(self) -> tuple[dict, float]:
     """The window's mean metrics (those every step reported) and examples/s."""
@@ -217,6 +240,7 @@ class _Window:
     keys = [k for k in fetched[0] if all(k in m for m in fetched)]
     now = time.time()
     rate = self.examples / max(now - self.since, 1e-9)
+    self.first_step += len(self.pending)
     self.pending, self.examples, self.since = [], 0, now
     return {k: float(np.mean([m[k] for m in fetched])) for k in keys}, rate
 
@@ -254,7 +278,7 @@ class Trainer:
     """Trains from ``state.step`` to the schedule's stop; returns ``(state, step)``."""
     plan, meta = self.schedule, self.meta
     step = start = int(state.step)
-    t0, seconds_before, window = time.time(), meta.get("train_seconds", 0.0), _Window()
+    t0, seconds_before, window = time.time(), meta.get("train_seconds", 0.0), _Window(start)
     bar = progress_bar(self.progress, plan.total_steps, start)
 
     def save(at: int) -> None:
@@ -270,6 +294,8 @@ class Trainer:
           state, metrics = hooks.train_step(state, batch, step)
           step += 1
           window.add(metrics, batch)
+          if plan.logs(step) or plan.saves(step):  # before anything is written from it
+            self._check_finite(window, hooks, bar)
           if plan.logs(step):
             self._log_train(step, window, hooks, bar)
           if bar is not None:
@@ -285,6 +311,9 @@ class Trainer:
       self.ckpt.close()
       say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
       raise
+    except TrainingDiverged:
+      self.ckpt.close()
+      raise
     finally:
       if bar is not None:
         bar.close()
@@ -293,6 +322,15 @@ class Trainer:
     if step < plan.total_steps:
       say(f"stopped at step {step} of {plan.total_steps}; continue with --resume")
     return state, step
+
+  def _check_finite(self, window: _Window, hooks: Hooks, bar) -> None:
+    """Stops the run at the first non-finite loss or gradient norm: the window's
+    train row is logged (non-finite values as null), nothing is saved."""
+    bad = window.first_nonfinite()
+    if bad is None:
+      return
+    self._log_train(window.first_step + len(window.pending), window, hooks, bar)
+    raise TrainingDiverged(*bad, last_good=self.ckpt.latest_step())
 
   def _log_train(self, step: int, window: _Window, hooks: Hooks, bar) -> None:
     means, rate = window.flush()
