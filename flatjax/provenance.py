@@ -153,8 +153,3 @@ def write_run_json(folder: str | os.PathLike, config: Any, data: dict[str, Any] 
   tmp.write_text(json.dumps(run, indent=2) + "\n")
   tmp.replace(path)  # a reader never sees half a file
   return path
-
-
-def read_run_json(folder: str | os.PathLike) -> dict[str, Any] | None:
-  path = Path(folder) / RUN_FILE
-  return json.loads(path.read_text()) if path.exists() else None

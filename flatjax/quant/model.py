@@ -29,7 +29,7 @@ from flax import struct
 from flatjax.errors import FlatjaxInputError
 from flatjax.quant import int8
 from flatjax.quant.int8 import QArray, QuantConfig
-from flatjax.sparsity.masks import apply_mask, path_str, resolve_scope
+from flatjax.sparsity.masks import apply_mask, is_none, path_str, resolve_scope
 from flatjax.models.bert import MODEL_INPUTS
 
 #: What ``quantize_dynamic(model, {nn.Linear})`` quantizes: every dense kernel.
@@ -50,10 +50,6 @@ class QuantizedParams:
 
 def _is_qarray(x: Any) -> bool:
   return isinstance(x, QArray)
-
-
-def _is_none(x: Any) -> bool:
-  return x is None
 
 
 def quantize_params(params: Any, config: str | QuantConfig | None = None,
@@ -126,7 +122,7 @@ def mask_quantized(qparams: QuantizedParams, mask: Any | None) -> QuantizedParam
     if _is_qarray(p):
       return p.replace(values=jnp.where(m, p.values, jnp.zeros_like(p.values)))
     return jnp.where(m, p, jnp.zeros_like(p))
-  return qparams.replace(params=jax.tree.map(apply, mask, qparams.params, is_leaf=_is_none))
+  return qparams.replace(params=jax.tree.map(apply, mask, qparams.params, is_leaf=is_none))
 
 
 def _check_quantized(qparams: Any) -> None:

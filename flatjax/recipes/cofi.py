@@ -55,7 +55,7 @@ from flatjax import parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec
-from flatjax.errors import FlatjaxInputError, TrainingDiverged
+from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES, MODEL_INPUTS
 from flatjax.recipes import finetune
@@ -66,7 +66,7 @@ from flatjax.train.state import DEFAULT_PRNG_IMPL
 from flatjax.train.evaluation import split_scores
 from flatjax.train.steps import make_eval_step
 from flatjax.train.trainer import (Hooks, Schedule, Trainer, check_driver_folder,
-                                   device_batch, diverged_results)
+                                   device_batch)
 
 STUDENT_INITS = ("pretrained", "teacher")
 # CoFi starts the coarse gates and the hidden gates all but surely open
@@ -573,13 +573,8 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
         f"steps), fine-tuning to step {phases.total}"
         + (f", mesh {parallel.describe(placement.mesh)}" if placement is not None else "")
         + (f"; resuming at step {start}" if start else ""))
-  try:
-    state, step = trainer.run(state, data.train.batcher,
-                              _hooks(out, m, phases, steps, finetune_tx, dims))
-  except TrainingDiverged as err:
-    (out / "results.json").write_text(json.dumps(diverged_results(
-        err, trainer, task=m.task.name), indent=2) + "\n")
-    raise
+  state, step = trainer.run(state, data.train.batcher,
+                            _hooks(out, m, phases, steps, finetune_tx, dims))
   if step < phases.total:
     return {"step": step, "total_steps": phases.total, "finished": False}
   return _finish(out, config, m, teacher_eval, state, trainer.meta, steps, dims, phases.total)

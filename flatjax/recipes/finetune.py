@@ -36,7 +36,7 @@ from flatjax import parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
-from flatjax.errors import FlatjaxInputError, TrainingDiverged
+from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES
 from flatjax.optim import registry
@@ -44,8 +44,7 @@ from flatjax.optim.swa import averaged_params, parse_swa
 from flatjax.sparsity import masks as masks_lib, methods
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.evaluation import split_scores
-from flatjax.train.trainer import (Hooks, Schedule, Trainer, device_batch, diverged_results,
-                                   last_eval)
+from flatjax.train.trainer import Hooks, Schedule, Trainer, device_batch, last_eval
 
 
 @dataclasses.dataclass
@@ -365,13 +364,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   _announce(config, model, data, plan, int(state.step), compiled.mesh)
   # With a learned mask, only models at the final sparsity compete for "best".
   hooks = _hooks(config, out, model, data, compiled, config.pruning_end_step(total_steps))
-  try:
-    state, step = trainer.run(state, data.train.batcher, hooks)
-  except TrainingDiverged as err:
-    if jax.process_index() == 0:
-      (out / "results.json").write_text(json.dumps(diverged_results(
-          err, trainer, task=task.name, optimizer=config.optimizer), indent=2) + "\n")
-    raise
+  state, step = trainer.run(state, data.train.batcher, hooks)
   if step < total_steps:
     return {"step": step, "total_steps": total_steps, "finished": False}
   return _finish(config, out, model, data, compiled, trainer, state, step)
@@ -388,11 +381,10 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
                         metadata={"task": task.name, "optimizer": config.optimizer,
                                   "pruning": config.pruning})
   final_row = last_eval(out / "metrics.jsonl")
-  main = f"{data.evals[0].split}/{task.main_metric}"
   results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
              "step": step, "total_steps": trainer.schedule.total_steps,
              "main_metric": task.main_metric,
-             "best": {"step": meta["best_step"], main: meta["best_metric"]},
+             "best": {"step": meta["best_step"], trainer.main_metric: meta["best_metric"]},
              "final": {k: v for k, v in final_row.items() if "/" in k},
              "train_examples": data.train.num_examples,
              "train_seconds": meta["train_seconds"]}

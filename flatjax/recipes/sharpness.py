@@ -127,7 +127,7 @@ def run_sharpness(config: SharpnessConfig) -> dict:
   run, model, loss_fn, sample = load_objective(config)
   out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "sharpness"
   out.mkdir(parents=True, exist_ok=True)
-  provenance.write_run_json(out, config, {"model": run.model_dir, "data": config.data or run.data})
+  provenance.write_run_json(out, config, {"model": run.model_dir, "data": sample["data"]})
   params = model.params
   note = say if config.progress else (lambda msg: None)
   results: dict[str, Any] = {

@@ -53,7 +53,8 @@ SCOPES: dict[str, tuple[str, ...]] = {
 GRANULARITIES = ("global", "per_tensor")
 
 
-def _is_none(x: Any) -> bool:
+def is_none(x: Any) -> bool:
+  """``is_leaf`` for trees with None leaves (masks, scores): None is a leaf, not empty."""
   return x is None
 
 
@@ -110,7 +111,7 @@ def apply_mask(params: Any, mask: Any | None) -> Any:
   if mask is None:
     return params
   return jax.tree.map(lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
-                      mask, params, is_leaf=_is_none)
+                      mask, params, is_leaf=is_none)
 
 
 def _ordering_key(x: jax.Array) -> jax.Array:
@@ -159,7 +160,7 @@ def top_k_mask(scores: Any, k: int | jax.Array, eligible: Any | None = None) -> 
     flattened tree (earlier first). NaN counts as larger than +inf, so a
     diverged weight is kept, not silently pruned.
   """
-  leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
+  leaves, treedef = jax.tree.flatten(scores, is_leaf=is_none)
   present = [i for i, s in enumerate(leaves) if s is not None]
   el = None if eligible is None else treedef.flatten_up_to(eligible)
   # One flat key vector (one histogram pass, not one per leaf). Key 0 (below
@@ -218,7 +219,7 @@ def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
   _check_sparsity(sparsity)
   if granularity not in GRANULARITIES:
     raise FlatjaxInputError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-  leaves, treedef = jax.tree.flatten(scores, is_leaf=_is_none)
+  leaves, treedef = jax.tree.flatten(scores, is_leaf=is_none)
   prev = None if previous is None else treedef.flatten_up_to(previous)
 
   def keep_count(size: int, kept_before: int, where: str) -> int:
@@ -233,7 +234,7 @@ def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
     return int(np.sum(np.asarray(prev[i]))) if prev is not None else int(np.size(leaves[i]))
 
   present = [i for i, s in enumerate(leaves) if s is not None]
-  names = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores, is_leaf=_is_none)[0]]
+  names = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(scores, is_leaf=is_none)[0]]
   if granularity == "global":
     total = sum(int(np.size(leaves[i])) for i in present)
     k = keep_count(total, sum(kept(i) for i in present), "")
@@ -265,14 +266,14 @@ def magnitude_mask(params: Any, sparsity: float, *, scope: str | Iterable[str] |
   """
   selection = scope_mask(params, scope) if previous is None else previous
   scores = jax.tree.map(lambda m, p: None if m is None else jnp.abs(p), selection, params,
-                        is_leaf=_is_none)
+                        is_leaf=is_none)
   return score_mask(scores, sparsity, granularity=granularity, previous=previous)
 
 
 def random_mask(like: Any, key: jax.Array) -> Any:
   """A uniformly random mask with the same number of kept weights in every
   tensor as ``like`` (the paper's random-ticket control, Table 6)."""
-  leaves, treedef = jax.tree.flatten(like, is_leaf=_is_none)
+  leaves, treedef = jax.tree.flatten(like, is_leaf=is_none)
   keys = jax.random.split(key, len(leaves))
   full = [None if m is None else top_k_mask(jax.random.uniform(kk, jnp.shape(m)),
                                             int(np.sum(np.asarray(m))))
@@ -282,7 +283,7 @@ def random_mask(like: Any, key: jax.Array) -> Any:
 
 def mask_leaves(mask: Any) -> list[tuple[str, np.ndarray]]:
   """``(path, bool array)`` for every in-scope leaf, in flattened order."""
-  flat = jax.tree_util.tree_flatten_with_path(mask, is_leaf=_is_none)[0]
+  flat = jax.tree_util.tree_flatten_with_path(mask, is_leaf=is_none)[0]
   return [(path_str(p), np.asarray(m, bool)) for p, m in flat if m is not None]
 
 

@@ -32,11 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.sparsity.masks import is_none
 from flatjax.sparsity.pruner import Pruner, Scoring, scheduled
-
-
-def _is_none(x: Any) -> bool:
-  return x is None
 
 
 def _keep_state(state: Any, params: Any, dense_grads: Any) -> Any:
@@ -48,7 +45,7 @@ def magnitude_scoring() -> Scoring:
   """``|w|``: the largest weights are kept (Han et al. 2015; Chen et al. 2020's IMP)."""
   return Scoring(init=lambda in_scope: (), update=_keep_state,
                  scores=lambda state, params: jax.tree.map(
-                     lambda p: None if p is None else jnp.abs(p), params, is_leaf=_is_none))
+                     lambda p: None if p is None else jnp.abs(p), params, is_leaf=is_none))
 
 
 class MovementState(NamedTuple):
@@ -64,12 +61,12 @@ def movement_scoring() -> Scoring:
   def init(in_scope):
     return MovementState(jax.tree.map(
         lambda p: None if p is None else jnp.zeros(jnp.shape(p), jnp.float32), in_scope,
-        is_leaf=_is_none))
+        is_leaf=is_none))
 
   def update(state, params, dense_grads):
     return MovementState(jax.tree.map(
         lambda s, w, g: None if s is None else s - w.astype(jnp.float32) * g.astype(jnp.float32),
-        state.scores, params, dense_grads, is_leaf=_is_none))
+        state.scores, params, dense_grads, is_leaf=is_none))
   return Scoring(init=init, update=update, scores=lambda state, params: state.scores,
                  trained=True)
 
@@ -77,7 +74,7 @@ def movement_scoring() -> Scoring:
 def random_scoring(seed: int = 0) -> Scoring:
   """Uniform random scores drawn once: the random-pruning control."""
   def init(in_scope):
-    leaves, treedef = jax.tree.flatten(in_scope, is_leaf=_is_none)
+    leaves, treedef = jax.tree.flatten(in_scope, is_leaf=is_none)
     keys = iter(jax.random.split(jax.random.key(seed), max(1, len(leaves))))
     return jax.tree.unflatten(treedef, [
         None if p is None else jax.random.uniform(next(keys), jnp.shape(p)) for p in leaves])

@@ -32,12 +32,8 @@ import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.errors import whole_number as _whole
-from flatjax.sparsity.masks import (GRANULARITIES, apply_mask, score_mask, scope_mask,
-                                    top_k_mask)
-
-
-def _is_none(x: Any) -> bool:
-  return x is None
+from flatjax.sparsity.masks import (GRANULARITIES, apply_mask, is_none, score_mask,
+                                    scope_mask, top_k_mask)
 
 
 class Scoring(NamedTuple):
@@ -88,7 +84,7 @@ class Pruner(NamedTuple):
 def in_scope(params: Any, selection: Any) -> Any:
   """``params`` with None where ``selection`` (a mask's structure) is None."""
   return jax.tree.map(lambda m, p: None if m is None else p, selection, params,
-                      is_leaf=_is_none)
+                      is_leaf=is_none)
 
 
 def prune_once(scoring: Scoring, params: Any, sparsity: float, *,
@@ -165,7 +161,7 @@ def _choose(scores: Any, sparsity: jax.Array, granularity: str) -> Any:
     total = sum(int(x.size) for x in jax.tree.leaves(scores))
     return top_k_mask(scores, _keep_count(total, sparsity))
   return jax.tree.map(lambda x: None if x is None else top_k_mask(x, _keep_count(x.size, sparsity)),
-                      scores, is_leaf=_is_none)
+                      scores, is_leaf=is_none)
 
 
 def scheduled(scoring: Scoring, sparsity: float, *, begin_step: int, end_step: int,

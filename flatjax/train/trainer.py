@@ -126,23 +126,12 @@ class MetricsLog:
     jsonl.append(self.path, row)
 
 
-def diverged_results(err: TrainingDiverged, trainer: "Trainer", **fields) -> dict:
-  """The ``results.json`` of a run stopped by a non-finite loss: how it ended,
-  the last good checkpoint, and the best evaluation before it."""
-  meta = trainer.meta
-  return {**fields, "finished": False, "stopped": "diverged",
-          "diverged": {"step": err.step, "metric": err.name, "value": str(err.value)},
-          "last_good_checkpoint": err.last_good, "total_steps": trainer.schedule.total_steps,
-          "best": {"step": meta["best_step"], trainer.main_metric: meta["best_metric"]}}
-
-
 def last_eval(path: Path) -> dict:
   if not path.exists():  # a host other than the first, on its own disk: it logs nothing
     return {}
   rows = jsonl.read(path)
   evals = [r for r in rows if r.get("kind") == "eval"]
   return evals[-1] if evals else {}
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +216,10 @@ class _Window:
     self.examples += int(batch["example_weight"].sum())
 
   def first_nonfinite(self) -> tuple[int, str, float] | None:
-    """``(step, metric, value)`` of the first pending non-finite guarded metric."""
-    for i, m in enumerate(jax.device_get(self.pending)):
+    """``(step, metric, value)`` of the first pending non-finite guarded metric.
+    The pending metrics stay on the host afterwards (flush does not fetch them again)."""
+    self.pending = jax.device_get(self.pending)
+    for i, m in enumerate(self.pending):
       for name in GUARDED:
         if name in m and not np.isfinite(m[name]):
           return self.first_step + i + 1, name, float(m[name])
@@ -311,8 +302,9 @@ class Trainer:
       self.ckpt.close()
       say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
       raise
-    except TrainingDiverged:
+    except TrainingDiverged as err:
       self.ckpt.close()
+      self._write_diverged(err)
       raise
     finally:
       if bar is not None:
@@ -331,6 +323,18 @@ class Trainer:
       return
     self._log_train(window.first_step + len(window.pending), window, hooks, bar)
     raise TrainingDiverged(*bad, last_good=self.ckpt.latest_step())
+
+  def _write_diverged(self, err: TrainingDiverged) -> None:
+    """``results.json`` of a run stopped by a non-finite loss: how it ended, the
+    last good checkpoint, and the best evaluation before it."""
+    if jax.process_index() != 0:
+      return
+    results = {"finished": False, "stopped": "diverged",
+               "diverged": {"step": err.step, "metric": err.name, "value": str(err.value)},
+               "last_good_checkpoint": err.last_good, "total_steps": self.schedule.total_steps,
+               "best": {"step": self.meta["best_step"],
+                        self.main_metric: self.meta["best_metric"]}}
+    (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
   def _log_train(self, step: int, window: _Window, hooks: Hooks, bar) -> None:
     means, rate = window.flush()
