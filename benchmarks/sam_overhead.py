@@ -67,7 +67,7 @@ def build_tx(name, args, total_steps):
                              sync_period=2, opaque_mode=True)
   extra = {"sam": {"rho": args.rho}, "gsam": {"rho": args.rho},
            "looksam": {"rho": args.rho, "k": args.k}}.get(name, {})
-  return make_optimizer(OptimizerConfig(name, 2e-5, extra=tuple(extra.items())), total_steps)
+  return make_optimizer(OptimizerConfig(name, 2e-5, settings=extra), total_steps)
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from flatjax import jsonl  # noqa: E402
+from flatjax.train.runs import recorded  # noqa: E402
 
 
 def main() -> None:
@@ -18,13 +19,14 @@ def main() -> None:
   parser.add_argument("--out", type=Path, required=True, help="PNG to write")
   args = parser.parse_args()
   fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(10, 3.8))
-  configs = [json.loads((run / "config.json").read_text())["config"] for run in args.run]
+  configs = [recorded(json.loads((run / "config.json").read_text())["config"]) for run in args.run]
   several_seeds = len({cfg["seed"] for cfg in configs}) > 1
   for run, cfg in zip(args.run, configs):
     rows = jsonl.read(run / "metrics.jsonl", missing_ok=False)
     train = [r for r in rows if r["kind"] == "train"]
     evals = [r for r in rows if r["kind"] == "eval"]
-    settings = "".join(f" {k}={v:g}" for k, v in sorted(cfg.get("optimizer_args", {}).items()))
+    given = cfg.get("settings", cfg.get("optimizer_args", {}))
+    settings = "".join(f" {k}={v:g}" for k, v in sorted(given.items()))
     label = f"{cfg['optimizer']}{settings} lr={cfg['lr']:g}"
     if several_seeds:
       label += f" seed {cfg['seed']}"

@@ -11,13 +11,16 @@ import json
 import statistics
 from pathlib import Path
 
+from flatjax.train.runs import recorded
+
 
 def row_of(run: Path) -> dict:
-  config = json.loads((run / "config.json").read_text())["config"]
+  config = recorded(json.loads((run / "config.json").read_text())["config"])
   results = json.loads((run / "results.json").read_text())
   best_key = next(k for k in results["best"] if "/" in k)
   row = {"run": run.name, "optimizer": config["optimizer"],
-         "optimizer_args": json.dumps(config["optimizer_args"], sort_keys=True),
+         "optimizer_args": json.dumps(config.get("settings", config.get("optimizer_args", {})),
+                                      sort_keys=True),
          "seed": config["seed"], "steps": results["step"],
          f"best_{best_key}": results["best"][best_key], "best_step": results["best"]["step"]}
   row.update({f"final_{k}": v for k, v in results["final"].items()})

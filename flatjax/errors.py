@@ -37,3 +37,12 @@ def whole_number(name: str, value: Any, least: int) -> int:
   if out is None or isinstance(value, bool) or out < least:
     raise FlatjaxInputError(f"{name} must be a whole number >= {least}, got {value!r}")
   return out
+
+
+def require_positive(section: str, config, *names: str) -> None:
+  """Each named field of ``config`` is None or a positive number (NaN is not);
+  the error names it as ``section.name``, its key in the configuration."""
+  for name in names:
+    value = getattr(config, name)
+    if value is not None and not value > 0:
+      raise FlatjaxInputError(f"{section}.{name} must be positive, got {value}")

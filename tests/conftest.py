@@ -162,7 +162,7 @@ def _sha256(path: Path) -> str:
 def check_run_json(folder: Path, config: dict, data: dict, resumed: int = 0,
                    argv: list[str] | None = None) -> dict:
   """Asserts ``folder/run.json`` records the run: ``config`` (a subset of its
-  resolved settings), this process's command line, the git revision and dirty
+  resolved settings, by dotted key), this process's command line, the git revision and dirty
   flag of this checkout (as git itself reports them), the installed versions of
   jax, jaxlib, flax, optax and transformers, and for each name in ``data`` the
   sha256 of the file, or of every file in the folder, it points at (hub names
@@ -177,8 +177,11 @@ def check_run_json(folder: Path, config: dict, data: dict, resumed: int = 0,
   import optax
   import transformers
   run = json.loads((Path(folder) / "run.json").read_text())
-  for key, value in config.items():
-    assert run["config"][key] == value, key
+  for key, value in config.items():  # "optimizer.learning_rate": a key of a section
+    found = run["config"]
+    for part in key.split("."):
+      found = found[part]
+    assert found == value, key
   assert run["argv"] == (sys.argv if argv is None else argv)
   repo = Path(__file__).resolve().parents[1]
   head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,

@@ -69,14 +69,17 @@ def test_model_folder_without_config(tmp_path, capsys):
   assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flag,value", [("--batch-size", "0"), ("--batch-size", "-4"),
-                                        ("--epochs", "0"), ("--lr", "abc")])
-def test_non_positive_numbers_are_rejected_by_the_parser(tmp_path, capsys, flag, value):
-  with pytest.raises(SystemExit) as exc:
-    cli.main(["train", "--task", "sst2", "--output", str(tmp_path / "run"), flag, value])
-  assert exc.value.code == 2
-  err = capsys.readouterr().err
-  assert flag in err and "Traceback" not in err
+@pytest.mark.parametrize("flag,value,key", [
+    ("--batch-size", "0", "run.batch_size"), ("--batch-size", "-4", "run.batch_size"),
+    ("--epochs", "0", "run.epochs"), ("--lr", "abc", "optimizer.learning_rate"),
+    ("--lr", "nan", "optimizer.learning_rate"), ("--epochs", "inf", "run.epochs"),
+    ("--run.batch_size", "0", "run.batch_size")])
+def test_bad_numbers_are_one_line_errors_naming_the_setting(tmp_path, capsys, flag, value, key):
+  # Checked before any model or data is read: no model folder is needed.
+  code = cli.main(["train", "--task", "sst2", "--output", str(tmp_path / "run"), flag, value])
+  assert code == 2
+  _one_line_error(capsys, key)
+  assert "Traceback" not in capsys.readouterr().err
   assert not (tmp_path / "run").exists()
 
 
@@ -115,7 +118,7 @@ def test_sam_flags_reach_the_optimizer(tmp_path, capsys, tiny_model_dir):
   assert _train(tmp_path, "--optimizer", "sam", "--rho", "0.1", data=data,
                 model=tiny_model_dir) == 0
   saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
-  assert saved["optimizer"] == "sam" and saved["optimizer_args"] == {"rho": 0.1}
+  assert saved["optimizer"]["name"] == "sam" and saved["optimizer"]["settings"] == {"rho": 0.1}
   rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
   assert any("perturbed_loss" in r for r in rows)
 
@@ -143,7 +146,7 @@ def test_imp_with_two_optimizers_writes_rounds_plot_and_summary(tmp_path, capsys
             .splitlines()]
     assert [r["target_sparsity"] for r in rows] == [0.0, 0.25, 0.5]
     assert json.loads((tmp_path / "imp" / opt / "imp.json").read_text())["train"][
-        "optimizer"] == opt
+        "optimizer"]["name"] == opt
   assert (tmp_path / "imp" / "imp.png").stat().st_size > 0
   assert (tmp_path / "imp" / "summary.md").read_text().strip() == out.strip()
   # Running it again without --resume is refused; with --resume it just re-reports.
@@ -202,3 +205,58 @@ def test_pruning_commands_bad_input(tmp_path, capsys, tiny_model_dir, argv, need
   assert code == 2
   _one_line_error(capsys, needle)
   assert not (tmp_path / "out").exists()
+
+
+def test_a_config_file_with_dotted_keys_and_short_forms_over_it(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  config = tmp_path / "sst2.yaml"
+  config.write_text("\n".join([
+      "data: {task: sst2, source: " + str(data) + ", max_length: 32}",
+      "model: {name: " + str(tiny_model_dir) + "}",
+      "optimizer: {name: sam, learning_rate: 0.01, settings: {rho: 0.2}}",
+      "run: {epochs: 1, batch_size: 8, seed: 4, progress: false}"]) + "\n")
+  out = tmp_path / "run"
+  assert cli.main(["train", "--config", str(config), "--optimizer.learning_rate", "1e-3",
+                   "--rho", "0.1", "--output", str(out)]) == 0
+  saved = json.loads((out / "run.json").read_text())["config"]
+  assert saved["optimizer"] == {"name": "sam", "learning_rate": 1e-3, "weight_decay": 0.0,
+                                "warmup_steps": 0, "clip_norm": None, "b1": 0.9, "b2": 0.999,
+                                "eps": 1e-8, "settings": {"rho": 0.1}, "swa": None}
+  assert saved["data"] == {"task": "sst2", "source": str(data), "eval_source": None,
+                           "max_length": 32, "doc_stride": 128, "pad_to": "longest",
+                           "max_train_examples": None, "max_eval_examples": None}
+  assert (saved["run"]["epochs"], saved["run"]["batch_size"], saved["run"]["seed"]) == (1, 8, 4)
+  assert json.loads((out / "results.json").read_text())["step"] == 5   # 40 examples / 8
+
+
+def test_print_config_shows_the_resolved_settings(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["train", "--task", "rte", "--output", str(tmp_path / "run"), "--lr", "1e-4",
+              "--no-keep-best", "--print_config"])
+  assert exc.value.code == 0
+  import yaml
+  printed = yaml.safe_load(capsys.readouterr().out)
+  assert printed["optimizer"]["learning_rate"] == 1e-4 and printed["data"]["task"] == "rte"
+  assert printed["run"]["keep_best"] is False and printed["run"]["batch_size"] == 32
+  assert not (tmp_path / "run").exists()
+
+
+def test_help_is_derived_from_the_configuration(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--help"])
+  text = " ".join(capsys.readouterr().out.split())
+  # Each field of each section, with the docstring under it in its dataclass.
+  assert "--optimizer.learning_rate LEARNING_RATE peak learning rate" in text
+  assert "--run.batch_size BATCH_SIZE training examples per step" in text
+  assert "--pruning.method METHOD learn a mask while training" in text
+  assert "--lr = --optimizer.learning_rate" in text
+
+
+def test_a_preset_sets_defaults_that_given_settings_win_over():
+  command, values = cli.parse(["compare", "--task", "rte", "--preset", "full", "--epochs", "1"])
+  assert command == "compare"
+  assert values["model"]["name"] == "bert-base-uncased" and values["run"]["epochs"] == 1.0
+  assert values["compare"]["imp_rounds"] is None and values["compare"]["scope"] == "bert"
+  _, cpu = cli.parse(["compare", "--task", "rte"])
+  assert cpu["data"]["max_train_examples"] == 640 and cpu["optimizer"]["learning_rate"] == 1e-4
+  assert cpu["compare"]["optimizers"] == ("adam", "sam")

@@ -81,9 +81,11 @@ def test_lagrangian_drives_a_tiny_bert_to_the_target_sparsity():
 def teacher_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("cofi")
   data = write_sst2(tmp / "sst2", n_train=24, n_dev=10)
-  finetune.fit(finetune.TrainConfig(
-      task="sst2", output=str(tmp / "teacher"), model=str(tiny_model_dir), data=str(data),
-      epochs=1, batch_size=8, max_length=32, lr=1e-3, pad_to="max_length", progress=False))
+  finetune.fit(finetune.TrainConfig.from_dict({
+      "data": {"task": "sst2", "source": str(data), "max_length": 32, "pad_to": "max_length"},
+      "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
+      "run": {"output": str(tmp / "teacher"), "epochs": 1, "batch_size": 8,
+              "progress": False}}))
   return tmp, data
 
 

@@ -66,7 +66,8 @@ def test_table_holds_the_models_pytorch_scores(compared, tiny_model_dir):
   argv = ["flatjax", *_flags(tiny_model_dir, data, out)]
   sources = {"data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}
   check_run_json(out, {"rounds": 2}, sources, argv=argv)
-  check_run_json(out / "sam" / "imp" / "round_00", {"optimizer": "sam"}, sources, argv=argv)
+  check_run_json(out / "sam" / "imp" / "round_00", {"optimizer.name": "sam"}, sources,
+                 argv=argv)
   _, data, out, results = compared
   assert results["task"] == "sst2" and results["sparsity"] == 0.6
   assert list(results["optimizers"]) == ["adam", "sam"]
@@ -119,11 +120,12 @@ def test_bad_input_exits_2_with_nothing_written(compared, tiny_model_dir, tmp_pa
 def test_each_optimizer_gets_only_the_settings_it_takes(tmp_path):
   from flatjax.recipes.compare import CompareConfig, train_config_for
   from flatjax.recipes.finetune import TrainConfig
-  config = CompareConfig(train=TrainConfig(task="sst2", output=str(tmp_path), optimizer="adam",
-                                           optimizer_args={"rho": 0.02, "eta": 0.1}),
-                         optimizers=("adam", "sam", "asam"))
+  config = CompareConfig(train=TrainConfig.from_dict({
+      "data": {"task": "sst2"}, "run": {"output": str(tmp_path)},
+      "optimizer": {"name": "adam", "settings": {"rho": 0.02, "eta": 0.1}}}),
+      optimizers=("adam", "sam", "asam"))
   config.validate()
-  assert train_config_for(config, "adam").optimizer_args == {}
-  assert train_config_for(config, "sam").optimizer_args == {"rho": 0.02}
-  assert train_config_for(config, "asam").optimizer_args == {"rho": 0.02, "eta": 0.1}
-  assert train_config_for(config, "sam").optimizer == "sam"
+  assert train_config_for(config, "adam").optimizer.settings == {}
+  assert train_config_for(config, "sam").optimizer.settings == {"rho": 0.02}
+  assert train_config_for(config, "asam").optimizer.settings == {"rho": 0.02, "eta": 0.1}
+  assert train_config_for(config, "sam").optimizer.name == "sam"

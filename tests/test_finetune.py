@@ -12,12 +12,15 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.recipes.finetune import TrainConfig, fit
 
 
-def _config(data, out, tiny_model_dir, **kw):
-  base = dict(task="sst2", output=str(out), model=str(tiny_model_dir), data=str(data),
-              epochs=2, batch_size=8, max_length=32, lr=1e-3, seed=3, log_every=2,
-              save_every=3, progress=False)
-  base.update(kw)
-  return TrainConfig(**base)
+def _config(source, out, tiny_model_dir, **sections):
+  """The test run's config; ``sections``: fields changed, by section."""
+  base = {"data": {"task": "sst2", "source": str(source), "max_length": 32},
+          "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
+          "run": {"output": str(out), "epochs": 2, "batch_size": 8, "seed": 3, "log_every": 2,
+                  "save_every": 3, "progress": False}}
+  for name, fields in sections.items():
+    base[name] = {**base.get(name, {}), **fields}
+  return TrainConfig.from_dict(base)
 
 
 def _rows(run):
@@ -29,7 +32,7 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(tmp_path, tiny_model_dir):
   full = fit(_config(data, tmp_path / "full", tiny_model_dir))
   assert full["finished"] and full["step"] == 12
 
-  part = fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=5))
+  part = fit(_config(data, tmp_path / "resumed", tiny_model_dir, run={"stop_after_steps": 5}))
   assert not part["finished"] and part["step"] == 5
   assert not (tmp_path / "resumed" / "final").exists()
   resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir), resume=True)
@@ -48,18 +51,18 @@ def test_interrupted_and_resumed_run_is_bitwise_equal(tmp_path, tiny_model_dir):
   assert len(strip(_rows(tmp_path / "full"))) == 7  # train rows 2 4 8 10 12, evals 6 12
   assert full["best"] == resumed["best"]
   # run.json: written when the run began, and each continuation added to it.
-  check_run_json(tmp_path / "full", {"lr": 1e-3, "seed": 3}, {
+  check_run_json(tmp_path / "full", {"optimizer.learning_rate": 1e-3, "run.seed": 3}, {
       "data": data, "eval_data": None, "model": tiny_model_dir, "mask": None})
-  check_run_json(tmp_path / "resumed", {"stop_after_steps": 5}, {
+  check_run_json(tmp_path / "resumed", {"run.stop_after_steps": 5}, {
       "data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}, resumed=1)
 
 
 def test_run_folder_contents_and_best_checkpoint(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   out = tmp_path / "run"
-  results = fit(_config(data, out, tiny_model_dir, epochs=3, save_every=None))
-  for name in ("run.json", "config.json", "metrics.jsonl", "results.json", "best/model.safetensors",
-               "final/config.json", "checkpoints"):
+  results = fit(_config(data, out, tiny_model_dir, run={"epochs": 3, "save_every": None}))
+  for name in ("run.json", "config.json", "metrics.jsonl", "results.json",
+               "best/model.safetensors", "final/config.json", "checkpoints"):
     assert (out / name).exists(), name
   evals = [r for r in _rows(out) if r["kind"] == "eval"]
   assert [r["step"] for r in evals] == [5, 10, 15]  # 40 examples / 8 = 5 steps per epoch
@@ -67,7 +70,8 @@ def test_run_folder_contents_and_best_checkpoint(tmp_path, tiny_model_dir):
   assert results["best"]["validation/accuracy"] == best["validation/accuracy"]
   assert results["best"]["step"] == best["step"]
   saved = json.loads((out / "config.json").read_text())
-  assert saved["config"]["lr"] == 1e-3 and saved["train_examples"] == 40
+  assert saved["config"]["optimizer"]["learning_rate"] == 1e-3
+  assert saved["train_examples"] == 40
   # accuracy is a percentage of the 12 dev sentences
   assert all(round(r["validation/accuracy"] * 12 / 100, 6).is_integer() for r in evals)
 
@@ -75,11 +79,12 @@ def test_run_folder_contents_and_best_checkpoint(tmp_path, tiny_model_dir):
 def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   out = tmp_path / "run"
-  fit(_config(data, out, tiny_model_dir, epochs=1))
+  fit(_config(data, out, tiny_model_dir, run={"epochs": 1}))
   with pytest.raises(FlatjaxInputError, match="already holds a run"):
-    fit(_config(data, out, tiny_model_dir, epochs=1))
-  with pytest.raises(FlatjaxInputError, match="different settings .*lr"):
-    fit(_config(data, out, tiny_model_dir, epochs=1, lr=5e-4), resume=True)
+    fit(_config(data, out, tiny_model_dir, run={"epochs": 1}))
+  with pytest.raises(FlatjaxInputError, match=r"different settings \(optimizer.learning_rate\)"):
+    fit(_config(data, out, tiny_model_dir, run={"epochs": 1},
+                optimizer={"learning_rate": 5e-4}), resume=True)
   with pytest.raises(FlatjaxInputError, match="nothing to resume"):
     fit(_config(data, tmp_path / "fresh", tiny_model_dir), resume=True)
   assert not (tmp_path / "fresh").exists()
@@ -99,8 +104,7 @@ def test_mnli_evaluates_matched_and_mismatched(tmp_path, tiny_model_dir):
     _jsonl(folder / f"{split}.jsonl", [{"premise": sent(), "hypothesis": sent(),
                                          "label": int(rng.integers(0, 3)), "idx": i}
                                         for i in range(n)])
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="mnli", epochs=1,
-                        pad_to="max_length"))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "mnli", "pad_to": "max_length"}, run={"epochs": 1}))
   evals = [r for r in _rows(tmp_path / "run") if r["kind"] == "eval"]
   assert len(evals) == 1
   # percentages of 6 and 10 examples: the two splits really were scored separately
@@ -118,8 +122,7 @@ def test_stsb_regression_reports_pearson_and_spearman(tmp_path, tiny_model_dir):
     _jsonl(folder / f"{split}.jsonl", [
         {"sentence1": "a cat sat", "sentence2": "the cat is sitting " * int(rng.integers(1, 3)),
          "label": float(rng.uniform(0, 5)), "idx": i} for i in range(n)])
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="stsb", epochs=1,
-                        pad_to="max_length"))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "stsb", "pad_to": "max_length"}, run={"epochs": 1}))
   final = results["final"]
   assert set(final) == {"validation/pearson", "validation/spearman"}
   assert all(-100.0 <= v <= 100.0 for v in final.values())
@@ -139,8 +142,7 @@ def test_squad_trains_on_windows_and_scores_answers(tmp_path, tiny_model_dir):
   folder.mkdir()
   for name in ("train.json", "dev.json"):
     (folder / name).write_text(json.dumps(data))
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, task="squad", epochs=1,
-                        batch_size=2, max_length=32, doc_stride=8))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "squad", "max_length": 32, "doc_stride": 8}, run={"epochs": 1, "batch_size": 2}))
   # 4 questions in windows of 32 tokens with stride 8: more windows than questions.
   saved = json.loads((tmp_path / "run" / "config.json").read_text())
   assert saved["train_examples"] == 4
@@ -154,9 +156,9 @@ def test_sam_run_logs_perturbed_loss_and_resumes_bitwise(tmp_path, tiny_model_di
   # looksam carries a param-sized buffer and a step counter in its state: the
   # resumed run must restore both to end bitwise equal.
   data = write_sst2(tmp_path / "sst2", n_train=44)
-  kw = dict(optimizer="looksam", optimizer_args={"k": 2.0, "rho": 0.05})
+  kw = dict(optimizer={"name": "looksam", "settings": {"k": 2.0, "rho": 0.05}})
   full = fit(_config(data, tmp_path / "full", tiny_model_dir, **kw))
-  fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=5, **kw))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw, run={"stop_after_steps": 5}))
   fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw), resume=True)
   a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
   b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
@@ -170,7 +172,7 @@ def test_sam_run_logs_perturbed_loss_and_resumes_bitwise(tmp_path, tiny_model_di
 
 def test_swa_run_evaluates_and_saves_the_average(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2", n_train=44)  # 6 steps/epoch
-  results = fit(_config(data, tmp_path / "run", tiny_model_dir, epochs=4, swa="paper"))
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 4}, optimizer={"swa": "paper"}))
   # epochs 3 and 4 (the second half) end at steps 18 and 24
   assert results["swa"]["swa_count"] == 2
   assert 0.0 <= results["swa"]["validation/accuracy"] <= 100.0
@@ -185,10 +187,9 @@ def test_swa_run_evaluates_and_saves_the_average(tmp_path, tiny_model_dir):
 def test_bad_optimizer_settings_are_input_errors(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   with pytest.raises(FlatjaxInputError, match="has no setting k"):
-    fit(_config(data, tmp_path / "a", tiny_model_dir, optimizer="sam",
-                optimizer_args={"k": 5.0}))
+    fit(_config(data, tmp_path / "a", tiny_model_dir, optimizer={"name": "sam", "settings": {"k": 5.0}}))
   with pytest.raises(FlatjaxInputError, match="swa"):
-    fit(_config(data, tmp_path / "b", tiny_model_dir, swa="later"))
+    fit(_config(data, tmp_path / "b", tiny_model_dir, optimizer={"swa": "later"}))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
@@ -201,8 +202,7 @@ def test_run_under_a_mask_file_keeps_pruned_weights_zero_and_saves_the_mask(tmp_
   mask = masks.magnitude_mask(params, 0.4)
   masks.save_mask(tmp_path / "m.safetensors", mask)
   data = write_sst2(tmp_path / "sst2", n_train=16)
-  results = fit(_config(data, tmp_path / "run", tiny_model_dir, epochs=1,
-                        mask=str(tmp_path / "m.safetensors")))
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 1}, pruning={"mask": str(tmp_path / "m.safetensors")}))
   assert results["sparsity"] == pytest.approx(0.4, abs=1e-4)
   final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
   keep = np.asarray(mask["bert"]["encoder"]["layer"]["1"]["intermediate"]["dense"]["kernel"])
@@ -213,17 +213,20 @@ def test_run_under_a_mask_file_keeps_pruned_weights_zero_and_saves_the_mask(tmp_
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(saved),
                                                      jax.tree.leaves(mask)))
   with pytest.raises(FlatjaxInputError, match="does not exist"):
-    fit(_config(data, tmp_path / "other", tiny_model_dir, mask=str(tmp_path / "nope")))
+    fit(_config(data, tmp_path / "other", tiny_model_dir, pruning={"mask": str(tmp_path / "nope")}))
 
 
 def test_movement_pruning_run_reaches_its_sparsity_and_resumes_bitwise(tmp_path,
                                                                        tiny_model_dir):
   data = write_sst2(tmp_path / "sst2", n_train=48)   # 6 steps/epoch, 12 steps
-  kw = dict(pruning="movement", pruning_sparsity=0.5, pruning_begin=0.25, pruning_end=0.5,
-            pruning_every=2, optimizer="sam", eval_every=3)
-  full = fit(_config(data, tmp_path / "full", tiny_model_dir, **kw))
-  fit(_config(data, tmp_path / "resumed", tiny_model_dir, stop_after_steps=4, **kw))
-  resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw), resume=True)
+  kw = dict(pruning={"method": "movement", "sparsity": 0.5, "begin": 0.25, "end": 0.5,
+                     "every": 2}, optimizer={"name": "sam"})
+  every = {"eval_every": 3}
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir, **kw, run=every))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw,
+              run={**every, "stop_after_steps": 4}))
+  resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir, **kw, run=every),
+                resume=True)
   assert full["sparsity"] == pytest.approx(0.5, abs=1e-3)   # per tensor: round(s*n) each
   a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
   b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
@@ -243,6 +246,7 @@ def test_movement_pruning_run_reaches_its_sparsity_and_resumes_bitwise(tmp_path,
 def test_validate_checks_task_and_swa_before_anything_loads(tmp_path):
   # IMP and ticket drivers validate every config up front, before their first run.
   with pytest.raises(FlatjaxInputError, match="unknown task"):
-    TrainConfig(task="glue9", output=str(tmp_path)).validate()
+    TrainConfig.from_dict({"data": {"task": "glue9"}, "run": {"output": str(tmp_path)}}).validate()
   with pytest.raises(FlatjaxInputError, match="later"):
-    TrainConfig(task="sst2", output=str(tmp_path), swa="later").validate()
+    TrainConfig.from_dict({"data": {"task": "sst2"}, "run": {"output": str(tmp_path)},
+                           "optimizer": {"swa": "later"}}).validate()

@@ -19,11 +19,13 @@ from flatjax.recipes.finetune import TrainConfig
 
 def _config(data, out, tiny_model_dir, *, mode="imp", rounds=3, rate=0.2, method="magnitude",
             **kw):
-  train = dict(task="sst2", output=str(out), model=str(tiny_model_dir), data=str(data),
-               epochs=1, batch_size=8, max_length=32, lr=1e-3, seed=1, log_every=1,
-               save_every=1, progress=False)
-  train.update(kw)
-  return imp.IMPConfig(train=TrainConfig(**train), mode=mode, rounds=rounds, rate=rate,
+  train = {"data": {"task": "sst2", "source": str(data), "max_length": 32},
+           "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
+           "run": {"output": str(out), "epochs": 1, "batch_size": 8, "seed": 1, "log_every": 1,
+                   "save_every": 1, "progress": False}}
+  for name, fields in kw.items():
+    train[name] = {**train[name], **fields}
+  return imp.IMPConfig(train=TrainConfig.from_dict(train), mode=mode, rounds=rounds, rate=rate,
                        method=method)
 
 
@@ -61,7 +63,7 @@ def test_sparsity_follows_the_schedule_exactly(imp_run, tiny_model_dir):
   sources = {"data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}
   check_run_json(run, {"rounds": 3, "rate": 0.2}, sources)
   # Each round's own run: rewound to the pre-trained weights, under the round's mask.
-  check_run_json(imp.round_dir(run, 2), {"lr": 1e-3}, {**sources, "mask": imp.mask_path(run, 0.4)})
+  check_run_json(imp.round_dir(run, 2), {"optimizer.learning_rate": 1e-3}, {**sources, "mask": imp.mask_path(run, 0.4)})
   assert [r["target_sparsity"] for r in rows] == [0.0, 0.2, 0.4, 0.6]
   base = pretrained.from_pretrained(tiny_model_dir, finetune.get_task("sst2")).params
   sizes = {n: v.size for n, v in _prunable(base).items()}
@@ -134,7 +136,7 @@ def test_std_mode_continues_from_the_pruned_trained_weights(tmp_path, tiny_model
 def test_run_stopped_in_round_3_resumes_to_the_same_rounds(imp_run, tmp_path, tiny_model_dir):
   config, run, _, data = imp_run
   out = tmp_path / "resumed"
-  stopped = dataclasses.replace(config, train=dataclasses.replace(config.train, output=str(out)),
+  stopped = dataclasses.replace(config, train=config.train.replace(run={"output": str(out)}),
                                 stop_after_steps=3 * 3 + 2)   # 3 rounds of 3 steps, then 2
   assert not imp.run_imp(stopped)["finished"]
   assert len(_rows(out)) == 3

@@ -73,8 +73,8 @@ def trained(make_tiny_hf, minilm_dir, tmp_path_factory):
 
 def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
   model_dir, data = trained
-  base = TrainConfig(task="stsb", output=str(tmp_path), data=str(data), max_length=32,
-                     progress=False)
+  base = TrainConfig.from_dict({"data": {"task": "stsb", "source": str(data), "max_length": 32},
+                                "run": {"output": str(tmp_path), "progress": False}})
   curves = oneshot.run_oneshot(base, {"a": str(model_dir)}, tmp_path / "out", step=0.3,
                                maximum=0.9, log=lambda _: None)
   rows = curves["a"]
@@ -100,8 +100,8 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
 
 def test_random_method_prunes_the_exact_count_and_is_recorded(trained, tmp_path):
   model_dir, data = trained
-  base = TrainConfig(task="stsb", output=str(tmp_path), data=str(data), max_length=32,
-                     progress=False)
+  base = TrainConfig.from_dict({"data": {"task": "stsb", "source": str(data), "max_length": 32},
+                                "run": {"output": str(tmp_path), "progress": False}})
   rows = oneshot.run_oneshot(base, {"r": str(model_dir)}, tmp_path / "out", step=0.5,
                              maximum=0.5, method="random", log=lambda _: None)["r"]
   # The default scope (encoder kernels and pooler) of the tiny BERT: 2 layers of
@@ -123,4 +123,5 @@ def test_grid_and_bad_input():
   with pytest.raises(FlatjaxInputError):
     oneshot.sparsity_grid(0.0, 0.6)
   with pytest.raises(FlatjaxInputError, match="does not exist"):
-    oneshot.run_oneshot(TrainConfig(task="sst2", output="x"), {"a": "/nowhere"}, "/tmp/x")
+    oneshot.run_oneshot(TrainConfig.from_dict({"data": {"task": "sst2"}, "run": {"output": "x"}}),
+                        {"a": "/nowhere"}, "/tmp/x")

@@ -34,12 +34,15 @@ DEVICES = 8
 ONE_DEVICE_RUN = "FLATJAX_TEST_ONE_DEVICE_RUN"
 
 
-def fit_config(model_dir, data, output, **overrides):
+def fit_config(model_dir, data, output, **sections):
   from flatjax.recipes import finetune
-  settings = dict(task="sst2", output=str(output), model=str(model_dir), data=str(data),
-                  epochs=2, batch_size=8, eval_batch_size=8, max_length=32, lr=1e-3,
-                  progress=False)
-  return finetune.TrainConfig(**{**settings, **overrides})
+  settings = {"data": {"task": "sst2", "source": str(data), "max_length": 32},
+              "model": {"name": str(model_dir)}, "optimizer": {"learning_rate": 1e-3},
+              "run": {"output": str(output), "epochs": 2, "batch_size": 8, "eval_batch_size": 8,
+                      "progress": False}}
+  for name, fields in sections.items():
+    settings[name] = {**settings.get(name, {}), **fields}
+  return finetune.TrainConfig.from_dict(settings)
 
 
 def cofi_config(teacher, output, **overrides):
@@ -315,9 +318,9 @@ else:
     reference, model_dir, data, _ = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     want = json.loads((reference / "results.json").read_text())
     ref_params = _final_params(reference)
-    finetune.fit(fit_config(model_dir, data, tmp_path / "a", mesh="data=4,model=2"))
-    finetune.fit(fit_config(model_dir, data, tmp_path / "b", mesh="model=8", stop_after_steps=5))
-    got_b = finetune.fit(fit_config(model_dir, data, tmp_path / "b", mesh="data=8"), resume=True)
+    finetune.fit(fit_config(model_dir, data, tmp_path / "a", run={"mesh": "data=4,model=2"}))
+    finetune.fit(fit_config(model_dir, data, tmp_path / "b", run={"mesh": "model=8", "stop_after_steps": 5}))
+    got_b = finetune.fit(fit_config(model_dir, data, tmp_path / "b", run={"mesh": "data=8"}), resume=True)
     for run in ("a", "b"):
       got = json.loads((tmp_path / run / "results.json").read_text())
       assert got["final"] == pytest.approx(want["final"]) and got["step"] == want["step"]
@@ -333,7 +336,7 @@ else:
       pytest.skip("run through the one-device test run")
     _, model_dir, data, _ = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     with pytest.raises(FlatjaxInputError, match="does not divide over the mesh"):
-      finetune.fit(fit_config(model_dir, data, tmp_path / "c", mesh="data=8", batch_size=12))
+      finetune.fit(fit_config(model_dir, data, tmp_path / "c", run={"mesh": "data=8", "batch_size": 12}))
     assert not (tmp_path / "c").exists()
 
   def test_cofi_on_a_mesh_equals_one_device_and_resumes_onto_another_mesh(tmp_path):

@@ -78,7 +78,7 @@ def test_sam_entry_is_adam_on_the_sam_gradient():
   from flatjax.optim import GradFn
   import jax
   w = np.array([3.0, -4.0])
-  tx = make_optimizer(OptimizerConfig("sam", learning_rate=0.1, extra=(("rho", 0.5),)), 10)
+  tx = make_optimizer(OptimizerConfig("sam", learning_rate=0.1, settings={"rho": 0.5}), 10)
   params = {"w": jnp.asarray(w, jnp.float32)}
   grad_fn = GradFn(jax.value_and_grad(lambda p: (0.5 * jnp.sum(p["w"] ** 2), {}), has_aux=True))
   updates, _ = tx.update(params, tx.init(params), params, grad_fn=grad_fn)
@@ -87,14 +87,14 @@ def test_sam_entry_is_adam_on_the_sam_gradient():
 
 
 def test_variant_defaults_and_bad_settings():
-  for name, bad, match in [("sam", (("k", 5.0),), "has no setting k"),
-                           ("looksam", (("k", 2.5),), "whole number"),
-                           ("looksam", (("k", 0.0),), "k must be positive"),
-                           ("gsam", (("rho_min", 0.1),), "rho_min <= rho"),
-                           ("asam", (("rho", -1.0),), "rho must be positive"),
-                           ("adam", (("rho", 0.05),), "has no setting rho")]:
+  for name, bad, match in [("sam", {"k": 5.0}, "has no setting k"),
+                           ("looksam", {"k": 2.5}, "whole number"),
+                           ("looksam", {"k": 0.0}, "k must be positive"),
+                           ("gsam", {"rho_min": 0.1}, "rho_min <= rho"),
+                           ("asam", {"rho": -1.0}, "rho must be positive"),
+                           ("adam", {"rho": 0.05}, "has no setting rho")]:
     with pytest.raises(FlatjaxInputError, match=match):
-      make_optimizer(OptimizerConfig(name, extra=bad), 10)
+      make_optimizer(OptimizerConfig(name, settings=bad), 10)
   assert {"sam", "asam", "gsam", "looksam"} <= set(names())
 
 
@@ -102,9 +102,9 @@ def test_variant_defaults_and_bad_settings():
 def test_settings_lists_what_each_optimizer_takes(name):
   # Every listed setting is accepted; a setting not listed is refused.
   listed = registry.settings(name)
-  registry.make_optimizer(registry.OptimizerConfig(name=name, extra=tuple(listed.items())), 10)
+  registry.make_optimizer(registry.OptimizerConfig(name=name, settings=listed), 10)
   with pytest.raises(FlatjaxInputError, match="has no setting bogus"):
-    registry.make_optimizer(registry.OptimizerConfig(name=name, extra=(("bogus", 1.0),)), 10)
+    registry.make_optimizer(registry.OptimizerConfig(name=name, settings={"bogus": 1.0}), 10)
 
 
 def test_settings_defaults():
@@ -114,27 +114,32 @@ def test_settings_defaults():
 
 
 def test_a_new_variant_is_one_register_call_with_its_settings():
-  """SAM on plain SGD, registered with its radius: the train step and the CLI's
-  --opt-arg then reach it by name; one step is -lr * g(w + rho g/|g|) by hand."""
+  """SAM on plain SGD, registered with its typed settings: the train step and the
+  CLI's --rho then reach it by name; one step is -lr * g(w + rho g/|g|) by hand."""
+  import dataclasses
   import jax
   import flatjax
   from flatjax.optim import GradFn
 
-  @register("sam_sgd", {"rho": 0.5})
-  def sam_sgd(config, total_steps):
-    s = registry.resolved_settings(config)
-    return optax.chain(flatjax.sam(s["rho"]), optax.sgd(linear_schedule(config, total_steps)))
+  @dataclasses.dataclass(frozen=True)
+  class SAMSGDSettings:
+    rho: float = 0.5
+
+  @register("sam_sgd", SAMSGDSettings)
+  def sam_sgd(config, settings, total_steps):
+    return optax.chain(flatjax.sam(settings.rho),
+                       optax.sgd(linear_schedule(config, total_steps)))
   try:
     assert registry.settings("sam_sgd") == {"rho": 0.5} and "sam_sgd" in names()
     w = np.array([3.0, -4.0])
     params = {"w": jnp.asarray(w, jnp.float32)}
     grad_fn = GradFn(jax.value_and_grad(lambda p: (0.5 * jnp.sum(p["w"] ** 2), {}),
                                         has_aux=True))
-    for extra, rho in (((), 0.5), ((("rho", 0.1),), 0.1)):
-      tx = make_optimizer(OptimizerConfig("sam_sgd", learning_rate=0.1, extra=extra), 10)
+    for given, rho in (({}, 0.5), ({"rho": 0.1}, 0.1)):
+      tx = make_optimizer(OptimizerConfig("sam_sgd", learning_rate=0.1, settings=given), 10)
       updates, _ = tx.update(params, tx.init(params), params, grad_fn=grad_fn)
       np.testing.assert_allclose(updates["w"], -0.1 * w * (1 + rho / 5.0), rtol=1e-5)
     with pytest.raises(FlatjaxInputError, match="has no setting eta"):
-      make_optimizer(OptimizerConfig("sam_sgd", extra=(("eta", 1.0),)), 10)
+      make_optimizer(OptimizerConfig("sam_sgd", settings={"eta": 1.0}), 10)
   finally:
     del registry._REGISTRY["sam_sgd"], registry.SETTINGS["sam_sgd"]

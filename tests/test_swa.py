@@ -6,7 +6,7 @@ import optax
 import pytest
 
 from flatjax.errors import FlatjaxInputError
-from flatjax.optim import (SWA_RECIPES, OptimizerConfig, SWAConfig, averaged_params,
+from flatjax.optim import (SWA_RECIPES, OptimizerConfig, averaged_params,
                            make_optimizer, swa)
 
 
@@ -51,11 +51,11 @@ def test_paper_recipe_averages_the_second_half_of_epoch_ends():
 
 
 def test_registry_adds_swa_to_any_optimizer_and_rejects_empty_windows():
-  config = OptimizerConfig("adam", 0.1, swa=SWAConfig(0.5, every=2))
+  config = OptimizerConfig("adam", 0.1, swa="0.5:2")
   tx = make_optimizer(config, total_steps=10)
   assert averaged_params(tx.init({"w": jnp.zeros(2)})) is not None
   assert averaged_params(make_optimizer(OptimizerConfig("adam"), 10).init({"w": 0.0})) is None
   with pytest.raises(FlatjaxInputError, match="average nothing"):
-    make_optimizer(OptimizerConfig("adam", swa=SWAConfig(0.9, every=3)), total_steps=10)
+    make_optimizer(OptimizerConfig("adam", swa="0.9:3"), total_steps=10)
   with pytest.raises(ValueError):
     swa(start_step=-1)

@@ -42,9 +42,11 @@ def test_a_registered_task_trains_end_to_end(toy, tmp_path, tiny_model_dir):
   data = _write_toy(tmp_path / "glue" / "TOY3")   # the classic layout: glue/TOY3/*.tsv
   examples = glue.load_glue("toy3", data, "validation")
   assert list(examples.labels) == [0, 1, 2] * 3 and examples.text_b is None
-  results = fit(TrainConfig(task="toy3", output=str(tmp_path / "run"), model=str(tiny_model_dir),
-                            data=str(data), epochs=1, batch_size=8, max_length=24, lr=1e-3,
-                            progress=False))
+  results = fit(TrainConfig.from_dict({
+      "data": {"task": "toy3", "source": str(data), "max_length": 24},
+      "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
+      "run": {"output": str(tmp_path / "run"), "epochs": 1, "batch_size": 8,
+              "progress": False}}))
   assert results["finished"] and results["main_metric"] == "accuracy"
   accuracy = results["best"]["validation/accuracy"]
   assert round(accuracy * 9 / 100, 6).is_integer()   # a share of the 9 dev sentences
@@ -61,7 +63,8 @@ def test_a_registered_task_brings_its_reference_sparsity_and_distillation(toy):
           for r, s, m in ((0, 0.0, 70.0), (1, 0.15, 69.5), (2, 0.3, 60.0))]
   report = imp.ticket_report(rows, "toy3", tolerance=1.0)
   assert report["reference_sparsity"] == 0.3 and report["at_reference"]["metric"] == 60.0
-  config = compare.CompareConfig(train=TrainConfig(task="toy3", output="unused"), imp_rounds=None)
+  config = compare.CompareConfig(train=TrainConfig.from_dict(
+      {"data": {"task": "toy3"}, "run": {"output": "unused"}}), imp_rounds=None)
   assert config.target_sparsity() == 0.3 and config.rounds() == 3
   d = DistillConfig.for_task("toy3")
   assert (d.layer_weight, d.prediction_weight) == (0.8, 0.2)

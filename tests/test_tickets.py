@@ -32,9 +32,11 @@ def grid(tmp_path_factory, tiny_model_dir):
   b = masks.magnitude_mask(noise, 0.7, granularity="per_tensor")
   masks.save_mask(tmp / "a.safetensors", a, metadata={"task": "sst2", "optimizer": "adam"})
   masks.save_mask(tmp / "b.safetensors", b, metadata={"task": "mrpc", "optimizer": "sam"})
-  train = TrainConfig(task="sst2", output=str(tmp / "grid"), model=str(tiny_model_dir),
-                      data=str(data), epochs=1, batch_size=8, max_length=32, lr=1e-3, seed=2,
-                      progress=False)
+  train = TrainConfig.from_dict({
+      "data": {"task": "sst2", "source": str(data), "max_length": 32},
+      "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
+      "run": {"output": str(tmp / "grid"), "epochs": 1, "batch_size": 8, "seed": 2,
+              "progress": False}})
   config = tickets.TicketsConfig(train=train, masks={"a": str(tmp / "a.safetensors"),
                                                      "b": str(tmp / "b.safetensors")},
                                  optimizers=("adam", "sam"), random_like="a", random_seed=5)
@@ -44,15 +46,16 @@ def grid(tmp_path_factory, tiny_model_dir):
 
 def test_every_cell_trains_the_pretrained_weights_under_its_mask(grid):
   config, rows, params, made = grid
-  out = config.train.output
+  out = config.train.run.output
   assert [(r["mask"], r["optimizer"]) for r in rows] == [
       (m, o) for m in ("a", "b", "random") for o in ("adam", "sam")]
   random = masks.load_mask(f"{out}/masks/random.safetensors", params)
   for r in rows:
     mask = made.get(r["mask"], random)
     run_config = json.loads(open(f"{out}/{r['mask']}-{r['optimizer']}/config.json").read())
-    assert run_config["config"]["optimizer"] == r["optimizer"]
-    assert run_config["config"]["model"] == config.train.model     # the pre-trained weights
+    assert run_config["config"]["optimizer"]["name"] == r["optimizer"]
+    # the pre-trained weights
+    assert run_config["config"]["model"]["name"] == config.train.model.name
     final = load_file(f"{out}/{r['mask']}-{r['optimizer']}/final/model.safetensors")
     start = _kernels(params)
     for path, keep in _kernels(mask).items():
@@ -67,7 +70,8 @@ def test_every_cell_trains_the_pretrained_weights_under_its_mask(grid):
 
 def test_random_control_matches_per_tensor_counts_and_transfer_is_labelled(grid):
   config, rows, params, made = grid
-  random = _kernels(masks.load_mask(f"{config.train.output}/masks/random.safetensors", params))
+  random = _kernels(masks.load_mask(f"{config.train.run.output}/masks/random.safetensors",
+                                    params))
   like = _kernels(made["a"])
   assert random.keys() == like.keys()
   assert all(random[k].sum() == like[k].sum() for k in like)
@@ -75,7 +79,7 @@ def test_random_control_matches_per_tensor_counts_and_transfer_is_labelled(grid)
   by = {(r["mask"], r["optimizer"]): r for r in rows}
   assert by[("b", "adam")]["mask_task"] == "mrpc" and by[("b", "adam")]["task"] == "sst2"
   assert by[("a", "sam")]["mask_optimizer"] == "adam"
-  table = open(f"{config.train.output}/tickets.md").read()
+  table = open(f"{config.train.run.output}/tickets.md").read()
   line = next(l for l in table.splitlines() if l.startswith("| b (mrpc, sam)"))
   assert f"{by[('b', 'adam')]['metric']:.2f}" in line and "70%" in line
 
@@ -86,23 +90,25 @@ def test_finished_grid_resumes_without_training_and_settings_are_checked(grid):
     tickets.run_tickets(config)
   import dataclasses
   changed = dataclasses.replace(config, optimizers=("adam",),
-                                train=dataclasses.replace(config.train, lr=5e-4))
-  with pytest.raises(FlatjaxInputError, match=r"different settings \(optimizers, train.lr\)"):
+                                train=config.train.replace(optimizer={"learning_rate": 5e-4}))
+  with pytest.raises(FlatjaxInputError,
+                     match=r"different settings \(optimizers, train.optimizer.learning_rate\)"):
     tickets.run_tickets(changed, resume=True)
   before = sorted(p.stat().st_mtime for p in
-                  __import__("pathlib").Path(config.train.output).rglob("model.safetensors"))
+                  __import__("pathlib").Path(config.train.run.output).rglob("model.safetensors"))
   assert tickets.run_tickets(config, resume=True) == rows
-  check_run_json(config.train.output, {"masks": config.masks, "random_seed": 5}, {
-      "data": config.train.data, "eval_data": None, "model": config.train.model, "mask": None,
+  check_run_json(config.train.run.output, {"masks": config.masks, "random_seed": 5}, {
+      "data": config.train.data.source, "eval_data": None, "model": config.train.model.name,
+      "mask": None,
       "mask a": config.masks["a"], "mask b": config.masks["b"]}, resumed=1)
   after = sorted(p.stat().st_mtime for p in
-                 __import__("pathlib").Path(config.train.output).rglob("model.safetensors"))
+                 __import__("pathlib").Path(config.train.run.output).rglob("model.safetensors"))
   assert before == after
 
 
 def test_mask_sources_resolve_and_bad_ones_are_input_errors(tmp_path, grid):
   config, *_ = grid
-  cell = f"{config.train.output}/a-adam"
+  cell = f"{config.train.run.output}/a-adam"
   assert tickets.resolve_mask(cell).name == masks.MASK_FILE
   run = tmp_path / "imp"
   (run / "masks").mkdir(parents=True)

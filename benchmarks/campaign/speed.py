@@ -151,8 +151,8 @@ def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) 
   task = get_task("sst2")
   pre = from_pretrained(bench.model_dir, task, dtype=jnp.bfloat16 if dtype == "bf16"
                         else jnp.float32)
-  extra = (("rho", SAM_RHO),) if optimizer == "sam" else ()
-  tx = make_optimizer(OptimizerConfig(optimizer, 2e-5, extra=extra), 100_000)
+  settings = {"rho": SAM_RHO} if optimizer == "sam" else {}
+  tx = make_optimizer(OptimizerConfig(optimizer, 2e-5, settings=settings), 100_000)
   state = train_state.create(pre.params, tx, 0)
   batch = {k: jnp.asarray(v, jnp.int32) for k, v in bench.batch().items()}
   batch["example_weight"] = jnp.ones(bench.settings.batch_size, jnp.float32)

@@ -1,7 +1,8 @@
 """Optimizers by name: the CLI and experiments pick one with ``--optimizer``.
 
-A registry entry is a factory ``(OptimizerConfig, total_steps) ->
-optax.GradientTransformationExtraArgs``. The train step always calls
+A registry entry is a factory ``(OptimizerConfig, settings, total_steps) ->
+optax.GradientTransformationExtraArgs`` and the dataclass of its own settings
+(SAM's rho, ...), typed and with their defaults. The train step always calls
 ``tx.update(grads, opt_state, params, grad_fn=...)``; transforms that need to
 re-evaluate the gradient (SAM and its variants) use ``grad_fn``, the rest
 ignore it, so adding an optimizer never touches the loop.
@@ -10,7 +11,8 @@ ignore it, so adding an optimizer never touches the loop.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+import math
+from typing import Any, Callable
 
 import optax
 
@@ -20,48 +22,79 @@ from flatjax.optim.gsam import gsam as gsam_transform
 from flatjax.optim.gsam import rho_schedule_from_lr
 from flatjax.optim.looksam import looksam as looksam_transform
 from flatjax.optim.sam import sam as sam_transform
-from flatjax.optim.swa import SWAConfig
+from flatjax.optim.swa import SWAConfig, parse_swa
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Hyperparameters shared by the registry's optimizers.
+  """The optimizer section of a run's configuration.
 
   The defaults are the paper's GLUE recipe (Na et al. 2022, Sec. 3): Adam,
   lr 2e-5 decayed linearly to 0, no warmup, no weight decay, no clipping.
   """
   name: str = "adam"
+  """a registered optimizer: adam, adamw, sam, asam, gsam, looksam, ..."""
   learning_rate: float = 2e-5
+  """peak learning rate, reached after the warmup and decayed linearly to 0"""
   weight_decay: float = 0.0
+  """decoupled weight decay (adamw and the SAM variants; adam takes none)"""
   warmup_steps: int = 0
+  """steps of linear warmup from 0"""
   clip_norm: float | None = None
+  """clip the gradient to this global norm (null: no clipping)"""
   b1: float = 0.9
+  """Adam's first-moment decay"""
   b2: float = 0.999
+  """Adam's second-moment decay"""
   eps: float = 1e-8
-  # Extra per-optimizer settings (e.g. SAM's rho); each factory reads its own.
-  extra: tuple[tuple[str, float], ...] = ()
-  # Stochastic weight averaging on top of the optimizer (None: off).
-  swa: SWAConfig | None = None
+  """Adam's epsilon"""
+  settings: dict[str, float] = dataclasses.field(default_factory=dict)
+  """the optimizer's own settings over its registered defaults, e.g. {rho: 0.1} for sam"""
+  swa: str | None = None
+  """also average the weights (SWA): paper, FRACTION or FRACTION:STEPS (null: off)"""
 
-  def get(self, key: str, default: float) -> float:
-    return dict(self.extra).get(key, default)
+  def validate(self) -> None:
+    """Checks every field and the optimizer's settings (one-line errors)."""
+    if self.name not in _REGISTRY:
+      raise FlatjaxInputError(
+          f"unknown optimizer {self.name!r}; registered: {', '.join(names())}")
+    if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
+      raise FlatjaxInputError(f"learning rate must be positive, got {self.learning_rate}")
+    if self.warmup_steps < 0:
+      raise FlatjaxInputError(f"warmup steps must be non-negative, got {self.warmup_steps}")
+    if self.clip_norm is not None and not self.clip_norm > 0:
+      raise FlatjaxInputError(f"clip norm must be positive, got {self.clip_norm}")
+    resolved_settings(self)
+    self.swa_config()
+
+  def swa_config(self) -> SWAConfig | None:
+    try:
+      return None if self.swa is None else parse_swa(self.swa)
+    except ValueError as e:
+      raise FlatjaxInputError(str(e)) from None
 
 
-Factory = Callable[[OptimizerConfig, int], optax.GradientTransformationExtraArgs]
+@dataclasses.dataclass(frozen=True)
+class NoSettings:
+  """An optimizer without settings of its own."""
+
+
+Factory = Callable[[OptimizerConfig, Any, int], optax.GradientTransformationExtraArgs]
 _REGISTRY: dict[str, Factory] = {}
-# Each optimizer's own settings and their defaults, as registered.
-SETTINGS: dict[str, dict[str, float]] = {}
+# Each optimizer's settings type: a frozen dataclass whose fields (typed, with
+# defaults) are the settings and whose __post_init__ checks them.
+SETTINGS: dict[str, type] = {}
 
 
-def register(name: str, settings: dict[str, float] | None = None
-             ) -> Callable[[Factory], Factory]:
-  """Decorator adding a factory under ``name``; ``settings``: the optimizer-specific
-  settings it takes (``--opt-arg NAME=VALUE``) with their defaults, written only here."""
+def register(name: str, settings: type = NoSettings) -> Callable[[Factory], Factory]:
+  """Decorator adding ``factory(config, settings, total_steps)`` under ``name``;
+  ``settings``: the dataclass of the settings it takes (its fields' defaults are
+  the only place those defaults are written)."""
   def add(factory: Factory) -> Factory:
     if name in _REGISTRY:
       raise ValueError(f"optimizer {name!r} is already registered")
     _REGISTRY[name] = factory
-    SETTINGS[name] = dict(settings or {})
+    SETTINGS[name] = settings
     return factory
   return add
 
@@ -97,87 +130,147 @@ def base_optimizer(config: OptimizerConfig, total_steps: int,
 
 
 def settings(name: str) -> dict[str, float]:
-  """The settings optimizer ``name`` takes, with their defaults (none for an optimizer
-  registered without an entry in :data:`SETTINGS`)."""
-  return dict(SETTINGS.get(name, {}))
+  """The settings optimizer ``name`` takes, with their defaults."""
+  return dataclasses.asdict(SETTINGS.get(name, NoSettings)())
 
 
-def resolved_settings(config: OptimizerConfig) -> dict[str, float]:
-  """``config``'s optimizer settings: ``config.extra`` over the registered defaults; a
-  key the optimizer does not take is an error."""
-  return _settings(config, settings(config.name))
+def switched(config: OptimizerConfig, name: str) -> OptimizerConfig:
+  """``config`` for optimizer ``name``, keeping only the settings ``name`` takes:
+  one section with ``rho`` serves a comparison of adam and sam."""
+  takes = settings(name)
+  return dataclasses.replace(config, name=name,
+                             settings={k: v for k, v in config.settings.items() if k in takes})
 
 
-def _settings(config: OptimizerConfig, defaults: dict[str, float]) -> dict[str, float]:
-  """``config.extra`` over ``defaults``; a key the optimizer does not take is an error."""
-  unknown = sorted(set(dict(config.extra)) - set(defaults))
+def setting_names() -> list[str]:
+  """Every setting some registered optimizer takes."""
+  return sorted({f.name for kind in SETTINGS.values() for f in dataclasses.fields(kind)})
+
+
+def resolved_settings(config: OptimizerConfig) -> Any:
+  """``config.settings`` over the registered defaults, as the optimizer's typed
+  settings; a key it does not take, or a value its type refuses, is an error."""
+  kind = SETTINGS.get(config.name, NoSettings)
+  fields = {f.name: f for f in dataclasses.fields(kind)}
+  unknown = sorted(set(config.settings) - set(fields))
   if unknown:
-    takes = ", ".join(sorted(defaults)) or "none"
+    takes = ", ".join(sorted(fields)) or "none"
     raise FlatjaxInputError(f"optimizer {config.name!r} has no setting {', '.join(unknown)} "
                             f"(it takes: {takes})")
-  return {k: config.get(k, v) for k, v in defaults.items()}
+  values = {}
+  for key, value in config.settings.items():
+    if fields[key].type in (int, "int"):
+      if value != int(value):
+        raise FlatjaxInputError(f"{config.name}: {key} must be a whole number, got {value}")
+      value = int(value)
+    values[key] = value
+  return kind(**values)
 
 
-def _positive(name: str, settings: dict[str, float], *keys: str) -> None:
+def _positive(name: str, settings: Any, *keys: str) -> None:
   for key in keys:
-    if not settings[key] > 0:
-      raise FlatjaxInputError(f"{name}: {key} must be positive, got {settings[key]}")
+    if not getattr(settings, key) > 0:
+      raise FlatjaxInputError(f"{name}: {key} must be positive, got {getattr(settings, key)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SAMSettings:
+  """SAM's (Foret et al. 2021)."""
+  rho: float = 0.05
+  """neighbourhood radius"""
+
+  def __post_init__(self):
+    _positive("sam", self, "rho")
+
+
+@dataclasses.dataclass(frozen=True)
+class ASAMSettings:
+  """ASAM's (Kwon et al. 2021): rho 10x SAM's, as its authors advise."""
+  rho: float = 0.5
+  """neighbourhood radius, scaled by |w| + eta"""
+  eta: float = 0.01
+  """offset of the adaptive scale"""
+
+  def __post_init__(self):
+    _positive("asam", self, "rho")
+
+
+@dataclasses.dataclass(frozen=True)
+class GSAMSettings:
+  """GSAM's (Zhuang et al. 2022): rho follows the learning rate."""
+  rho: float = 0.05
+  """neighbourhood radius at the peak learning rate"""
+  rho_min: float = 0.0
+  """radius at learning rate 0"""
+  alpha: float = 0.1
+  """surrogate-gap ascent weight"""
+
+  def __post_init__(self):
+    _positive("gsam", self, "rho")
+    if not 0 <= self.rho_min <= self.rho:
+      raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {self.rho_min}, {self.rho}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LookSAMSettings:
+  """LookSAM's (Liu et al. 2022)."""
+  rho: float = 0.05
+  """neighbourhood radius of the exact SAM steps"""
+  k: int = 5
+  """an exact SAM gradient every k steps"""
+  alpha: float = 0.7
+  """weight of the reused gradient component"""
+
+  def __post_init__(self):
+    _positive("looksam", self, "rho", "k")
 
 
 @register("adamw")
-def adamw(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+def adamw(config: OptimizerConfig, settings: NoSettings,
+          total_steps: int) -> optax.GradientTransformationExtraArgs:
   """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the linear schedule."""
-  _settings(config, SETTINGS["adamw"])
   return base_optimizer(config, total_steps, adamw=True)
 
 
 @register("adam")
-def adam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+def adam(config: OptimizerConfig, settings: NoSettings,
+         total_steps: int) -> optax.GradientTransformationExtraArgs:
   """The paper's baseline: Adam with weight decay 0 (a nonzero ``weight_decay`` is an error)."""
   if config.weight_decay:
     raise FlatjaxInputError("optimizer 'adam' has no weight decay; use 'adamw' for weight_decay")
-  _settings(config, SETTINGS["adam"])
   return base_optimizer(config, total_steps)
 
 
-@register("sam", {"rho": 0.05})
-def sam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+@register("sam", SAMSettings)
+def sam(config: OptimizerConfig, settings: SAMSettings,
+        total_steps: int) -> optax.GradientTransformationExtraArgs:
   """The paper's method: SAM (rho 0.05) on Adam (Na et al. 2022; Foret et al. 2021)."""
-  s = _settings(config, SETTINGS["sam"])
-  _positive("sam", s, "rho")
-  return optax.chain(sam_transform(s["rho"]), base_optimizer(config, total_steps))
+  return optax.chain(sam_transform(settings.rho), base_optimizer(config, total_steps))
 
 
-@register("asam", {"rho": 0.5, "eta": 0.01})
-def asam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+@register("asam", ASAMSettings)
+def asam(config: OptimizerConfig, settings: ASAMSettings,
+         total_steps: int) -> optax.GradientTransformationExtraArgs:
   """ASAM (Kwon et al. 2021) on Adam; rho 0.5 (10x SAM's, as its authors advise), eta 0.01."""
-  s = _settings(config, SETTINGS["asam"])
-  _positive("asam", s, "rho")
-  return optax.chain(sam_transform(s["rho"], adaptive=True, eta=s["eta"]),
+  return optax.chain(sam_transform(settings.rho, adaptive=True, eta=settings.eta),
                      base_optimizer(config, total_steps))
 
 
-@register("gsam", {"rho": 0.05, "rho_min": 0.0, "alpha": 0.1})
-def gsam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+@register("gsam", GSAMSettings)
+def gsam(config: OptimizerConfig, settings: GSAMSettings,
+         total_steps: int) -> optax.GradientTransformationExtraArgs:
   """GSAM (Zhuang et al. 2022) on Adam: alpha 0.1, rho following the lr from
   ``rho`` (0.05, at the peak lr) down to ``rho_min`` (0.0, at lr 0)."""
-  s = _settings(config, SETTINGS["gsam"])
-  _positive("gsam", s, "rho")
-  if not 0 <= s["rho_min"] <= s["rho"]:
-    raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {s['rho_min']}, {s['rho']}")
-  rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=s["rho"],
-                             rho_min=s["rho_min"], lr_max=config.learning_rate)
-  return optax.chain(gsam_transform(rho, s["alpha"]), base_optimizer(config, total_steps))
+  rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=settings.rho,
+                             rho_min=settings.rho_min, lr_max=config.learning_rate)
+  return optax.chain(gsam_transform(rho, settings.alpha), base_optimizer(config, total_steps))
 
 
-@register("looksam", {"rho": 0.05, "k": 5, "alpha": 0.7})
-def looksam(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformationExtraArgs:
+@register("looksam", LookSAMSettings)
+def looksam(config: OptimizerConfig, settings: LookSAMSettings,
+            total_steps: int) -> optax.GradientTransformationExtraArgs:
   """LookSAM (Liu et al. 2022) on Adam: exact SAM (rho 0.05) every k = 5 steps, alpha 0.7."""
-  s = _settings(config, SETTINGS["looksam"])
-  _positive("looksam", s, "rho", "k")
-  if s["k"] != int(s["k"]):
-    raise FlatjaxInputError(f"looksam: k must be a whole number, got {s['k']}")
-  return optax.chain(looksam_transform(s["rho"], int(s["k"]), s["alpha"]),
+  return optax.chain(looksam_transform(settings.rho, settings.k, settings.alpha),
                      base_optimizer(config, total_steps))
 
 
@@ -186,16 +279,13 @@ def make_optimizer(config: OptimizerConfig, total_steps: int,
   """The registered optimizer ``config.name`` for a run of ``total_steps`` steps,
   followed by SWA when ``config.swa`` is set (its default period, one epoch, is
   ``steps_per_epoch``)."""
-  if config.name not in _REGISTRY:
-    raise FlatjaxInputError(
-        f"unknown optimizer {config.name!r}; registered: {', '.join(names())}")
-  if config.learning_rate <= 0:
-    raise FlatjaxInputError(f"learning rate must be positive, got {config.learning_rate}")
-  tx = _REGISTRY[config.name](config, total_steps)
-  if config.swa is None:
+  config.validate()
+  tx = _REGISTRY[config.name](config, resolved_settings(config), total_steps)
+  swa = config.swa_config()
+  if swa is None:
     return tx
   try:
-    average = config.swa.transform(total_steps, steps_per_epoch or total_steps)
+    average = swa.transform(total_steps, steps_per_epoch or total_steps)
   except ValueError as e:
     raise FlatjaxInputError(str(e)) from None
   return optax.chain(tx, average)

@@ -54,14 +54,17 @@ from flax import struct
 from flatjax import parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
+from flatjax.data.config import DataConfig
 from flatjax.data.tasks import TaskSpec
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES, MODEL_INPUTS
+from flatjax.models.config import ModelConfig
 from flatjax.recipes import finetune
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
 from flatjax.train import distill, runs
+from flatjax.train.config import RunConfig
 from flatjax.train.state import DEFAULT_PRNG_IMPL
 from flatjax.train.evaluation import split_scores
 from flatjax.train.steps import make_eval_step
@@ -87,19 +90,35 @@ class CofiConfig:
   teacher's fine-tuned weights, anything else is a model name or folder.
   """
   teacher: str
+  """a flatjax train run folder (its best/ model; task, data and base model are read from it) or
+  a fine-tuned model folder"""
   output: str
+  """run folder"""
   task: str | None = None
+  """the task (default: the teacher's)"""
   data: str | None = None
+  """the training data (default: the teacher run's)"""
   eval_data: str | None = None
+  """the evaluation data, if not in data"""
   student: str = "pretrained"
+  """'pretrained': the teacher run's pre-trained model (CoFi's start, default); 'teacher': the
+  teacher's fine-tuned weights; or a model"""
   target_sparsity: float = 0.95
+  """of the encoder's prunable weights (0.95)"""
   pruning_epochs: float = 20.0
+  """epochs with gates learned, the distillation-only ones included (20)"""
   prepruning_epochs: float = 1.0
+  """distillation-only epochs before the gates start (1)"""
   lagrangian_warmup_epochs: float = 2.0
+  """epochs over which the target sparsity rises from 0 (2)"""
   finetune_epochs: float = 20.0
+  """epochs with the gates fixed, distillation kept (20)"""
   lr: float = 2e-5
+  """pruning-phase learning rate"""
   finetune_lr: float = 3e-5
+  """fine-tuning-phase lr, constant (3e-5)"""
   reg_lr: float = 0.01
+  """lr of the gates and the Lagrange multipliers (0.01)"""
   # Log-alpha mean of the head, mha, ffn and hidden gates at the start. In short
   # runs with a raised reg_lr, 10 fails: while the expected sparsity is above the
   # warming-up target the Lagrangian pushes these gates further open, where the
@@ -107,25 +126,47 @@ class CofiConfig:
   # they stay open and only the neuron gates prune (a simulation of the gates
   # alone: stuck at 67% of an 80% target; with 3, on target).
   gate_init: float = COFI_GATE_INIT
+  """initial log-alpha of the head, attention-block, FFN-block and hidden gates (CoFi's 10: all
+  but surely open; lower for short runs)"""
   batch_size: int = 32
+  """training examples per step"""
   eval_batch_size: int = 64
-  max_length: int | None = None          # None: the task's default (128; SQuAD 384)
-  doc_stride: int = 128                   # SQuAD windows
-  dtype: str = "float32"                  # compute dtype of teacher and student
-  layer_weight: float | None = None       # None: distill.DistillConfig.for_task
+  """examples per evaluation batch"""
+  max_length: int | None = None
+  """tokens per sequence (null: the task's, 128; SQuAD 384)"""
+  doc_stride: int = 128
+  """SQuAD: overlap of a long context's windows"""
+  dtype: str = "float32"
+  """compute dtype of teacher and student (params stay float32)"""
+  layer_weight: float | None = None
+  """layer-distillation weight (default by task: 0.9 SST-2/QNLI, 0.7 QQP/MNLI, 0.9 others)"""
   prediction_weight: float | None = None
+  """prediction-distillation weight (default by task: 0.1 or 0.3)"""
   temperature: float = 2.0
+  """distillation temperature (2)"""
   gates: tuple[str, ...] = hc.GATE_NAMES
+  """gate groups to learn (default all)"""
   freeze_embeddings: bool = True
+  """keep the embeddings fixed, as CoFi does (false: update them too)"""
   seed: int = 0
+  """data order, dropout, gates' noise and new heads"""
   max_train_examples: int | None = None
+  """use only the first N training examples"""
   max_eval_examples: int | None = None
-  eval_every: int | None = None           # steps; None: every epoch
+  """evaluate on the first N examples of each split"""
+  eval_every: int | None = None
+  """evaluate every N steps (null: every epoch)"""
   log_every: int = 20
+  """steps between training-metric rows"""
   pad_to: str = "longest"
+  """pad each batch to its longest sequence or always to max_length"""
   stop_after_steps: int | None = None
-  mesh: str | None = None               # "data=4,model=2"; None: every device data parallel
+  """stop (checkpointed) after N steps; continue later with --resume"""
+  mesh: str | None = None
+  """device mesh: the batch split over data, the big kernels over model ("data=4,model=2"; null:
+  every device data parallel)"""
   progress: bool = True
+  """show a progress bar"""
 
   def validate(self) -> None:
     if not 0.0 < self.target_sparsity < 1.0:
@@ -420,12 +461,13 @@ def _load(config: CofiConfig, resume: bool) -> tuple[_Models, bool]:
   if student.config.is_structurally_pruned or teacher.config.is_structurally_pruned:
     raise FlatjaxInputError("CoFi needs unpruned teacher and student models")
   train_config = finetune.TrainConfig(
-      task=task.name, output=str(out), model=str(student_source), data=data_source,
-      eval_data=config.eval_data, batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, seed=config.seed, doc_stride=config.doc_stride,
-      max_length=config.max_length or task.default_max_length,
-      max_train_examples=config.max_train_examples, max_eval_examples=config.max_eval_examples,
-      pad_to=config.pad_to)
+      data=DataConfig(task=task.name, source=data_source, eval_source=config.eval_data,
+                      max_length=config.max_length, doc_stride=config.doc_stride,
+                      pad_to=config.pad_to, max_train_examples=config.max_train_examples,
+                      max_eval_examples=config.max_eval_examples),
+      model=ModelConfig(name=str(student_source)),
+      run=RunConfig(output=str(out), seed=config.seed, batch_size=config.batch_size,
+                    eval_batch_size=config.eval_batch_size))
   data = finetune.load_data(train_config, student)
   if not has_run:
     out.mkdir(parents=True, exist_ok=True)

@@ -41,25 +41,27 @@ from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 from flatjax.optim import registry
 from flatjax.quant import int8
-from flatjax.recipes import imp, oneshot
+from flatjax.recipes import finetune, imp, oneshot
 from flatjax.recipes import quantize as quant_runner
 from flatjax.sparsity import masks, methods
 from flatjax.train.trainer import check_driver_folder
 
-# Training settings of each preset (a flag given on the command line wins).
+# Each preset's settings, as dotted keys of CompareConfig (settings given win).
 PRESETS: dict[str, dict[str, Any]] = {
     # MiniLM on a seeded subset: 640 examples, 2 epochs (40 steps) per fine-tuning run,
     # IMP in 2 rounds. About 15 minutes for RTE on a 2-core CPU (SAM steps cost 2x).
-    "cpu": {"model": "minilm", "epochs": 2.0, "lr": 1e-4, "batch_size": 32,
-            "max_length": 128, "max_train_examples": 640, "warmup_steps": 0,
-            "imp_rounds": 2, "scope": "encoder"},
+    "cpu": {"train.model.name": "minilm", "train.run.epochs": 2.0,
+            "train.optimizer.learning_rate": 1e-4, "train.run.batch_size": 32,
+            "train.data.max_length": 128, "train.data.max_train_examples": 640,
+            "train.optimizer.warmup_steps": 0, "imp_rounds": 2, "scope": "encoder"},
     # The paper's: bert-base, all the data, 3 epochs at 2e-5, IMP 10% per round, Chen et
     # al.'s scope (encoder kernels and pooler). The cpu preset leaves MiniLM's pooler out:
     # it was never trained (a sentence-embedding model), its weights are the smallest, and
     # global ranking empties it first (experiments/results/prune_sst2/README.md).
-    "full": {"model": "bert-base-uncased", "epochs": 3.0, "lr": 2e-5, "batch_size": 32,
-             "max_length": 128, "max_train_examples": None, "warmup_steps": 0,
-             "imp_rounds": None, "scope": "bert"},
+    "full": {"train.model.name": "bert-base-uncased", "train.run.epochs": 3.0,
+             "train.optimizer.learning_rate": 2e-5, "train.run.batch_size": 32,
+             "train.data.max_length": 128, "train.data.max_train_examples": None,
+             "train.optimizer.warmup_steps": 0, "imp_rounds": None, "scope": "bert"},
 }
 
 
@@ -68,21 +70,32 @@ class CompareConfig:
   """A ``flatjax compare`` run. ``train`` is the fine-tuning recipe
   (``flatjax.recipes.finetune.TrainConfig``; its ``output`` is the compare folder,
   its ``optimizer`` is replaced by each of ``optimizers``)."""
-  train: Any
+  train: finetune.TrainConfig
   optimizers: tuple[str, ...] = ("adam", "sam")
-  sparsity: float | None = None          # None: the task's reference sparsity
-  imp_rounds: int | None = 2             # None: 10% per round (the paper's)
+  """the optimizers compared, one fine-tuning, IMP, one-shot and int8 run each"""
+  sparsity: float | None = None
+  """IMP and one-shot target (null: the task's reference sparsity, e.g. RTE 0.6)"""
+  imp_rounds: int | None = 2
+  """IMP rounds to reach the sparsity (null: 0.1 of the weights a round, the paper's)"""
   oneshot_step: float = 0.1
-  scope: str = "bert"                    # the prunable params (flatjax.sparsity.masks.SCOPES)
+  """one-shot curve step (0.1)"""
+  scope: str = "bert"
+  """prunable params: a scope name (bert: Chen et al.'s encoder kernels and the pooler; encoder)
+  or a regex on param paths"""
   granularity: str = "global"
-  method: str = "magnitude"              # the scores IMP and one-shot prune by
+  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
+  method: str = "magnitude"
+  """the scores IMP and one-shot prune by: magnitude, random, or a registered method needing no
+  training"""
   quant_scheme: str = "dynamic"
+  """the int8 recipe (dynamic: PyTorch's quantize_dynamic on every Linear)"""
   quant_batch_size: int = 32
+  """int8 evaluation batch size (32)"""
 
   def target_sparsity(self) -> float:
     if self.sparsity is not None:
       return self.sparsity
-    task = get_task(self.train.task)
+    task = get_task(self.train.data.task)
     if task.reference_sparsity is None:
       raise FlatjaxInputError(f"{task.name} has no reference sparsity; pass --sparsity")
     return task.reference_sparsity
@@ -92,8 +105,9 @@ class CompareConfig:
     return self.imp_rounds if self.imp_rounds is not None else max(1, round(s / 0.1))
 
   def validate(self) -> None:
-    self.train.validate()
-    if self.train.mask is not None or self.train.pruning is not None:
+    for name in self.optimizers:
+      train_config_for(self, name).validate()
+    if self.train.pruning.mask is not None or self.train.pruning.method is not None:
       raise FlatjaxInputError("compare fine-tunes dense models; no --mask or --pruning")
     if not self.optimizers or len(set(self.optimizers)) != len(self.optimizers):
       raise FlatjaxInputError(f"give distinct optimizers, got {list(self.optimizers)}")
@@ -114,7 +128,7 @@ class CompareConfig:
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")
     taken = set().union(*(registry.settings(o) for o in self.optimizers))
-    unused = sorted(set(self.train.optimizer_args) - taken)
+    unused = sorted(set(self.train.optimizer.settings) - taken)
     if unused:
       raise FlatjaxInputError(f"no optimizer of this comparison ({', '.join(self.optimizers)}) "
                               f"takes {', '.join(unused)}")
@@ -125,33 +139,45 @@ class CompareConfig:
     d["target_sparsity"] = self.target_sparsity()
     d["rounds"] = self.rounds()
     for k in ("progress", "stop_after_steps"):
-      d["train"].pop(k, None)
+      d["train"]["run"].pop(k, None)
     return d
 
 
 def train_config_for(config: CompareConfig, optimizer: str):
   """The run's TrainConfig for ``optimizer``, with only the optimizer settings it takes:
   ``--rho 0.02`` sets SAM's radius and leaves Adam as it is."""
-  takes = registry.settings(optimizer)
-  return dataclasses.replace(
-      config.train, optimizer=optimizer,
-      optimizer_args={k: v for k, v in config.train.optimizer_args.items() if k in takes})
+  return dataclasses.replace(config.train,
+                             optimizer=registry.switched(config.train.optimizer, optimizer))
 
 
 def _imp_config(config: CompareConfig, out: Path, optimizer: str):
   rounds = config.rounds()
-  train = dataclasses.replace(train_config_for(config, optimizer),
-                              output=str(out / optimizer / "imp"))
+  train = train_config_for(config, optimizer).replace(
+      run={"output": str(out / optimizer / "imp")})
   return imp.IMPConfig(train=train, mode="imp", rate=config.target_sparsity() / rounds,
                        rounds=rounds, granularity=config.granularity, scope=config.scope,
                        method=config.method)
+
+
+def _quantize(config: CompareConfig, optimizer: str, fine_tuned: Path, out: Path, log) -> dict:
+  """int8 scores of the fine-tuned model (read back when already computed)."""
+  if (out / "quantize.json").exists():
+    return json.loads((out / "quantize.json").read_text())
+  log(f"{optimizer}: int8 quantization ({config.quant_scheme})")
+  data = config.train.data
+  return quant_runner.run_quantize(quant_runner.QuantizeConfig(
+      run=str(fine_tuned), output=str(out), schemes=(config.quant_scheme,),
+      data=data.eval_data(), batch_size=config.quant_batch_size,
+      max_length=data.max_length, max_eval_examples=data.max_eval_examples,
+      doc_stride=data.doc_stride, pad_to=data.pad_to, seed=config.train.run.seed,
+      save=False, progress=config.train.run.progress))
 
 
 def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
   """Runs (or resumes) the comparison; returns (and writes) its results."""
   log = log or say
   config.validate()
-  out = Path(config.train.output)
+  out = Path(config.train.run.output)
   settings = config.to_json()
   resumed = check_driver_folder(out, "compare.json", settings, resume, "a compare run")
   if not resumed:
@@ -159,18 +185,18 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
     (out / "compare.json").write_text(json.dumps(settings, indent=2) + "\n")
   provenance.write_run_json(out, settings, config.train.data_sources(), resumed=resumed)
   target = config.target_sparsity()
-  results: dict[str, Any] = {"task": config.train.task, "sparsity": target, "optimizers": {}}
+  results: dict[str, Any] = {"task": config.train.data.task, "sparsity": target, "optimizers": {}}
   for optimizer in config.optimizers:
     imp_config = _imp_config(config, out, optimizer)
-    imp_config.stop_after_steps = config.train.stop_after_steps
+    imp_config.stop_after_steps = config.train.run.stop_after_steps
     log(f"{optimizer}: fine-tuning, then IMP to {target:.0%} in {imp_config.rounds} rounds")
-    report = imp.run_imp(imp_config, resume=(Path(imp_config.train.output) / "imp.json").exists(),
-                         log=log)
+    imp_run = Path(imp_config.train.run.output)
+    report = imp.run_imp(imp_config, resume=(imp_run / "imp.json").exists(), log=log)
     if not report["finished"]:
       log(f"stopped in the {optimizer} run; continue with --resume")
       return {"finished": False, "optimizer": optimizer}
-    rounds = imp.read_rounds(imp_config.train.output)
-    fine_tuned = imp.round_dir(Path(imp_config.train.output), 0)
+    rounds = imp.read_rounds(imp_run)
+    fine_tuned = imp.round_dir(imp_run, 0)
 
     log(f"{optimizer}: one-shot {config.method} pruning of the fine-tuned model")
     curve = oneshot.run_oneshot(
@@ -179,18 +205,7 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
         step=config.oneshot_step, maximum=target, scope=config.scope,
         granularity=config.granularity, method=config.method, log=log)[optimizer]
 
-    int8_dir = out / optimizer / "int8"
-    if (int8_dir / "quantize.json").exists():
-      quant = json.loads((int8_dir / "quantize.json").read_text())
-    else:
-      log(f"{optimizer}: int8 quantization ({config.quant_scheme})")
-      quant = quant_runner.run_quantize(quant_runner.QuantizeConfig(
-          run=str(fine_tuned), output=str(int8_dir), schemes=(config.quant_scheme,),
-          data=config.train.eval_data or config.train.data,
-          batch_size=config.quant_batch_size, max_length=config.train.max_length,
-          max_eval_examples=config.train.max_eval_examples, doc_stride=config.train.doc_stride,
-          pad_to=config.train.pad_to, seed=config.train.seed, save=False,
-          progress=config.train.progress))
+    quant = _quantize(config, optimizer, fine_tuned, out / optimizer / "int8", log)
     results["optimizers"][optimizer] = _summary(rounds, curve, quant, config.quant_scheme,
                                                 target)
   (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -40,129 +40,63 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES
 from flatjax.optim import registry
-from flatjax.optim.swa import averaged_params, parse_swa
-from flatjax.sparsity import masks as masks_lib, methods
+from flatjax.optim.swa import averaged_params
+from flatjax.data.config import DataConfig
+from flatjax.models.config import ModelConfig
+from flatjax.sparsity import masks as masks_lib
+from flatjax.sparsity.config import PruningConfig
 from flatjax.train import losses, state as state_lib, steps
+from flatjax.train.config import RunConfig
 from flatjax.train.evaluation import split_scores
-from flatjax.train.trainer import Hooks, Schedule, Trainer, device_batch, last_eval
+from flatjax.train.trainer import (Hooks, Schedule, Trainer, device_batch, flat_settings,
+                                   last_eval)
 
 
 @dataclasses.dataclass
 class TrainConfig:
-  """Everything that defines a fine-tuning run (the CLI's flags map 1:1).
+  """Everything that defines a fine-tuning run, in five sections (the CLI's
+  flags are their fields: ``--optimizer.learning_rate``, short ``--lr``).
 
   Defaults are the paper's GLUE recipe (Na et al. 2022): batch 32, max length
   128, Adam at 2e-5 decaying linearly to 0, no warmup; evaluation each epoch,
   keeping the best checkpoint on the validation metric.
   """
-  task: str
-  output: str
-  model: str = "minilm"
-  data: str | None = None               # hub name, GLUE folder, or file; None: the hub
-  eval_data: str | None = None          # defaults to ``data``
-  optimizer: str = "adam"
-  epochs: float = 3.0
-  batch_size: int = 32
-  eval_batch_size: int = 64
-  max_length: int = 128
-  doc_stride: int = 128                 # SQuAD windows
-  lr: float = 2e-5
-  weight_decay: float = 0.0
-  warmup_steps: int = 0
-  clip_norm: float | None = None
-  optimizer_args: dict[str, float] = dataclasses.field(default_factory=dict)
-  swa: str | None = None                # "paper", "FRACTION" or "FRACTION:STEPS"; None: off
-  mask: str | None = None               # a pruning mask file (flatjax.sparsity.save_mask)
-  pruning: str | None = None            # a pruner learning the mask ("movement"); None: off
-  pruning_sparsity: float = 0.6         # its final sparsity of the scope
-  pruning_begin: float = 0.1            # fraction of the steps before pruning starts
-  pruning_end: float = 0.7              # fraction of the steps when it reaches the sparsity
-  pruning_every: int = 1                # steps between mask updates
-  pruning_granularity: str = "per_tensor"
-  pruning_scope: str = "bert"
-  seed: int = 0
-  max_train_examples: int | None = None
-  max_eval_examples: int | None = None
-  eval_every: int | None = None         # steps; None: at the end of every epoch
-  save_every: int | None = None         # steps; checkpoints are also saved at every eval
-  log_every: int = 20
-  keep_best: bool = True
-  pad_to: str = "longest"
-  dtype: str = "float32"
-  prng_impl: str = state_lib.DEFAULT_PRNG_IMPL
-  stop_after_steps: int | None = None   # stop early (checkpointed), as if interrupted
-  mesh: str | None = None               # "data=4,model=2"; None: every device data parallel
-  progress: bool = True
+  data: DataConfig
+  run: RunConfig
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  optimizer: registry.OptimizerConfig = dataclasses.field(
+      default_factory=registry.OptimizerConfig)
+  pruning: PruningConfig = dataclasses.field(default_factory=PruningConfig)
+
+  @classmethod
+  def from_dict(cls, values: dict[str, dict]) -> TrainConfig:
+    """A TrainConfig from nested dicts (a config file, the CLI's parsed settings):
+    ``{"data": {"task": "rte"}, "run": {"output": "runs/rte"}}``; sections left
+    out take their defaults, keys outside the five sections are ignored."""
+    kinds = {"data": DataConfig, "model": ModelConfig, "optimizer": registry.OptimizerConfig,
+             "pruning": PruningConfig, "run": RunConfig}
+    return cls(**{name: kind(**values[name]) for name, kind in kinds.items() if name in values})
 
   def validate(self) -> None:
-    if self.batch_size <= 0 or self.eval_batch_size <= 0:
-      raise FlatjaxInputError(f"batch size must be positive, got {self.batch_size}")
-    if self.epochs <= 0:
-      raise FlatjaxInputError(f"epochs must be positive, got {self.epochs}")
-    if self.lr <= 0:
-      raise FlatjaxInputError(f"learning rate must be positive, got {self.lr}")
-    for name in ("max_train_examples", "max_eval_examples", "eval_every", "save_every",
-                 "stop_after_steps"):
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive, got {value}")
-    if self.dtype not in DTYPES:
-      raise FlatjaxInputError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-    if self.seed < 0:
-      raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
-    if self.mask is not None and not Path(self.mask).is_file():
-      raise FlatjaxInputError(f"mask file {self.mask} does not exist")
-    if self.pruning is not None:
-      methods.get_scoring(self.pruning)  # a registered method
-      if self.mask is not None:
-        raise FlatjaxInputError("--mask and --pruning exclude each other")
-      if not 0.0 <= self.pruning_begin < self.pruning_end <= 1.0:
-        raise FlatjaxInputError("need 0 <= pruning begin < pruning end <= 1 (fractions of "
-                                f"the run), got {self.pruning_begin}, {self.pruning_end}")
-      self.pruner(total_steps=1000)  # checks sparsity, granularity, scope names
-    get_task(self.task)
-    self.optimizer_config()
-    if self.mesh is not None:
-      parallel.MeshConfig.parse(self.mesh)
+    for section in (self.data, self.model, self.optimizer, self.pruning, self.run):
+      section.validate()
 
-  def pruner(self, total_steps: int):
-    """The pruner this run trains with (None without ``pruning``)."""
-    if self.pruning is None:
-      return None
-    begin, end = self._pruning_steps(total_steps)
-    return methods.make_pruner(
-        self.pruning, sparsity=self.pruning_sparsity, begin_step=begin, end_step=end,
-        scope=masks_lib.resolve_scope(self.pruning_scope),
-        granularity=self.pruning_granularity, update_every=self.pruning_every)
-
-  def pruning_end_step(self, total_steps: int) -> int:
-    """The first step whose mask has the final sparsity (0 without a pruner)."""
-    return 0 if self.pruning is None else self._pruning_steps(total_steps)[1]
-
-  def _pruning_steps(self, total_steps: int) -> tuple[int, int]:
-    """The schedule's (begin, end) steps; end > begin even for very short runs."""
-    begin = int(self.pruning_begin * total_steps)
-    return begin, max(begin + 1, int(round(self.pruning_end * total_steps)))
+  def replace(self, **changes: Any) -> TrainConfig:
+    """A copy with fields of its sections changed: ``replace(run={"output": ...})``."""
+    return dataclasses.replace(self, **{
+        name: dataclasses.replace(getattr(self, name), **fields)
+        for name, fields in changes.items()})
 
   def data_sources(self) -> dict[str, str | None]:
     """The files (or hub names) the run reads, for its ``run.json``."""
-    return {"data": self.data, "eval_data": self.eval_data, "model": self.model,
-            "mask": self.mask}
-
-  def optimizer_config(self) -> registry.OptimizerConfig:
-    try:
-      swa = None if self.swa is None else parse_swa(self.swa)
-    except ValueError as e:
-      raise FlatjaxInputError(str(e)) from None
-    return registry.OptimizerConfig(
-        name=self.optimizer, learning_rate=self.lr, weight_decay=self.weight_decay,
-        warmup_steps=self.warmup_steps, clip_norm=self.clip_norm,
-        extra=tuple(sorted(self.optimizer_args.items())), swa=swa)
+    return {"data": self.data.source, "eval_data": self.data.eval_source,
+            "model": self.model.name, "mask": self.pruning.mask}
 
 
 # Fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"output", "progress", "stop_after_steps", "log_every", "eval_batch_size",
-                      "mesh"}  # checkpoints restore onto any mesh
+_RESUMABLE_CHANGES = {"run.output", "run.progress", "run.stop_after_steps", "run.log_every",
+                      "run.eval_batch_size",
+                      "run.mesh"}  # checkpoints restore onto any mesh
 
 
 @dataclasses.dataclass
@@ -174,43 +108,44 @@ class RunData:
 
 
 def load_model(config: TrainConfig) -> pretrained.Pretrained:
-  """``config.model`` with ``config.task``'s head (new heads initialised from the seed)."""
-  return pretrained.from_pretrained(config.model, get_task(config.task), seed=config.seed,
-                                    dtype=DTYPES[config.dtype])
+  """The model to fine-tune, with the task's head (new heads initialised from the seed)."""
+  return pretrained.from_pretrained(config.model.name, get_task(config.data.task),
+                                    seed=config.run.seed, dtype=DTYPES[config.model.dtype])
 
 
 def initial_params(config: TrainConfig) -> tuple[pretrained.Pretrained, Any, Any]:
-  """``(model, mask, params)`` a run starts from: ``config.model``'s weights
-  with ``config.mask``'s pruned weights set to exactly 0 (mask None: dense).
+  """``(model, mask, params)`` a run starts from: ``config.model.name``'s weights
+  with ``config.pruning.mask``'s pruned weights set to exactly 0 (mask None: dense).
 
   With zero gradient (the forward pass masks them) and a fresh optimizer state,
   pruned weights then stay 0 under every registered optimizer.
   """
   model = load_model(config)
-  mask = None if config.mask is None else masks_lib.load_mask(config.mask, model.params)
+  path = config.pruning.mask
+  mask = None if path is None else masks_lib.load_mask(path, model.params)
   return model, mask, masks_lib.apply_mask(model.params, mask)
 
 
 def _common(config: TrainConfig) -> dict:
-  return dict(max_length=config.max_length, pad_to=config.pad_to, seed=config.seed,
-              doc_stride=config.doc_stride)
+  return dict(max_length=config.data.max_length, pad_to=config.data.pad_to,
+              seed=config.run.seed, doc_stride=config.data.doc_stride)
 
 
 def load_eval_splits(config: TrainConfig, tokenizer: Any) -> list[pipeline.SplitData]:
-  """Every evaluation split of the run's task (``eval_data``, else ``data``)."""
-  task = get_task(config.task)
-  source = config.eval_data if config.eval_data is not None else config.data
-  return pipeline.load_eval_splits(task, tokenizer, source, batch_size=config.eval_batch_size,
-                                   max_examples=config.max_eval_examples, **_common(config))
+  """Every evaluation split of the run's task (``eval_source``, else ``source``)."""
+  task = get_task(config.data.task)
+  return pipeline.load_eval_splits(task, tokenizer, config.data.eval_data(),
+                                   batch_size=config.run.eval_batch_size,
+                                   max_examples=config.data.max_eval_examples, **_common(config))
 
 
 def load_data(config: TrainConfig, model: pretrained.Pretrained) -> RunData:
   """The run's train split and every evaluation split of its task."""
-  task = get_task(config.task)
+  task = get_task(config.data.task)
   tokenizer = pretrained.load_tokenizer(model.tokenizer_dir)
-  train = pipeline.load_split(task, tokenizer, config.data, task.train_split,
-                              batch_size=config.batch_size, shuffle=True,
-                              max_examples=config.max_train_examples, **_common(config))
+  train = pipeline.load_split(task, tokenizer, config.data.source, task.train_split,
+                              batch_size=config.run.batch_size, shuffle=True,
+                              max_examples=config.data.max_train_examples, **_common(config))
   return RunData(task, tokenizer, train, load_eval_splits(config, tokenizer))
 
 
@@ -230,7 +165,7 @@ def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: A
 
 def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   """Checks the output folder before anything is written; returns (path, resuming)."""
-  out = Path(config.output)
+  out = Path(config.run.output)
   saved = out / "config.json"
   if out.exists() and not out.is_dir():
     raise FlatjaxInputError(f"output {out} exists and is not a folder")
@@ -238,10 +173,10 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
     if out.exists() and any(out.iterdir()):
       raise FlatjaxInputError(f"output folder {out} is not empty and holds no flatjax run")
     return out, False
-  previous = json.loads(saved.read_text())["config"]
-  current = dataclasses.asdict(config)
-  changed = sorted(k for k in current
-                   if k not in _RESUMABLE_CHANGES and previous.get(k) != current[k])
+  previous = flat_settings(json.loads(saved.read_text())["config"])
+  current = flat_settings(dataclasses.asdict(config))
+  changed = sorted(k for k in current.keys() | previous.keys()
+                   if k not in _RESUMABLE_CHANGES and previous.get(k) != current.get(k))
   if changed:
     raise FlatjaxInputError(
         f"output folder {out} holds a run with different settings ({', '.join(changed)}); "
@@ -259,21 +194,21 @@ class _Compiled:
 
 
 def _compile(config: TrainConfig, model: pretrained.Pretrained, state, step_fn) -> _Compiled:
-  """The train and eval steps, jitted for one device or sharded over ``config.mesh``."""
-  mesh = parallel.mesh_for_run(config.mesh)
+  """The train and eval steps, jitted for one device or sharded over ``config.run.mesh``."""
+  mesh = parallel.mesh_for_run(config.run.mesh)
   if mesh is None:
     jitted = steps.jit_train_step(step_fn)
     return _Compiled(state, lambda s, b: jitted(s, device_batch(b)),
                      jax.jit(steps.make_eval_step(model.module)))
-  parallel.check_batch_size(config.batch_size, mesh)
-  parallel.check_batch_size(config.eval_batch_size, mesh)
+  parallel.check_batch_size(config.run.batch_size, mesh)
+  parallel.check_batch_size(config.run.eval_batch_size, mesh)
   state, shardings = parallel.shard_state(state, state.params, mesh)
   train_step = parallel.host_fed(parallel.jit_train_step(step_fn, shardings, mesh),
-                                 config.batch_size, mesh)
+                                 config.run.batch_size, mesh)
   # The logits come back whole on every process.
   eval_step = parallel.host_fed(parallel.jit_eval_step(
       steps.make_eval_step(model.module), shardings.params, shardings.mask, mesh),
-      config.eval_batch_size, mesh)
+      config.run.eval_batch_size, mesh)
   return _Compiled(state, lambda s, b: train_step(s, device_batch(b)), eval_step, mesh)
 
 
@@ -306,7 +241,8 @@ def _announce(config: TrainConfig, model, data: RunData, plan: Schedule, start: 
                if data.train.num_rows != data.train.num_examples else "")
     say(f"{data.task.name}: {data.train.num_examples} training examples{windows}, "
         f"{plan.steps_per_epoch} steps/epoch, {plan.total_steps} steps, optimizer "
-        f"{config.optimizer}" + (f", mesh {parallel.describe(mesh)}" if mesh is not None else "")
+        f"{config.optimizer.name}"
+        + (f", mesh {parallel.describe(mesh)}" if mesh is not None else "")
         + (f", resuming at step {start}" if start else ""))
 
 
@@ -322,12 +258,12 @@ def _hooks(config: TrainConfig, out: Path, model, data: RunData, compiled: _Comp
     _save_model(out / "best", state, model, data.task)
 
   return Hooks(train_step=lambda state, batch, step: compiled.train_step(state, batch),
-               evaluate=evaluate, save_best=save_best if config.keep_best else None,
+               evaluate=evaluate, save_best=save_best if config.run.keep_best else None,
                best_from=best_from)
 
 
 def fit(config: TrainConfig, resume: bool = False) -> dict:
-  """Fine-tunes ``config.model`` on ``config.task``; returns the results summary.
+  """Fine-tunes ``config.model.name`` on ``config.data.task``; returns the results summary.
 
   Every input is checked (task, files, rows, labels, model folder, sizes)
   before the output folder is touched, so bad input leaves nothing behind.
@@ -340,30 +276,30 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   if resume and not has_run:
     raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
 
-  task = get_task(config.task)
+  task = get_task(config.data.task)
   model, mask, params = initial_params(config)
   data = load_data(config, model)
   steps_per_epoch = data.train.batcher.num_batches
-  total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-  tx = registry.make_optimizer(config.optimizer_config(), total_steps, steps_per_epoch)
-  schedule = registry.linear_schedule(config.optimizer_config(), total_steps)
-  pruner = config.pruner(total_steps)
-  state = state_lib.create(params, tx, config.seed, mask=mask, prng_impl=config.prng_impl,
+  total_steps = max(1, math.ceil(config.run.epochs * steps_per_epoch))
+  tx = registry.make_optimizer(config.optimizer, total_steps, steps_per_epoch)
+  schedule = registry.linear_schedule(config.optimizer, total_steps)
+  pruner = config.pruning.pruner(total_steps)
+  state = state_lib.create(params, tx, config.run.seed, mask=mask, prng_impl=config.run.prng_impl,
                            pruner=pruner)
   compiled = _compile(config, model, state, steps.make_train_step(
       losses.make_loss_fn(model.module, task), tx, schedule, pruner))
 
   out.mkdir(parents=True, exist_ok=True)
-  plan = Schedule(total_steps, steps_per_epoch, eval_every=config.eval_every,
-                  save_every=config.save_every, log_every=config.log_every,
-                  stop_after_steps=config.stop_after_steps)
+  plan = Schedule(total_steps, steps_per_epoch, eval_every=config.run.eval_every,
+                  save_every=config.run.save_every, log_every=config.run.log_every,
+                  stop_after_steps=config.run.stop_after_steps)
   trainer = Trainer(out, plan, f"{data.evals[0].split}/{task.main_metric}",
-                    progress=config.progress)
+                    progress=config.run.progress)
   state = trainer.restore(compiled.state, resume)
   _write_run_files(out, config, model, mask, data, has_run)
   _announce(config, model, data, plan, int(state.step), compiled.mesh)
   # With a learned mask, only models at the final sparsity compete for "best".
-  hooks = _hooks(config, out, model, data, compiled, config.pruning_end_step(total_steps))
+  hooks = _hooks(config, out, model, data, compiled, config.pruning.end_step(total_steps))
   state, step = trainer.run(state, data.train.batcher, hooks)
   if step < total_steps:
     return {"step": step, "total_steps": total_steps, "finished": False}
@@ -376,12 +312,12 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
   task, meta, is_main = data.task, trainer.meta, jax.process_index() == 0
   _save_model(out / "final", state, model, task)
   host_mask = parallel.gather_to_host(state.mask)
-  if config.pruning is not None and is_main:
+  if config.pruning.method is not None and is_main:
     masks_lib.save_mask(out / masks_lib.MASK_FILE, host_mask,
-                        metadata={"task": task.name, "optimizer": config.optimizer,
-                                  "pruning": config.pruning})
+                        metadata={"task": task.name, "optimizer": config.optimizer.name,
+                                  "pruning": config.pruning.method})
   final_row = last_eval(out / "metrics.jsonl")
-  results = {"task": task.name, "optimizer": config.optimizer, "finished": True,
+  results = {"task": task.name, "optimizer": config.optimizer.name, "finished": True,
              "step": step, "total_steps": trainer.schedule.total_steps,
              "main_metric": task.main_metric,
              "best": {"step": meta["best_step"], trainer.main_metric: meta["best_metric"]},

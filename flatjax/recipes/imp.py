@@ -38,7 +38,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 from flatjax import jsonl, provenance
 from flatjax.console import say
@@ -56,19 +55,30 @@ MODES = ("imp", "std")
 class IMPConfig:
   """An IMP run. ``train`` is the per-round fine-tuning recipe; its
   ``output`` is the IMP run folder and its ``mask`` must be unset."""
-  train: Any                      # flatjax.recipes.finetune.TrainConfig
-  mode: str = "imp"               # "imp": rewind to pre-trained; "std": continue
-  rate: float = 0.1               # fraction of the original prunable weights per round
-  rounds: int = 9                 # pruning rounds after the full model (9 x 10% = 90%)
+  train: finetune.TrainConfig
+  mode: str = "imp"
+  """imp: rewind the kept weights to the pre-trained ones each round; std: keep training the
+  pruned weights"""
+  rate: float = 0.1
+  """fraction of the original prunable weights removed per round"""
+  rounds: int = 9
+  """pruning rounds after the full model (9: up to 90 percent sparsity)"""
   granularity: str = "global"
+  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
   scope: str = "bert"
-  method: str = "magnitude"       # the scores each round prunes by (sparsity.methods)
-  tolerance: float = 1.0          # metric points a winning ticket may lose
-  stop_after_steps: int | None = None   # over all rounds, as if interrupted
+  """prunable params: a scope name (bert: Chen et al.'s encoder kernels and the pooler) or a
+  regex on param paths"""
+  method: str = "magnitude"
+  """the scores each round prunes by: magnitude, random, or a registered method needing no
+  training"""
+  tolerance: float = 1.0
+  """a winning ticket's dev metric may be this many points below the full model's"""
+  stop_after_steps: int | None = None
+  """stop after N training steps over all rounds, as if interrupted"""
 
   def validate(self) -> None:
     self.train.validate()
-    if self.train.mask is not None:
+    if self.train.pruning.mask is not None or self.train.pruning.method is not None:
       raise FlatjaxInputError("IMP makes its own masks; do not pass a mask")
     if self.mode not in MODES:
       raise FlatjaxInputError(f"IMP mode must be one of {', '.join(MODES)}, got {self.mode!r}")
@@ -94,7 +104,7 @@ class IMPConfig:
     d = dataclasses.asdict(self)
     d.pop("stop_after_steps")
     for k in ("progress", "stop_after_steps"):
-      d["train"].pop(k, None)
+      d["train"]["run"].pop(k, None)
     return d
 
 
@@ -116,13 +126,13 @@ def read_rounds(run: str | Path) -> list[dict]:
 
 
 def _round_config(config: IMPConfig, run: Path, round_: int, budget: int | None):
-  train = config.train
-  model = train.model
+  model = config.train.model.name
   if round_ > 0 and config.mode == "std":
     model = str(round_dir(run, round_ - 1) / "final")
   mask = None if round_ == 0 else str(mask_path(run, config.target(round_)))
-  return dataclasses.replace(train, output=str(round_dir(run, round_)), model=model, mask=mask,
-                             stop_after_steps=budget)
+  return config.train.replace(run={"output": str(round_dir(run, round_)),
+                                   "stop_after_steps": budget},
+                              model={"name": model}, pruning={"mask": mask})
 
 
 def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
@@ -133,8 +143,7 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   if path.exists():
     return
   previous_dir = round_dir(run, round_ - 1)
-  trained = finetune.load_model(
-      dataclasses.replace(config.train, model=str(previous_dir / "final")))
+  trained = finetune.load_model(config.train.replace(model={"name": str(previous_dir / "final")}))
   previous = (None if round_ == 1 else
               masks_lib.load_mask(mask_path(run, config.target(round_ - 1)), trained.params))
   mask = prune_once(methods.untrained_scoring(config.method), trained.params, target,
@@ -154,8 +163,8 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
        "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()},
        "fully_pruned": emptied}, indent=2) + "\n")
   masks_lib.save_mask(path, mask, metadata={
-      "task": config.train.task, "optimizer": config.train.optimizer, "mode": config.mode,
-      "round": str(round_), "seed": str(config.train.seed)})  # written last: marks "done"
+      "task": config.train.data.task, "optimizer": config.train.optimizer.name,
+      "mode": config.mode, "round": str(round_), "seed": str(config.train.run.seed)})  # written last: marks "done"
 
 
 def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
@@ -170,7 +179,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
   """
   log = log or say
   config.validate()
-  run = Path(config.train.output)
+  run = Path(config.train.run.output)
   resumed = check_driver_folder(run, "imp.json", config.to_json(), resume, "an IMP run")
   if not resumed:
     # A scope that selects nothing fails before anything is written.
@@ -192,7 +201,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
         log(f"stopped before round {round_}; continue with --resume")
         return {"finished": False, "round": round_}
     round_config = _round_config(config, run, round_, budget)
-    started = (Path(round_config.output) / "config.json").exists()
+    started = (Path(round_config.run.output) / "config.json").exists()
     log(f"IMP round {round_}/{config.rounds}: sparsity {config.target(round_):.0%}"
         + (" (resuming)" if started else ""))
     results = finetune.fit(round_config, resume=started)
@@ -212,10 +221,10 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
     done_steps += results["step"]
     log(f"round {round_}: sparsity {row['sparsity']:.1%}, {main_key} {row['metric']:.2f}")
   rows = jsonl.read(rows_path)
-  report = ticket_report(rows, config.train.task, config.tolerance)
+  report = ticket_report(rows, config.train.data.task, config.tolerance)
   (run / "ticket.json").write_text(json.dumps(report, indent=2) + "\n")
-  plots.plot_sparsity_curves({f"{config.train.optimizer} ({config.mode})": rows},
-                             run / "imp.png", title=f"{config.train.task}: IMP")
+  plots.plot_sparsity_curves({f"{config.train.optimizer.name} ({config.mode})": rows},
+                             run / "imp.png", title=f"{config.train.data.task}: IMP")
   return {"finished": True, **report}
 
 

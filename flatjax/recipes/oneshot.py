@@ -33,6 +33,31 @@ def sparsity_grid(step: float = 0.05, maximum: float = 0.6) -> list[float]:
   return [round(i * step, 6) for i in range(int(np.floor(maximum / step + 1e-9)) + 1)]
 
 
+@dataclasses.dataclass
+class OneshotConfig:
+  """A ``flatjax oneshot`` run: curves of fine-tuned models pruned in steps."""
+  models: dict[str, str]
+  """label -> a fine-tuned model folder (e.g. RUN/best), one curve each"""
+  output: str
+  """folder for oneshot.jsonl, oneshot.md and oneshot.png (rows already there are reused)"""
+  step: float = 0.05
+  """sparsity step"""
+  maximum: float = 0.6
+  """largest sparsity"""
+  scope: str = "bert"
+  """prunable params: a scope name or a regex on param paths"""
+  granularity: str = "global"
+  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
+  method: str = "magnitude"
+  """the scores pruned by: magnitude, random, or a registered method needing no training"""
+  eval_batch_size: int = 64
+  """examples per evaluation batch"""
+  seed: int = 0
+  """seeds the max_eval_examples subset"""
+  progress: bool = True
+  """show progress"""
+
+
 def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str = "bert",
                   granularity: str = "global", method: str = "magnitude",
                   done: dict[float, dict] | None = None,
@@ -41,10 +66,10 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
   of ``model`` pruned to each of ``sparsities`` and evaluated on ``base``'s
   (a TrainConfig) evaluation data. ``done``: rows already computed, by
   sparsity (a resumed run); ``on_row`` is called with each new row."""
-  config = dataclasses.replace(base, model=model)
+  config = base.replace(model={"name": model})
   loaded = finetune.load_model(config)
   splits = finetune.load_eval_splits(config, pretrained.load_tokenizer(loaded.tokenizer_dir))
-  main = f"{splits[0].split}/{get_task(config.task).main_metric}"
+  main = f"{splits[0].split}/{get_task(config.data.task).main_metric}"
   eval_step = jax.jit(steps.make_eval_step(loaded.module))   # compiled once for all sparsities
   scoring = methods.untrained_scoring(method)
   rows = []
@@ -85,7 +110,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
   rows_path = out / "oneshot.jsonl"
   settings = {"base": dataclasses.asdict(base), "models": models, "step": step,
               "maximum": maximum, "scope": scope, "granularity": granularity, "method": method}
-  inputs = {"data": base.data, "eval_data": base.eval_data,
+  inputs = {"data": base.data.source, "eval_data": base.data.eval_source,
             **{f"model {label}": path for label, path in models.items()}}
   provenance.write_run_json(out, settings, inputs, resumed=rows_path.exists())
   previous = jsonl.read(rows_path)
@@ -108,8 +133,8 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
     table.append(f"| {s:.0%} | " + " | ".join(f"{c[i]['metric']:.2f}" for c in curves.values())
                  + " |")
   (out / "oneshot.md").write_text(
-      f"One-shot global magnitude pruning ({base.task}, dev {name}), no retraining.\n\n"
+      f"One-shot global magnitude pruning ({base.data.task}, dev {name}), no retraining.\n\n"
       + "\n".join(table) + "\n")
   plots.plot_sparsity_curves(curves, out / "oneshot.png",
-                             title=f"{base.task}: one-shot magnitude pruning, no retraining")
+                             title=f"{base.data.task}: one-shot magnitude pruning, no retraining")
   return curves

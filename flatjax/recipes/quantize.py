@@ -30,30 +30,43 @@ import numpy as np
 from flatjax import provenance
 from flatjax.console import say
 from flatjax.data import pipeline
+from flatjax.data.config import PAD_TO
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.quant import export, int8, model as quant_model
 from flatjax.train import evaluation, runs, steps
 
-PAD_TO = ("longest", "max_length")
-
-
 @dataclasses.dataclass
 class QuantizeConfig:
   """A ``flatjax quantize`` run (the flags map 1:1)."""
   run: str
-  output: str | None = None              # default RUN/int8
+  """a flatjax train run folder (its best/ model) or a model folder"""
+  output: str | None = None
+  """results folder (default: RUN/int8)"""
   schemes: tuple[str, ...] = (int8.DEFAULT,)
+  """quantization recipes (--scheme, repeatable; dynamic: PyTorch's quantize_dynamic on every
+  Linear)"""
   task: str | None = None
-  data: str | None = None                # default: the run's eval data, else its data
+  """the task (default: the run's)"""
+  data: str | None = None
+  """the evaluation data (default: the run's eval data, else its data)"""
   batch_size: int = 32
-  max_length: int | None = None          # default: the run's, else the task's
+  """eval batch size (32); dynamic int8 scales depend on the batch"""
+  max_length: int | None = None
+  """tokens per sequence (default: the run's, else the task's)"""
   max_eval_examples: int | None = None
-  doc_stride: int | None = None           # None: the run's, else 128
+  """evaluate on the first N examples of each split"""
+  doc_stride: int | None = None
+  """SQuAD window overlap (default: the run's, else 128)"""
   pad_to: str = "longest"
+  """pad each batch to its longest sequence (rounded up to a multiple of 8) or always to
+  max_length"""
   seed: int = 0
-  save: bool = True                      # write the int8 model folders
+  """seeds the max_eval_examples subset"""
+  save: bool = True
+  """write the int8 model folders (false: score only)"""
   progress: bool = True
+  """show progress messages"""
 
   def validate(self) -> None:
     if not self.schemes:
@@ -68,6 +81,8 @@ class QuantizeConfig:
       value = getattr(self, name)
       if value is not None and value < 1:
         raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
+    if self.seed < 0:
+      raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
     if self.pad_to not in PAD_TO:
       raise FlatjaxInputError(f"pad-to must be one of {', '.join(PAD_TO)}, got {self.pad_to!r}")
 

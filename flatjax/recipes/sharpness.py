@@ -38,24 +38,43 @@ class SharpnessConfig:
   """A ``flatjax sharpness`` run (the flags map 1:1). Zero iterations, samples or
   grid points skip that measure."""
   run: str
-  output: str | None = None              # default RUN/sharpness
+  """a flatjax train run folder (its best/ model) or a model folder"""
+  output: str | None = None
+  """results folder (default: RUN/sharpness)"""
   task: str | None = None
-  data: str | None = None                # default: the run's data
+  """the task (default: the run's)"""
+  data: str | None = None
+  """the data (default: the run's)"""
   split: str = "train"
+  """the split whose loss is measured (train, as Keskar et al.)"""
   examples: int = 256
+  """a fixed, seeded sample of this many examples (256)"""
   batch_size: int = 32
-  max_length: int | None = None          # default: the run's, else the task's
+  """examples per batch"""
+  max_length: int | None = None
+  """tokens per sequence (default: the run's, else the task's)"""
   seed: int = 0
+  """seeds the sample, the subspace, the probes and the directions"""
   epsilons: tuple[float, ...] = (1e-3, 5e-3)
-  subspace_dim: int | None = None        # None: the full space (A = I)
+  """box sizes of the epsilon-sharpness (--epsilon, repeatable)"""
+  subspace_dim: int | None = None
+  """maximise in a random subspace of this dimension (null: the full space, A = I)"""
   maxiter: int = 10
+  """L-BFGS-B iterations (10)"""
   hessian_iterations: int = 20
+  """power iterations at most, 0 skips (20)"""
   hessian_tol: float = 1e-3
+  """power iteration stops at this relative change (1e-3)"""
   hutchinson_samples: int = 10
-  surface_points: int = 21               # 1-D grid over [-radius, radius]
-  contour_points: int = 11               # 2-D grid, per axis
+  """Rademacher probes of the trace estimate, 0 skips (10)"""
+  surface_points: int = 21
+  """1-D loss surface points over [-radius, radius], 0 skips (21)"""
+  contour_points: int = 11
+  """2-D loss surface points per axis, 0 skips (11)"""
   radius: float = 1.0
+  """surfaces span [-radius, radius] along each direction (1)"""
   progress: bool = True
+  """show progress messages"""
 
   def validate(self) -> None:
     if self.split not in SPLITS:
@@ -73,6 +92,8 @@ class SharpnessConfig:
       raise FlatjaxInputError("a surface needs at least 2 grid points (0 skips it)")
     if self.max_length is not None and self.max_length < 1:
       raise FlatjaxInputError("max-length must be positive")
+    if not self.hessian_tol > 0:
+      raise FlatjaxInputError(f"hessian-tol must be positive, got {self.hessian_tol}")
     if not (math.isfinite(self.radius) and self.radius > 0):
       raise FlatjaxInputError(f"radius must be a finite number > 0, got {self.radius}")
     for eps in self.epsilons:  # KeskarConfig checks each, before any work is done

@@ -21,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 
 from flatjax import jsonl, provenance
 from flatjax.console import say
 from flatjax.errors import FlatjaxInputError
+from flatjax.optim import registry
 from flatjax.recipes import finetune
 from flatjax.recipes import imp as imp_lib
 from flatjax.sparsity import masks as masks_lib
@@ -60,14 +61,17 @@ class TicketsConfig:
   ``model`` the pre-trained weights every cell starts from); ``masks``: label
   -> mask file; ``random_like``: also a random mask with the per-tensor
   sparsities of that label's mask; ``optimizers``: the columns."""
-  train: Any                         # flatjax.recipes.finetune.TrainConfig
+  train: finetune.TrainConfig
   masks: dict[str, str]
+  """label -> a mask: a file, a run folder, or an IMP run folder (with --sparsity)"""
   optimizers: tuple[str, ...] = ("adam", "sam")
+  """the optimizers, one column each"""
   random_like: str | None = None
+  """also a random mask with the per-tensor sparsities of this label's"""
   random_seed: int = 0
+  """seeds the random mask"""
 
   def validate(self) -> None:
-    self.train.validate()
     if not self.masks:
       raise FlatjaxInputError("give at least one --mask LABEL=PATH")
     if self.random_like is not None and self.random_like not in self.masks:
@@ -79,12 +83,18 @@ class TicketsConfig:
       if not Path(path).is_file():
         raise FlatjaxInputError(f"mask {label}: {path} does not exist")
     for name in self.optimizers:
-      dataclasses.replace(self.train, optimizer=name).validate()
+      self.cell(name).validate()
+
+  def cell(self, optimizer: str, output: str | None = None, mask: str | None = None):
+    """The fine-tuning run of one cell of the grid."""
+    return dataclasses.replace(self.train.replace(
+        run={"output": output or self.train.run.output}, pruning={"mask": mask}),
+        optimizer=registry.switched(self.train.optimizer, optimizer))
 
   def to_json(self) -> dict:
     d = dataclasses.asdict(self)
     for k in ("progress", "stop_after_steps"):
-      d["train"].pop(k, None)
+      d["train"]["run"].pop(k, None)
     return d
 
 
@@ -93,7 +103,7 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
   """Fine-tunes every (mask, optimizer) cell; returns the rows of ``tickets.jsonl``."""
   log = log or say
   config.validate()
-  out = Path(config.train.output)
+  out = Path(config.train.run.output)
   resumed = check_driver_folder(out, "tickets.json", config.to_json(), resume, "a tickets run")
   if not resumed:
     out.mkdir(parents=True, exist_ok=True)
@@ -119,16 +129,15 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
     for opt in config.optimizers:
       if (label, opt) in done:
         continue
-      cell = dataclasses.replace(config.train, output=str(out / f"{label}-{opt}"), mask=str(path),
-                                 optimizer=opt)
-      started = (Path(cell.output) / "config.json").exists()
+      cell = config.cell(opt, str(out / f"{label}-{opt}"), str(path))
+      started = (Path(cell.run.output) / "config.json").exists()
       log(f"ticket {label} ({float(meta.get('sparsity', 0)):.0%} sparse) fine-tuned with {opt}")
       results = finetune.fit(cell, resume=started)
       if not results["finished"]:
         return rows
       main_key = next(k for k in results["best"] if k != "step")
-      row = {"mask": label, "optimizer": opt, "task": config.train.task,
-             "mask_task": meta.get("task", config.train.task),
+      task = config.train.data.task
+      row = {"mask": label, "optimizer": opt, "task": task, "mask_task": meta.get("task", task),
              "mask_optimizer": meta.get("optimizer"), "sparsity": results["sparsity"],
              "metric": results["best"][main_key], "metric_name": main_key,
              "best": results["best"], "final": results["final"], "steps": results["step"]}

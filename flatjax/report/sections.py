@@ -18,6 +18,7 @@ from typing import Any, Callable
 from flatjax import jsonl
 from flatjax.report import paper
 from flatjax.report import verdicts as V
+from flatjax.train.runs import recorded
 
 
 @dataclasses.dataclass
@@ -161,6 +162,7 @@ def _counted(seeds: list[int], testable: list[bool]) -> str:
 
 def _scale_of(train: dict) -> str:
   """A run's scale in words, from its saved TrainConfig."""
+  train = recorded(train)
   n = train.get("max_train_examples")
   parts = [str(train.get("model", "?")),
            f"{n:,} training examples" if n else "all training data",
@@ -828,7 +830,7 @@ def swa_section(results: Path) -> Section:
     if not (d / "oneshot.jsonl").is_file():
       continue
     section.scale = ("SST-2: " + _scale_of(_json(d / "config.json")["config"]) +
-                     f"; SWA recipe {_json(d / 'config.json')['config'].get('swa')}")
+                     f"; SWA recipe {recorded(_json(d / 'config.json')['config']).get('swa')}")
     curves = _oneshot_curves(d / "oneshot.jsonl")
     int8 = {"swa": _quant_scores(_json(d / "quantize.json"), "accuracy")}
     if seed in compare:

@@ -24,7 +24,22 @@ class FineTuned:
   data: str | None
   optimizer: str | None
   run_dir: Path | None = None
-  settings: dict = dataclasses.field(default_factory=dict)  # the run's TrainConfig, as saved
+  settings: dict = dataclasses.field(default_factory=dict)  # the run's config (recorded())
+
+
+def recorded(config: dict) -> dict:
+  """A saved TrainConfig as one flat dict: its sections' fields, with the names
+  the flat configuration used for the rest (model, optimizer, lr, data,
+  eval_data, mask, pruning); runs saved flat, before it had sections, are
+  returned as they are."""
+  if not isinstance(config.get("run"), dict):
+    return config
+  data, optimizer, pruning = config["data"], config["optimizer"], config["pruning"]
+  return {**data, **config["run"], **optimizer, "model": config["model"]["name"],
+          "dtype": config["model"]["dtype"], "optimizer": optimizer["name"],
+          "lr": optimizer["learning_rate"], "data": data["source"],
+          "eval_data": data["eval_source"], "mask": pruning["mask"],
+          "pruning": pruning["method"]}
 
 
 def resolve_finetuned(path: str, task: str | None = None, role: str = "model") -> FineTuned:
@@ -42,7 +57,7 @@ def resolve_finetuned(path: str, task: str | None = None, role: str = "model") -
   except json.JSONDecodeError as e:
     raise FlatjaxInputError(f"{role} {path}: config.json is not valid JSON ({e})") from None
   if "config" in settings:  # a flatjax run folder
-    run = settings["config"]
+    run = recorded(settings["config"])
     model_dir = next((root / d for d in ("best", "final") if (root / d / "config.json").is_file()),
                      None)
     if model_dir is None:
