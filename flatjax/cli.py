@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -373,7 +374,10 @@ def parse(argv: list[str]) -> tuple[str, dict]:
   try:
     ns = build_parser(table).parse_args(argv)
   except argparse.ArgumentError as e:
-    raise FlatjaxInputError(_one_line(str(e))) from None
+    message = _one_line(str(e))
+    if argv and argv[0] in table:  # "train.data.task": the key is "data.task"
+      message = re.sub(rf"(?<![\w.]){argv[0]}\.", "", message)
+    raise FlatjaxInputError(message) from None
   values = ns[ns.command].as_dict()
   for key in ("config", "__path__", "preset"):
     values.pop(key, None)

@@ -92,10 +92,22 @@ def test_variant_defaults_and_bad_settings():
                            ("looksam", {"k": 0.0}, "k must be positive"),
                            ("gsam", {"rho_min": 0.1}, "rho_min <= rho"),
                            ("asam", {"rho": -1.0}, "rho must be positive"),
-                           ("adam", {"rho": 0.05}, "has no setting rho")]:
+                           ("adam", {"rho": 0.05}, "has no setting rho"),
+                           ("looksam", {"alpha": -1.0}, "alpha must be non-negative"),
+                           ("gsam", {"alpha": float("nan")}, "alpha must be non-negative"),
+                           ("asam", {"eta": -0.1}, "eta must be non-negative")]:
     with pytest.raises(FlatjaxInputError, match=match):
       make_optimizer(OptimizerConfig(name, settings=bad), 10)
   assert {"sam", "asam", "gsam", "looksam"} <= set(names())
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("weight_decay", float("nan"), "weight decay"), ("weight_decay", -0.1, "weight decay"),
+    ("warmup_steps", -1, "warmup steps"), ("b2", 1.0, "b1, b2 < 1"), ("eps", 0.0, "eps > 0"),
+    ("learning_rate", float("inf"), "learning rate"), ("clip_norm", 0.0, "clip norm")])
+def test_shared_settings_out_of_range_are_input_errors(field, value, match):
+  with pytest.raises(FlatjaxInputError, match=match):
+    make_optimizer(OptimizerConfig("adamw", **{field: value}), 10)
 
 
 @pytest.mark.parametrize("name", registry.names())

@@ -54,3 +54,24 @@ def test_model_folder_without_task(tmp_path):
   (tmp_path / "config.json").write_text("{not json")
   with pytest.raises(FlatjaxInputError, match="not valid JSON"):
     resolve_finetuned(str(tmp_path))
+
+
+def test_a_run_saved_with_sections_reads_like_a_flat_one(tmp_path):
+  import dataclasses
+  from flatjax.recipes.finetune import TrainConfig
+  from flatjax.train.runs import recorded
+  config = TrainConfig.from_dict({
+      "data": {"task": "rte", "source": "some/data", "max_length": 64},
+      "model": {"name": "minilm"}, "optimizer": {"name": "sam", "learning_rate": 1e-4},
+      "run": {"output": str(tmp_path / "a"), "seed": 2}})
+  saved = json.loads(json.dumps(dataclasses.asdict(config)))
+  flat = recorded(saved)
+  assert (flat["task"], flat["model"], flat["data"], flat["eval_data"], flat["optimizer"],
+          flat["lr"], flat["seed"], flat["max_length"], flat["mask"]) == (
+      "rte", "minilm", "some/data", None, "sam", 1e-4, 2, 64, None)
+  root = _run_folder(tmp_path / "a")
+  (root / "config.json").write_text(json.dumps({"config": saved}))
+  run = resolve_finetuned(str(root))
+  assert (run.task.name, run.base_model, run.data, run.optimizer) == (
+      "rte", "minilm", "some/data", "sam")
+  assert recorded({"task": "rte", "lr": 2e-5}) == {"task": "rte", "lr": 2e-5}  # saved flat

@@ -64,6 +64,11 @@ class OptimizerConfig:
       raise FlatjaxInputError(f"warmup steps must be non-negative, got {self.warmup_steps}")
     if self.clip_norm is not None and not self.clip_norm > 0:
       raise FlatjaxInputError(f"clip norm must be positive, got {self.clip_norm}")
+    if not 0 <= self.weight_decay < math.inf:
+      raise FlatjaxInputError(f"weight decay must be non-negative, got {self.weight_decay}")
+    if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0):
+      raise FlatjaxInputError(f"Adam needs 0 <= b1, b2 < 1 and eps > 0, got {self.b1}, "
+                              f"{self.b2}, {self.eps}")
     resolved_settings(self)
     self.swa_config()
 
@@ -173,6 +178,12 @@ def _positive(name: str, settings: Any, *keys: str) -> None:
       raise FlatjaxInputError(f"{name}: {key} must be positive, got {getattr(settings, key)}")
 
 
+def _non_negative(name: str, settings: Any, *keys: str) -> None:
+  for key in keys:
+    if not 0 <= getattr(settings, key) < math.inf:
+      raise FlatjaxInputError(f"{name}: {key} must be non-negative, got {getattr(settings, key)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class SAMSettings:
   """SAM's (Foret et al. 2021)."""
@@ -193,6 +204,7 @@ class ASAMSettings:
 
   def __post_init__(self):
     _positive("asam", self, "rho")
+    _non_negative("asam", self, "eta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +219,7 @@ class GSAMSettings:
 
   def __post_init__(self):
     _positive("gsam", self, "rho")
+    _non_negative("gsam", self, "alpha")
     if not 0 <= self.rho_min <= self.rho:
       raise FlatjaxInputError(f"gsam: need 0 <= rho_min <= rho, got {self.rho_min}, {self.rho}")
 
@@ -223,6 +236,7 @@ class LookSAMSettings:
 
   def __post_init__(self):
     _positive("looksam", self, "rho", "k")
+    _non_negative("looksam", self, "alpha")
 
 
 @register("adamw")
