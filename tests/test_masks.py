@@ -408,6 +408,14 @@ def test_load_mask_errors(tmp_path):
     masks.load_mask(path, tiny_bert_params("rte", wider))
   with pytest.raises(FlatjaxInputError, match="pooler"):  # the QA model has no pooler
     masks.load_mask(path, tiny_bert_params("squad"))
+  # Every tensor of a 2-layer mask fits a 3-layer model, whose third layer would stay dense.
+  deeper = BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=3, num_attention_heads=2,
+                      intermediate_size=16, max_position_embeddings=16)
+  with pytest.raises(FlatjaxInputError, match="made for a model with 2 encoder layers; this "
+                                              "one has 3"):
+    masks.load_mask(path, tiny_bert_params("rte", deeper))
+  assert masks.mask_metadata(path)["encoder_layers"] == "2"
+  masks.load_mask(path, tiny_bert_params("sst2"))   # another task, the same encoder
   with pytest.raises(FlatjaxInputError):
     masks.load_mask(tmp_path / "missing.safetensors", params)
   with pytest.raises(FlatjaxInputError):

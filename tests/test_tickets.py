@@ -125,3 +125,8 @@ def test_mask_sources_resolve_and_bad_ones_are_input_errors(tmp_path, grid):
                               random_like="zzz")
   with pytest.raises(FlatjaxInputError, match="not a mask label"):
     tickets.run_tickets(bad)
+  for label in ("../../X", "a/b", "..", ""):
+    escape = tickets.TicketsConfig(train=config.train, masks={label: config.masks["a"]})
+    with pytest.raises(FlatjaxInputError, match="must be a plain name"):
+      tickets.run_tickets(escape)
+  assert not (tmp_path.parent / "X-adam").exists()

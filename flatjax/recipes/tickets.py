@@ -80,6 +80,9 @@ class TicketsConfig:
     if "random" in self.masks and self.random_like is not None:
       raise FlatjaxInputError("the label 'random' is taken by --random-like")
     for label, path in self.masks.items():
+      if not label or label in (".", "..") or Path(label).name != label or "\\" in label:
+        # a label names the cell's folder, OUTPUT/LABEL-OPTIMIZER: it stays inside OUTPUT
+        raise FlatjaxInputError(f"mask label {label!r} must be a plain name, not a path")
       if not Path(path).is_file():
         raise FlatjaxInputError(f"mask {label}: {path} does not exist")
     for name in self.optimizers:

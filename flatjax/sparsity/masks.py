@@ -349,7 +349,8 @@ def save_mask(path: str | Path, mask: Any, metadata: dict[str, str] | None = Non
   tmp = path.with_name(path.name + ".tmp")
   save_file(dict(mask_leaves(mask)), str(tmp),
             metadata={**(metadata or {}), "format": "flatjax-mask",
-                      "sparsity": f"{sparsity(mask):.6f}"})
+                      "sparsity": f"{sparsity(mask):.6f}",
+                      "encoder_layers": str(encoder_layers(mask))})
   tmp.replace(path)  # never a half-written mask next to a checkpoint
   return path
 
@@ -365,7 +366,8 @@ def mask_metadata(path: str | Path) -> dict[str, str]:
 def load_mask(path: str | Path, params: Any) -> Any:
   """Reads a mask written by :func:`save_mask` into a tree shaped like
   ``params`` (None for params it does not name). A tensor the params lack or
-  whose shape differs is an input error naming it."""
+  whose shape differs, or a mask made for a model with another number of
+  encoder layers, is an input error naming it."""
   from safetensors import SafetensorError
   from safetensors.numpy import load_file
   path = Path(path)
@@ -391,4 +393,16 @@ def load_mask(path: str | Path, params: Any) -> Any:
                             f"{', '.join(sorted(stored)[:5])}")
   if all(m is None for m in out):
     raise FlatjaxInputError(f"mask {path} holds no tensor")
+  layers = mask_metadata(path).get("encoder_layers")
+  if layers is not None and layers != str(encoder_layers(params)):
+    # its tensors fit, but the model's extra layers would stay dense
+    raise FlatjaxInputError(f"mask {path} was made for a model with {layers} encoder layers; "
+                            f"this one has {encoder_layers(params)}")
   return jax.tree.unflatten(treedef, out)
+
+
+def encoder_layers(tree: Any) -> int:
+  """How many encoder layers (``.../layer/N/...``) a params-shaped tree has."""
+  paths = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)[0]
+  return len({m.group(1) for p, _ in paths
+              for m in [re.search(r"layer/(\d+)/", path_str(p))] if m})
