@@ -135,6 +135,21 @@ def record(config: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
           "resumed": []}
 
 
+def changed_inputs(folder: str | os.PathLike, data: dict[str, Any]) -> list[str]:
+  """The names in ``data`` whose files differ from what ``folder/run.json``
+  recorded when the run began (nothing when it has no run.json)."""
+  path = Path(folder) / RUN_FILE
+  if not path.is_file():
+    return []
+  recorded = json.loads(path.read_text()).get("data", {})
+  changed = []
+  for name, source in data.items():
+    before, now = recorded.get(name), fingerprint(source)
+    if name in recorded and (before or {}).get("sha256") != (now or {}).get("sha256"):
+      changed.append(f"{name} ({source})")
+  return changed
+
+
 def write_run_json(folder: str | os.PathLike, config: Any, data: dict[str, Any] | None = None,
                    *, resumed: bool = False) -> Path:
   """Writes ``folder/run.json`` for a new run; for a ``resumed`` one that has it,

@@ -250,3 +250,15 @@ def test_validate_checks_task_and_swa_before_anything_loads(tmp_path):
   with pytest.raises(FlatjaxInputError, match="later"):
     TrainConfig.from_dict({"data": {"task": "sst2"}, "run": {"output": str(tmp_path)},
                            "optimizer": {"swa": "later"}}).validate()
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=16)
+  out = tmp_path / "run"
+  assert not fit(_config(data, out, tiny_model_dir, run={"stop_after_steps": 1}))["finished"]
+  rows = (data / "train.tsv").read_text()
+  (data / "train.tsv").write_text(rows + "an extra sentence\t1\n")
+  with pytest.raises(FlatjaxInputError, match=r"the files under data \(.*sst2\) changed"):
+    fit(_config(data, out, tiny_model_dir), resume=True)
+  (data / "train.tsv").write_text(rows)   # the data it began with: the run goes on
+  assert fit(_config(data, out, tiny_model_dir), resume=True)["finished"]

@@ -275,6 +275,11 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                             "continue it or pick another --output")
   if resume and not has_run:
     raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
+  changed = provenance.changed_inputs(out, {k: v for k, v in config.data_sources().items()
+                                            if k != "model"})
+  if has_run and changed:
+    raise FlatjaxInputError(f"{out}: the files under {', '.join(changed)} changed since the "
+                            "run began; resume with the data it began with, or start a new run")
 
   task = get_task(config.data.task)
   model, mask, params = initial_params(config)
