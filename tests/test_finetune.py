@@ -262,3 +262,19 @@ def test_resuming_on_changed_data_is_refused(tmp_path, tiny_model_dir):
     fit(_config(data, out, tiny_model_dir), resume=True)
   (data / "train.tsv").write_text(rows)   # the data it began with: the run goes on
   assert fit(_config(data, out, tiny_model_dir), resume=True)["finished"]
+
+
+def test_a_folder_left_by_a_run_killed_before_its_config_takes_a_new_run(tmp_path,
+                                                                          tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=8)
+  out = tmp_path / "run"
+  out.mkdir()
+  (out / "run.json").write_text("{}")              # written before config.json, then killed
+  (out / "config.json.tmp").write_text('{"conf')
+  assert fit(_config(data, out, tiny_model_dir, run={"epochs": 1}))["finished"]
+  assert json.loads((out / "run.json").read_text())["config"]["data"]["task"] == "sst2"
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "notes.txt").write_text("mine")
+  with pytest.raises(FlatjaxInputError, match="not empty and holds no flatjax run"):
+    fit(_config(data, other, tiny_model_dir))

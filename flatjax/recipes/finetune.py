@@ -93,6 +93,10 @@ class TrainConfig:
             "model": self.model.name, "mask": self.pruning.mask}
 
 
+# What a new run writes before config.json, which marks its folder as holding a run.
+_FIRST_FILES = {masks_lib.MASK_FILE, provenance.RUN_FILE, "run.json.tmp", "config.json.tmp",
+                masks_lib.MASK_FILE + ".tmp"}
+
 # Fields that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"run.output", "run.progress", "run.stop_after_steps", "run.log_every",
                       "run.eval_batch_size",
@@ -170,7 +174,9 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   if out.exists() and not out.is_dir():
     raise FlatjaxInputError(f"output {out} exists and is not a folder")
   if not saved.exists():
-    if out.exists() and any(out.iterdir()):
+    # A run killed before its config.json leaves at most the files written before it.
+    others = {p.name for p in out.iterdir()} - _FIRST_FILES if out.exists() else set()
+    if others:
       raise FlatjaxInputError(f"output folder {out} is not empty and holds no flatjax run")
     return out, False
   previous = flat_settings(json.loads(saved.read_text())["config"])
@@ -214,19 +220,23 @@ def _compile(config: TrainConfig, model: pretrained.Pretrained, state, step_fn) 
 
 def _write_run_files(out: Path, config: TrainConfig, model: pretrained.Pretrained, mask,
                      data: RunData, has_run: bool) -> None:
-  """``config.json`` and the given mask for a new run; ``run.json`` every time."""
+  """The given mask, ``run.json`` and, last, ``config.json`` (which marks the folder
+  as holding a run) for a new run; ``run.json``'s resumed list every time. Written
+  before anything else, so that a run killed at any point can be resumed."""
   if jax.process_index() != 0:  # on several hosts, the first one writes the files
     return
+  if not has_run and mask is not None:
+    masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
+  provenance.write_run_json(out, config, {**config.data_sources(), "model": model.source_dir},
+                            resumed=has_run)
   if not has_run:
-    (out / "config.json").write_text(json.dumps(
+    tmp = out / "config.json.tmp"
+    tmp.write_text(json.dumps(
         {"config": dataclasses.asdict(config), "model_source": str(model.source_dir),
          "initialized": model.initialized, "unexpected": model.unexpected,
          "train_examples": data.train.num_examples, "train_source": data.train.source,
          "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
-    if mask is not None:
-      masks_lib.save_mask(out / masks_lib.MASK_FILE, mask)
-  provenance.write_run_json(out, config, {**config.data_sources(), "model": model.source_dir},
-                            resumed=has_run)
+    tmp.replace(out / "config.json")
 
 
 def _announce(config: TrainConfig, model, data: RunData, plan: Schedule, start: int,
@@ -295,13 +305,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
       losses.make_loss_fn(model.module, task), tx, schedule, pruner))
 
   out.mkdir(parents=True, exist_ok=True)
+  _write_run_files(out, config, model, mask, data, has_run)
   plan = Schedule(total_steps, steps_per_epoch, eval_every=config.run.eval_every,
                   save_every=config.run.save_every, log_every=config.run.log_every,
                   stop_after_steps=config.run.stop_after_steps)
   trainer = Trainer(out, plan, f"{data.evals[0].split}/{task.main_metric}",
                     progress=config.run.progress)
   state = trainer.restore(compiled.state, resume)
-  _write_run_files(out, config, model, mask, data, has_run)
   _announce(config, model, data, plan, int(state.step), compiled.mesh)
   # With a learned mask, only models at the final sparsity compete for "best".
   hooks = _hooks(config, out, model, data, compiled, config.pruning.end_step(total_steps))
