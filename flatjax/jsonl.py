@@ -17,11 +17,14 @@ from flatjax.errors import FlatjaxInputError
 
 def read(path: str | Path, missing_ok: bool = True) -> list[dict[str, Any]]:
   """The rows of ``path`` in order, blank lines skipped; ``[]`` for a missing file
-  unless ``missing_ok`` is False (then FileNotFoundError)."""
+  unless ``missing_ok`` is False (then FileNotFoundError). A last line without its
+  newline is a row whose write was cut short (a killed run): it is left out."""
   path = Path(path)
   if missing_ok and not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  text = path.read_text()
+  complete = text[:text.rfind("\n") + 1]
+  return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def records(lines: Iterable[str], where: str | Path) -> Iterator[tuple[int, Any]]:
@@ -51,5 +54,17 @@ def finite(value: Any) -> Any:
 def append(path: str | Path, row: dict[str, Any]) -> None:
   """Appends ``row`` as one line of strict JSON (the file is created if need be);
   NaN and infinities are written as null."""
-  with Path(path).open("a") as f:
+  path = Path(path)
+  _drop_torn_tail(path)
+  with path.open("a") as f:
     f.write(json.dumps(finite(row), allow_nan=False) + "\n")
+
+
+def _drop_torn_tail(path: Path) -> None:
+  """Cuts a last line whose write was cut short, so that the next row starts a line."""
+  if not path.exists() or path.stat().st_size == 0:
+    return
+  with path.open("rb+") as f:
+    data = f.read()
+    if not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)

@@ -23,3 +23,15 @@ def test_append_writes_one_line_per_row(tmp_path):
   jsonl.append(str(path), {"mask": "adam", "nested": {"a": [1, 2]}})
   assert path.read_text() == ('{"mask": "sam", "metric": 77.87}\n'
                               '{"mask": "adam", "nested": {"a": [1, 2]}}\n')
+
+
+def test_a_torn_last_line_is_left_out_and_cut_before_the_next_row(tmp_path):
+  path = tmp_path / "rounds.jsonl"
+  path.write_text('{"round": 0, "metric": 80.5}\n{"round": 1, "met')   # a killed write
+  assert jsonl.read(path) == [{"round": 0, "metric": 80.5}]
+  jsonl.append(path, {"round": 1, "metric": 79.0})
+  assert path.read_text() == '{"round": 0, "metric": 80.5}\n{"round": 1, "metric": 79.0}\n'
+  path.write_text('{"round": 0}')          # even a parsable row counts only with its newline
+  assert jsonl.read(path) == []
+  jsonl.append(path, {"round": 0})
+  assert path.read_text() == '{"round": 0}\n'
