@@ -260,3 +260,33 @@ def test_a_preset_sets_defaults_that_given_settings_win_over():
   _, cpu = cli.parse(["compare", "--task", "rte"])
   assert cpu["data"]["max_train_examples"] == 640 and cpu["optimizer"]["learning_rate"] == 1e-4
   assert cpu["compare"]["optimizers"] == ("adam", "sam")
+
+
+def test_output_under_a_file_or_holding_a_foreign_config_is_one_line(tmp_path, capsys,
+                                                                    tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2")
+  (tmp_path / "a_file").write_text("x")
+  assert _train(tmp_path, data=data, model=tiny_model_dir, out="a_file/run") == 2
+  _one_line_error(capsys, "a_file", "is a file, not a folder")
+  for text in ('{"not": "flatjax"}', "{torn"):
+    (tmp_path / "foreign").mkdir(exist_ok=True)
+    (tmp_path / "foreign" / "config.json").write_text(text)
+    assert _train(tmp_path, data=data, model=tiny_model_dir, out="foreign") == 2
+    _one_line_error(capsys, "foreign", "not a flatjax run's")
+    assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["config.json"]
+
+
+@pytest.mark.parametrize("name,junk,needle", [
+    ("model.safetensors", b"\x00\x01truncated", "not a readable safetensors file"),
+    ("pytorch_model.bin", b"not a pickle at all", "not a readable PyTorch checkpoint")])
+def test_unreadable_weights_are_one_line(tmp_path, capsys, tiny_model_dir, name, junk, needle):
+  import shutil
+  data = write_sst2(tmp_path / "sst2")
+  model = tmp_path / "model"
+  shutil.copytree(tiny_model_dir, model)
+  for old in ("model.safetensors", "pytorch_model.bin"):
+    (model / old).unlink(missing_ok=True)
+  (model / name).write_bytes(junk)
+  assert _train(tmp_path, data=data, model=model) == 2
+  _one_line_error(capsys, str(model / name), needle)
+  assert not (tmp_path / "run").exists()

@@ -110,9 +110,14 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
   """The checkpoint's tensors as float32 numpy arrays, keyed by PyTorch name."""
   st = model_dir / "model.safetensors"
   if st.is_file():
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
+    try:
+      stored = load_file(str(st))
+    except (SafetensorError, OSError, ValueError) as e:
+      raise FlatjaxInputError(f"{st} is not a readable safetensors file ({e})") from None
     return {k: np.asarray(v, np.float32) if v.dtype.kind == "f" else v
-            for k, v in load_file(str(st)).items()}
+            for k, v in stored.items()}
   binary = model_dir / "pytorch_model.bin"
   if binary.is_file():
     try:
@@ -121,7 +126,11 @@ def read_state_dict(model_dir: Path) -> dict[str, np.ndarray]:
       raise FlatjaxInputError(
           f"{binary} is a PyTorch pickle and reading it needs torch; install torch or "
           "convert the folder to model.safetensors") from None
-    state = torch.load(str(binary), map_location="cpu", weights_only=True)
+    try:
+      state = torch.load(str(binary), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises many kinds for a bad pickle
+      raise FlatjaxInputError(f"{binary} is not a readable PyTorch checkpoint "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     return {k: v.float().numpy() if v.is_floating_point() else v.numpy()
             for k, v in state.items()}
   raise FlatjaxInputError(f"model folder {model_dir} has neither model.safetensors nor "

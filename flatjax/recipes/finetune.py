@@ -48,8 +48,8 @@ from flatjax.sparsity.config import PruningConfig
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.config import RunConfig
 from flatjax.train.evaluation import split_scores
-from flatjax.train.trainer import (Hooks, Schedule, Trainer, device_batch, flat_settings,
-                                   last_eval)
+from flatjax.train.trainer import (Hooks, Schedule, Trainer, check_writable, device_batch,
+                                   flat_settings, last_eval)
 
 
 @dataclasses.dataclass
@@ -171,15 +171,18 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
   """Checks the output folder before anything is written; returns (path, resuming)."""
   out = Path(config.run.output)
   saved = out / "config.json"
-  if out.exists() and not out.is_dir():
-    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  check_writable(out)
   if not saved.exists():
     # A run killed before its config.json leaves at most the files written before it.
     others = {p.name for p in out.iterdir()} - _FIRST_FILES if out.exists() else set()
     if others:
       raise FlatjaxInputError(f"output folder {out} is not empty and holds no flatjax run")
     return out, False
-  previous = flat_settings(json.loads(saved.read_text())["config"])
+  try:
+    previous = flat_settings(json.loads(saved.read_text())["config"])
+  except (json.JSONDecodeError, KeyError, TypeError):
+    raise FlatjaxInputError(f"output folder {out} holds a config.json that is not a flatjax "
+                            "run's; use another --output") from None
   current = flat_settings(dataclasses.asdict(config))
   changed = sorted(k for k in current.keys() | previous.keys()
                    if k not in _RESUMABLE_CHANGES and previous.get(k) != current.get(k))

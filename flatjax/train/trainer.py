@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -72,6 +73,18 @@ def flat_settings(d: dict, prefix: str = "") -> dict:
   return out
 
 
+def check_writable(out: Path) -> None:
+  """``out`` is (or can be made) a folder this process may write in: not a file,
+  not under a file, not read-only. Checked before any model or data loads."""
+  if out.exists() and not out.is_dir():
+    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+  if not existing.is_dir():
+    raise FlatjaxInputError(f"output {out} is under {existing}, which is a file, not a folder")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise FlatjaxInputError(f"output {out}: {existing} is not writable")
+
+
 def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
                         what: str) -> bool:
   """Checks a multi-run driver's output folder (IMP, ticket grids) before
@@ -83,13 +96,15 @@ def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
   ones are named); any other non-empty folder is refused.
   """
   saved = out / marker
-  if out.exists() and not out.is_dir():
-    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  check_writable(out)
   if saved.exists():
     if not resume:
       raise FlatjaxInputError(f"output folder {out} already holds {what}; pass --resume to "
                               "continue it or pick another --output")
-    previous = flat_settings(json.loads(saved.read_text()))
+    try:
+      previous = flat_settings(json.loads(saved.read_text()))
+    except json.JSONDecodeError:
+      raise FlatjaxInputError(f"{saved} is not valid JSON; use another --output") from None
     current = flat_settings(json.loads(json.dumps(settings)))
     changed = sorted(k for k in {**previous, **current} if previous.get(k) != current.get(k))
     if changed:
