@@ -104,7 +104,8 @@ def test_mnli_evaluates_matched_and_mismatched(tmp_path, tiny_model_dir):
     _jsonl(folder / f"{split}.jsonl", [{"premise": sent(), "hypothesis": sent(),
                                          "label": int(rng.integers(0, 3)), "idx": i}
                                         for i in range(n)])
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "mnli", "pad_to": "max_length"}, run={"epochs": 1}))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir,
+                        data={"task": "mnli", "pad_to": "max_length"}, run={"epochs": 1}))
   evals = [r for r in _rows(tmp_path / "run") if r["kind"] == "eval"]
   assert len(evals) == 1
   # percentages of 6 and 10 examples: the two splits really were scored separately
@@ -122,7 +123,8 @@ def test_stsb_regression_reports_pearson_and_spearman(tmp_path, tiny_model_dir):
     _jsonl(folder / f"{split}.jsonl", [
         {"sentence1": "a cat sat", "sentence2": "the cat is sitting " * int(rng.integers(1, 3)),
          "label": float(rng.uniform(0, 5)), "idx": i} for i in range(n)])
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "stsb", "pad_to": "max_length"}, run={"epochs": 1}))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir,
+                        data={"task": "stsb", "pad_to": "max_length"}, run={"epochs": 1}))
   final = results["final"]
   assert set(final) == {"validation/pearson", "validation/spearman"}
   assert all(-100.0 <= v <= 100.0 for v in final.values())
@@ -142,7 +144,9 @@ def test_squad_trains_on_windows_and_scores_answers(tmp_path, tiny_model_dir):
   folder.mkdir()
   for name in ("train.json", "dev.json"):
     (folder / name).write_text(json.dumps(data))
-  results = fit(_config(folder, tmp_path / "run", tiny_model_dir, data={"task": "squad", "max_length": 32, "doc_stride": 8}, run={"epochs": 1, "batch_size": 2}))
+  results = fit(_config(folder, tmp_path / "run", tiny_model_dir,
+                        data={"task": "squad", "max_length": 32, "doc_stride": 8},
+                        run={"epochs": 1, "batch_size": 2}))
   # 4 questions in windows of 32 tokens with stride 8: more windows than questions.
   saved = json.loads((tmp_path / "run" / "config.json").read_text())
   assert saved["train_examples"] == 4
@@ -172,7 +176,8 @@ def test_sam_run_logs_perturbed_loss_and_resumes_bitwise(tmp_path, tiny_model_di
 
 def test_swa_run_evaluates_and_saves_the_average(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2", n_train=44)  # 6 steps/epoch
-  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 4}, optimizer={"swa": "paper"}))
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 4},
+                        optimizer={"swa": "paper"}))
   # epochs 3 and 4 (the second half) end at steps 18 and 24
   assert results["swa"]["swa_count"] == 2
   assert 0.0 <= results["swa"]["validation/accuracy"] <= 100.0
@@ -187,7 +192,8 @@ def test_swa_run_evaluates_and_saves_the_average(tmp_path, tiny_model_dir):
 def test_bad_optimizer_settings_are_input_errors(tmp_path, tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
   with pytest.raises(FlatjaxInputError, match="has no setting k"):
-    fit(_config(data, tmp_path / "a", tiny_model_dir, optimizer={"name": "sam", "settings": {"k": 5.0}}))
+    fit(_config(data, tmp_path / "a", tiny_model_dir,
+                optimizer={"name": "sam", "settings": {"k": 5.0}}))
   with pytest.raises(FlatjaxInputError, match="swa"):
     fit(_config(data, tmp_path / "b", tiny_model_dir, optimizer={"swa": "later"}))
   assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
@@ -202,7 +208,8 @@ def test_run_under_a_mask_file_keeps_pruned_weights_zero_and_saves_the_mask(tmp_
   mask = masks.magnitude_mask(params, 0.4)
   masks.save_mask(tmp_path / "m.safetensors", mask)
   data = write_sst2(tmp_path / "sst2", n_train=16)
-  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 1}, pruning={"mask": str(tmp_path / "m.safetensors")}))
+  results = fit(_config(data, tmp_path / "run", tiny_model_dir, run={"epochs": 1},
+                        pruning={"mask": str(tmp_path / "m.safetensors")}))
   assert results["sparsity"] == pytest.approx(0.4, abs=1e-4)
   final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
   keep = np.asarray(mask["bert"]["encoder"]["layer"]["1"]["intermediate"]["dense"]["kernel"])

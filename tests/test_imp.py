@@ -63,7 +63,8 @@ def test_sparsity_follows_the_schedule_exactly(imp_run, tiny_model_dir):
   sources = {"data": data, "eval_data": None, "model": tiny_model_dir, "mask": None}
   check_run_json(run, {"rounds": 3, "rate": 0.2}, sources)
   # Each round's own run: rewound to the pre-trained weights, under the round's mask.
-  check_run_json(imp.round_dir(run, 2), {"optimizer.learning_rate": 1e-3}, {**sources, "mask": imp.mask_path(run, 0.4)})
+  check_run_json(imp.round_dir(run, 2), {"optimizer.learning_rate": 1e-3},
+                 {**sources, "mask": imp.mask_path(run, 0.4)})
   assert [r["target_sparsity"] for r in rows] == [0.0, 0.2, 0.4, 0.6]
   base = pretrained.from_pretrained(tiny_model_dir, finetune.get_task("sst2")).params
   sizes = {n: v.size for n, v in _prunable(base).items()}

@@ -397,6 +397,9 @@ def test_save_load_round_trip(tmp_path):
   folder_file = masks.save_mask(tmp_path, mask)
   assert folder_file == tmp_path / masks.MASK_FILE
   assert_mask_equal(masks.load_mask(tmp_path, params), mask_arrays(mask))
+  # A folder that does not exist yet is made, not written as a file of that name.
+  folder = tmp_path / "new" / "run"
+  assert masks.save_mask(folder, mask) == folder / masks.MASK_FILE
 
 
 def test_load_mask_errors(tmp_path):

@@ -319,8 +319,10 @@ else:
     want = json.loads((reference / "results.json").read_text())
     ref_params = _final_params(reference)
     finetune.fit(fit_config(model_dir, data, tmp_path / "a", run={"mesh": "data=4,model=2"}))
-    finetune.fit(fit_config(model_dir, data, tmp_path / "b", run={"mesh": "model=8", "stop_after_steps": 5}))
-    got_b = finetune.fit(fit_config(model_dir, data, tmp_path / "b", run={"mesh": "data=8"}), resume=True)
+    finetune.fit(fit_config(model_dir, data, tmp_path / "b",
+                            run={"mesh": "model=8", "stop_after_steps": 5}))
+    got_b = finetune.fit(fit_config(model_dir, data, tmp_path / "b", run={"mesh": "data=8"}),
+                         resume=True)
     for run in ("a", "b"):
       got = json.loads((tmp_path / run / "results.json").read_text())
       assert got["final"] == pytest.approx(want["final"]) and got["step"] == want["step"]
@@ -336,7 +338,8 @@ else:
       pytest.skip("run through the one-device test run")
     _, model_dir, data, _ = map(Path, os.environ[ONE_DEVICE_RUN].split(os.pathsep))
     with pytest.raises(FlatjaxInputError, match="does not divide over the mesh"):
-      finetune.fit(fit_config(model_dir, data, tmp_path / "c", run={"mesh": "data=8", "batch_size": 12}))
+      finetune.fit(fit_config(model_dir, data, tmp_path / "c",
+                              run={"mesh": "data=8", "batch_size": 12}))
     assert not (tmp_path / "c").exists()
 
   def test_cofi_on_a_mesh_equals_one_device_and_resumes_onto_another_mesh(tmp_path):

@@ -90,6 +90,10 @@ def test_folder_gets_the_default_file_name(model, tmp_path):
   path = save_quantized(tmp_path, qparams)
   assert path == tmp_path / QUANT_FILE and not list(tmp_path.glob("*.tmp"))
   assert_identical(qparams, load_quantized(tmp_path))
+  # A folder that does not exist yet is made, not written as a file of that name.
+  folder = tmp_path / "run" / "int8"
+  assert save_quantized(folder, qparams) == folder / QUANT_FILE
+  assert_identical(qparams, load_quantized(tmp_path / "run" / "int8"))
 
 
 def test_pruned_model_with_empty_tensors_round_trips(model, tmp_path):

@@ -68,7 +68,8 @@ def _metadata(config: QuantConfig, extra: dict[str, str] | None) -> dict[str, st
 
 def save_quantized(path: str | Path, qparams: QuantizedParams,
                    metadata: dict[str, str] | None = None) -> Path:
-  """Writes ``qparams`` to ``path`` (a folder gets :data:`QUANT_FILE` inside).
+  """Writes ``qparams`` to ``path``: a ``.safetensors`` file, else a folder (made if
+  need be) that gets :data:`QUANT_FILE` inside.
 
   ``metadata``: extra header strings (where the model came from). Written to
   a temporary name and renamed, so a reader never sees half a file.
@@ -77,7 +78,7 @@ def save_quantized(path: str | Path, qparams: QuantizedParams,
   from safetensors.numpy import save_file
   _check_quantized(qparams)
   path = Path(path)
-  if path.is_dir():
+  if path.is_dir() or path.suffix != ".safetensors":  # "RUN/int8": a folder, made if need be
     path = path / QUANT_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")

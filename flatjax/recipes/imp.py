@@ -162,9 +162,10 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
        "pruned_from": str(previous_dir), "before_retraining": scores,
        "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()},
        "fully_pruned": emptied}, indent=2) + "\n")
+  # Written last: the mask file marks the round's pruning as done.
   masks_lib.save_mask(path, mask, metadata={
       "task": config.train.data.task, "optimizer": config.train.optimizer.name,
-      "mode": config.mode, "round": str(round_), "seed": str(config.train.run.seed)})  # written last: marks "done"
+      "mode": config.mode, "round": str(round_), "seed": str(config.train.run.seed)})
 
 
 def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:

@@ -338,12 +338,13 @@ MASK_FILE = "mask.safetensors"
 
 
 def save_mask(path: str | Path, mask: Any, metadata: dict[str, str] | None = None) -> Path:
-  """Writes the in-scope leaves as bool tensors named by path (safetensors);
-  a folder gets :data:`MASK_FILE` inside it. ``metadata``: extra strings kept
+  """Writes the in-scope leaves as bool tensors named by path (safetensors) to
+  ``path``: a ``.safetensors`` file, else a folder (made if need be) that gets
+  :data:`MASK_FILE` inside it. ``metadata``: extra strings kept
   in the file's header (where the mask came from). Returns the file written."""
   from safetensors.numpy import save_file
   path = Path(path)
-  if path.is_dir():
+  if path.is_dir() or path.suffix != ".safetensors":  # a folder, made if need be
     path = path / MASK_FILE
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(path.name + ".tmp")
