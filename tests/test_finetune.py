@@ -285,3 +285,23 @@ def test_a_folder_left_by_a_run_killed_before_its_config_takes_a_new_run(tmp_pat
   (other / "notes.txt").write_text("mine")
   with pytest.raises(FlatjaxInputError, match="not empty and holds no flatjax run"):
     fit(_config(data, other, tiny_model_dir))
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tmp_path, tiny_model_dir,
+                                                                  capsys):
+  data = write_sst2(tmp_path / "sst2", n_train=44)  # 6 steps/epoch; checkpoints every 3
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir))
+  fit(_config(data, tmp_path / "resumed", tiny_model_dir, run={"stop_after_steps": 5}))
+  newest = tmp_path / "resumed" / "checkpoints" / "5"
+  files = [p for p in (newest / "state").rglob("*") if p.is_file()]
+  assert files
+  for p in files:   # as a kill or a full disk during the write would leave it
+    p.write_bytes(b"\0garbage")
+  capsys.readouterr()
+  resumed = fit(_config(data, tmp_path / "resumed", tiny_model_dir), resume=True)
+  assert "checkpoint 5 is unreadable" in capsys.readouterr().err
+  assert resumed["finished"] and resumed["best"] == full["best"]
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -130,3 +130,13 @@ def test_mask_sources_resolve_and_bad_ones_are_input_errors(tmp_path, grid):
     with pytest.raises(FlatjaxInputError, match="must be a plain name"):
       tickets.run_tickets(escape)
   assert not (tmp_path.parent / "X-adam").exists()
+  from safetensors.numpy import load_file, save_file
+  odd = tmp_path / "odd.safetensors"
+  save_file(load_file(config.masks["a"]), str(odd), metadata={"sparsity": "lots"})
+  (tmp_path / "junk.safetensors").write_bytes(b"junk")
+  fresh = config.train.replace(run={"output": str(tmp_path / "g2")})
+  for path, match in ((odd, "records its sparsity as 'lots'"),
+                      (tmp_path / "junk.safetensors", "is not a mask file")):
+    with pytest.raises(FlatjaxInputError, match=match):
+      tickets.run_tickets(tickets.TicketsConfig(train=fresh, masks={"a": str(path)}))
+  assert not (tmp_path / "g2").exists()

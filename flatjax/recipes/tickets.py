@@ -85,6 +85,12 @@ class TicketsConfig:
         raise FlatjaxInputError(f"mask label {label!r} must be a plain name, not a path")
       if not Path(path).is_file():
         raise FlatjaxInputError(f"mask {label}: {path} does not exist")
+      recorded = masks_lib.mask_metadata(path).get("sparsity", "0")
+      try:
+        float(recorded)
+      except ValueError:
+        raise FlatjaxInputError(f"mask {label}: {path} records its sparsity as {recorded!r}, "
+                                "not a number") from None
     for name in self.optimizers:
       self.cell(name).validate()
 

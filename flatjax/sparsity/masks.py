@@ -358,10 +358,14 @@ def save_mask(path: str | Path, mask: Any, metadata: dict[str, str] | None = Non
 
 def mask_metadata(path: str | Path) -> dict[str, str]:
   """The header strings :func:`save_mask` wrote (``sparsity``, ``task`` ...)."""
-  from safetensors import safe_open
+  from safetensors import SafetensorError, safe_open
   path = Path(path)
-  with safe_open(str(path / MASK_FILE if path.is_dir() else path), "numpy") as f:
-    return dict(f.metadata() or {})
+  path = path / MASK_FILE if path.is_dir() else path
+  try:
+    with safe_open(str(path), "numpy") as f:
+      return dict(f.metadata() or {})
+  except (SafetensorError, OSError) as e:
+    raise FlatjaxInputError(f"{path} is not a mask file: {e}") from None
 
 
 def load_mask(path: str | Path, params: Any) -> Any:

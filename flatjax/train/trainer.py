@@ -52,6 +52,20 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def restore_latest(self, like: state_lib.TrainState
+                     ) -> tuple[state_lib.TrainState, dict] | None:
+    """The newest checkpoint that reads back whole (None without any): one that
+    does not (a kill or a full disk during its write) is said, deleted and
+    passed over for the one before."""
+    for step in sorted(self.manager.all_steps(), reverse=True):
+      try:
+        return self.restore(step, like)
+      except Exception as e:  # noqa: BLE001 -- orbax and tensorstore raise many kinds
+        say(f"checkpoint {step} is unreadable ({type(e).__name__}); "
+            "resuming from the one before it")
+        self.manager.delete(step)
+    return None
+
   def restore(self, step: int, like: state_lib.TrainState) -> tuple[state_lib.TrainState, dict]:
     ocp = self._ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
@@ -275,8 +289,9 @@ class Trainer:
     """The state to start from: the latest checkpoint's when resuming (its
     meta with it), else ``state``. Opens the metrics log (rows after the
     checkpoint are dropped: they are redone)."""
-    if resume and self.ckpt.latest_step() is not None:
-      state, self.meta = self.ckpt.restore(self.ckpt.latest_step(), state)
+    restored = self.ckpt.restore_latest(state) if resume else None
+    if restored is not None:
+      state, self.meta = restored
     self.log = MetricsLog(self.out / "metrics.jsonl", int(state.step) if resume else None)
     return state
 
