@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import re
 import sys
@@ -253,6 +254,9 @@ def _report(values: dict) -> None:
 
 
 _RESUME = ("resume", bool, False, "continue the run in the output folder")
+# The file system's faults that are the user's to fix: a full disk or quota, a
+# read-only or forbidden place.
+_USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def commands() -> dict[str, Command]:
@@ -450,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
   except TrainingDiverged as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 3
+  except OSError as e:
+    if e.errno not in _USER_OS_ERRORS:
+      raise
+    print(f"flatjax: error: {e.strerror}: {e.filename} (what was written before stays; "
+          "--resume continues once it is fixed)", file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     return 130
   return 0

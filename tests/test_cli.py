@@ -290,3 +290,20 @@ def test_unreadable_weights_are_one_line(tmp_path, capsys, tiny_model_dir, name,
   assert _train(tmp_path, data=data, model=model) == 2
   _one_line_error(capsys, str(model / name), needle)
   assert not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_is_one_line_and_a_new_run_starts_once_there_is_space(
+    tmp_path, capsys, monkeypatch, tiny_model_dir):
+  import errno
+  import os
+  data = write_sst2(tmp_path / "sst2", n_train=8)
+  real = os.replace
+
+  def full(src, dst):
+    raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+  monkeypatch.setattr(os, "replace", full)
+  assert _train(tmp_path, data=data, model=tiny_model_dir) == 2
+  _one_line_error(capsys, "No space left on device", "run.json")
+  assert not (tmp_path / "run" / "config.json").exists()
+  monkeypatch.setattr(os, "replace", real)
+  assert _train(tmp_path, data=data, model=tiny_model_dir) == 0
