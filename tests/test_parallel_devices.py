@@ -329,7 +329,7 @@ else:
       assert max_diff(_final_params(tmp_path / run), ref_params) <= 1e-5
     assert got_b["finished"]
     config = json.loads((tmp_path / "b" / "config.json").read_text())["config"]
-    assert config["mesh"] == "model=8"  # the mesh it started on; resuming may change it
+    assert config["run"]["mesh"] == "model=8"  # the mesh it started on; resuming may change it
 
   def test_fit_refuses_a_batch_that_does_not_split(tmp_path):
     from flatjax.errors import FlatjaxInputError

@@ -150,7 +150,7 @@ def test_masked_weights_get_zero_gradient_and_do_not_move(saved):
 @pytest.mark.parametrize("name", ["adam", "adamw", "sam", "asam", "gsam", "looksam"])
 def test_pruned_weights_stay_exactly_zero_under_every_registered_optimizer(saved, name):
   from flatjax.optim import registry
-  from flatjax.optim.swa import SWAConfig, averaged_params
+  from flatjax.optim.swa import averaged_params
   from flatjax.sparsity import apply_mask, magnitude_mask
   assert set(registry.names()) == {"adam", "adamw", "sam", "asam", "gsam", "looksam"}
   _, path = saved["rte"]
@@ -160,7 +160,7 @@ def test_pruned_weights_stay_exactly_zero_under_every_registered_optimizer(saved
   # Weight decay (decoupled, on every param; adam has none) and SWA must not revive
   # pruned weights.
   config = OptimizerConfig(name, learning_rate=1e-2, weight_decay=0.0 if name == "adam" else 0.1,
-                           swa=SWAConfig(start_fraction=0.0, every=1))
+                           swa="0.0:1")   # from the start, every step
   tx = make_optimizer(config, total_steps=6)
   step = jax.jit(steps.make_train_step(losses.make_loss_fn(pt.module, task), tx))
   state = state_lib.create(apply_mask(pt.params, mask), tx, seed=0, mask=mask)

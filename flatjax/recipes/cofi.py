@@ -51,7 +51,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from flatjax import parallel, provenance
+from flatjax import files, parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.config import DataConfig
@@ -624,7 +624,8 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
 
 def _export(folder: Path, student, params, gates, task) -> None:
   small_config, small_params = structured.prune_model(student.config, params, gates)
-  pretrained.save_pretrained(folder, small_params, small_config, task, student.tokenizer_dir)
+  files.replace_folder(folder, lambda path: pretrained.save_pretrained(
+      path, small_params, small_config, task, student.tokenizer_dir))
 
 
 def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta,

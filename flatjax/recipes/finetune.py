@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 
-from flatjax import parallel, provenance
+from flatjax import files, parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
@@ -288,6 +288,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                             "continue it or pick another --output")
   if resume and not has_run:
     raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
+  for folder in ("best", "final", "swa"):  # a kill while one was being replaced
+    files.recover_folder(out / folder)
   changed = provenance.changed_inputs(out, {k: v for k, v in config.data_sources().items()
                                             if k != "model"})
   if has_run and changed:
@@ -348,8 +350,9 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
                                    trainer)
     swa_params = parallel.gather_to_host(swa[0])
     if is_main:
-      pretrained.save_pretrained(out / "swa", masks_lib.apply_mask(swa_params, host_mask),
-                                 model.config, task, model.tokenizer_dir)
+      files.replace_folder(out / "swa", lambda path: pretrained.save_pretrained(
+          path, masks_lib.apply_mask(swa_params, host_mask), model.config, task,
+          model.tokenizer_dir))
   if host_mask is not None:
     results["sparsity"] = masks_lib.sparsity(host_mask)
   if is_main:
@@ -365,10 +368,13 @@ def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pre
   params, mask = parallel.gather_to_host((state.params, state.mask))
   if jax.process_index() != 0:
     return
-  pretrained.save_pretrained(folder, masks_lib.apply_mask(params, mask),
-                             model.config, task, model.tokenizer_dir)
-  if mask is not None:
-    masks_lib.save_mask(folder / masks_lib.MASK_FILE, mask)
+
+  def write(path: Path) -> None:
+    pretrained.save_pretrained(path, masks_lib.apply_mask(params, mask),
+                               model.config, task, model.tokenizer_dir)
+    if mask is not None:
+      masks_lib.save_mask(path / masks_lib.MASK_FILE, mask)
+  files.replace_folder(folder, write)  # never half a model, whenever the run is killed
 
 
 def _evaluate_swa(params, count, mask, data: RunData, eval_step, step: int,
