@@ -1,5 +1,5 @@
-"""Folders replaced whole, so that a reader, or a resumed run, never meets half
-of one (``best/`` and ``final/`` models, exported and int8 model folders).
+"""Files and folders replaced whole, so that a reader, or a resumed run, never
+meets half of one (settings and results files, ``best/`` and ``final/`` models).
 
 A folder is written aside, as ``FOLDER.tmp``, then swapped in by two renames.
 Killed while writing, the old folder stays and the partial one is cleared by the
@@ -9,9 +9,19 @@ folder, written whole, in place.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+  """``value`` as indented JSON, written aside and renamed into ``path``."""
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(value, indent=2) + "\n")
+  tmp.replace(path)
+  return path
 
 
 def _aside(folder: Path, kind: str) -> Path:

@@ -60,3 +60,9 @@ def test_killed_between_the_renames_is_recovered_to_the_new_folder(tmp_path, mon
   files.recover_folder(best)
   assert _read(best) == {"config.json": "v2", "model.safetensors": "v2"}
   assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_write_json_is_indented_and_leaves_nothing_aside(tmp_path):
+  path = files.write_json(tmp_path / "results.json", {"step": 3, "best": {"a": 1.5}})
+  assert path.read_text() == '{\n  "step": 3,\n  "best": {\n    "a": 1.5\n  }\n}\n'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

@@ -117,7 +117,7 @@ def test_random_method_prunes_the_exact_count_and_is_recorded(trained, tmp_path)
   assert not (tmp_path / "m").exists()
 
 
-def test_grid_and_bad_input():
+def test_grid_and_bad_input(tmp_path):
   assert oneshot.sparsity_grid(0.05, 0.6) == [round(0.05 * i, 6) for i in range(13)]
   assert oneshot.sparsity_grid(0.25, 0.6) == [0.0, 0.25, 0.5]
   with pytest.raises(FlatjaxInputError):
@@ -125,3 +125,10 @@ def test_grid_and_bad_input():
   with pytest.raises(FlatjaxInputError, match="does not exist"):
     oneshot.run_oneshot(TrainConfig.from_dict({"data": {"task": "sst2"}, "run": {"output": "x"}}),
                         {"a": "/nowhere"}, "/tmp/x")
+  taken = tmp_path / "a_train_run"
+  taken.mkdir()
+  (taken / "config.json").write_text("{}")
+  with pytest.raises(FlatjaxInputError, match=r"holds another run \(config.json\)"):
+    oneshot.run_oneshot(TrainConfig.from_dict({"data": {"task": "sst2"}, "run": {"output": "x"}}),
+                        {"a": str(tmp_path)}, taken)
+  assert sorted(p.name for p in taken.iterdir()) == ["config.json"]

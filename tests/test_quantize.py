@@ -218,3 +218,13 @@ def test_quantize_squad_with_windows_of_different_lengths(tmp_path, tiny_model_d
   assert {"start_logits", "end_logits"} <= set(vs)
   for key in ("start_logits", "end_logits"):
     assert vs[key]["rows"] > 5 and 0.0 <= vs[key]["argmax_agreement"] <= 1.0
+
+
+def test_an_output_folder_holding_another_run_is_refused(quantized, capsys):
+  tmp = quantized[0]
+  before = sorted(p.name for p in (tmp / "run").iterdir())
+  assert cli_main(["quantize", str(tmp / "run"), "--output", str(tmp / "run"),
+                   "--no-progress"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "holds another run (config.json)" in err[0]
+  assert sorted(p.name for p in (tmp / "run").iterdir()) == before

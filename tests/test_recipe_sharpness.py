@@ -98,3 +98,11 @@ def test_bad_input_exits_2_with_nothing_written(tiny_run, flags, capsys):
 def test_missing_run_exits_2(tmp_path):
   assert cli_main(["sharpness", str(tmp_path / "none"), "--no-progress"]) == 2
 
+
+
+def test_an_output_folder_holding_another_run_is_refused(tiny_run, capsys):
+  tmp, _ = tiny_run
+  before = sorted(p.name for p in (tmp / "run").iterdir())
+  assert cli_main(["sharpness", str(tmp / "run"), "--output", str(tmp / "run")]) == 2
+  assert "holds another run (config.json)" in capsys.readouterr().err
+  assert sorted(p.name for p in (tmp / "run").iterdir()) == before

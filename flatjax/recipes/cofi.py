@@ -471,7 +471,7 @@ def _load(config: CofiConfig, resume: bool) -> tuple[_Models, bool]:
   data = finetune.load_data(train_config, student)
   if not has_run:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cofi.json").write_text(json.dumps(settings, indent=2) + "\n")
+    files.write_json(out / "cofi.json", settings)
   provenance.write_run_json(out, config, {**train_config.data_sources(),
                                           "teacher": info.model_dir}, resumed=has_run)
   return _Models(info, task, teacher, student, train_config, data), has_run
@@ -664,7 +664,7 @@ def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta
       "train_seconds": meta["train_seconds"], "finished": True,
   }
   assert remaining == results["encoder_params"]["pruned"]
-  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  files.write_json(out / "results.json", results)
   say(f"pruned to {sparsity:.1%} of the encoder ({remaining} of "
            f"{results['encoder_params']['teacher']} weights): {main} "
            f"{pruned_scores[main]:.2f} (teacher {meta['teacher'][main]:.2f}); inference "

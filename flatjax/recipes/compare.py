@@ -35,7 +35,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flatjax import figures, jsonl, provenance
+from flatjax import figures, files, jsonl, provenance
 from flatjax.console import say
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
@@ -182,7 +182,7 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
   resumed = check_driver_folder(out, "compare.json", settings, resume, "a compare run")
   if not resumed:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "compare.json").write_text(json.dumps(settings, indent=2) + "\n")
+    files.write_json(out / "compare.json", settings)
   provenance.write_run_json(out, settings, config.train.data_sources(), resumed=resumed)
   target = config.target_sparsity()
   results: dict[str, Any] = {"task": config.train.data.task, "sparsity": target, "optimizers": {}}
@@ -208,7 +208,7 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
     quant = _quantize(config, optimizer, fine_tuned, out / optimizer / "int8", log)
     results["optimizers"][optimizer] = _summary(rounds, curve, quant, config.quant_scheme,
                                                 target)
-  (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+  files.write_json(out / "results.json", results)
   table = summary_table(results)
   (out / "summary.md").write_text(table + "\n")
   plot_compare(results, {o: imp.read_rounds(out / o / "imp") for o in config.optimizers},

@@ -233,13 +233,11 @@ def _write_run_files(out: Path, config: TrainConfig, model: pretrained.Pretraine
   provenance.write_run_json(out, config, {**config.data_sources(), "model": model.source_dir},
                             resumed=has_run)
   if not has_run:
-    tmp = out / "config.json.tmp"
-    tmp.write_text(json.dumps(
-        {"config": dataclasses.asdict(config), "model_source": str(model.source_dir),
-         "initialized": model.initialized, "unexpected": model.unexpected,
-         "train_examples": data.train.num_examples, "train_source": data.train.source,
-         "eval_sources": {s.split: s.source for s in data.evals}}, indent=2) + "\n")
-    tmp.replace(out / "config.json")
+    files.write_json(out / "config.json", {
+        "config": dataclasses.asdict(config), "model_source": str(model.source_dir),
+        "initialized": model.initialized, "unexpected": model.unexpected,
+        "train_examples": data.train.num_examples, "train_source": data.train.source,
+        "eval_sources": {s.split: s.source for s in data.evals}})
 
 
 def _announce(config: TrainConfig, model, data: RunData, plan: Schedule, start: int,
@@ -356,7 +354,7 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
   if host_mask is not None:
     results["sparsity"] = masks_lib.sparsity(host_mask)
   if is_main:
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(out / "results.json", results)
   return results
 
 

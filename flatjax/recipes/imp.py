@@ -39,7 +39,7 @@ import math
 import time
 from pathlib import Path
 
-from flatjax import jsonl, provenance
+from flatjax import files, jsonl, provenance
 from flatjax.console import say
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
@@ -157,11 +157,11 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
     # Global magnitude ranking removes a tensor whose weights are all small (e.g. an
     # untrained pooler) first; once it is gone, the model may be constant.
     log(f"warning: sparsity {target:.0%} prunes all of {', '.join(emptied)}")
-  path.with_suffix(".json").write_text(json.dumps(
-      {"round": round_, "sparsity": report["overall"]["sparsity"],
-       "pruned_from": str(previous_dir), "before_retraining": scores,
-       "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()},
-       "fully_pruned": emptied}, indent=2) + "\n")
+  files.write_json(path.with_suffix(".json"), {
+      "round": round_, "sparsity": report["overall"]["sparsity"],
+      "pruned_from": str(previous_dir), "before_retraining": scores,
+      "layer_sparsity": {g: e["sparsity"] for g, e in report["layers"].items()},
+      "fully_pruned": emptied})
   # Written last: the mask file marks the round's pruning as done.
   masks_lib.save_mask(path, mask, metadata={
       "task": config.train.data.task, "optimizer": config.train.optimizer.name,
@@ -186,7 +186,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
     # A scope that selects nothing fails before anything is written.
     masks_lib.scope_mask(finetune.load_model(config.train).params, config.scope)
     run.mkdir(parents=True, exist_ok=True)
-    (run / "imp.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    files.write_json(run / "imp.json", config.to_json())
   provenance.write_run_json(run, config, config.train.data_sources(), resumed=resumed)
   rows_path = run / "rounds.jsonl"
   rows = jsonl.read(rows_path)
@@ -223,7 +223,7 @@ def run_imp(config: IMPConfig, resume: bool = False, log=None) -> dict:
     log(f"round {round_}: sparsity {row['sparsity']:.1%}, {main_key} {row['metric']:.2f}")
   rows = jsonl.read(rows_path)
   report = ticket_report(rows, config.train.data.task, config.tolerance)
-  (run / "ticket.json").write_text(json.dumps(report, indent=2) + "\n")
+  files.write_json(run / "ticket.json", report)
   plots.plot_sparsity_curves({f"{config.train.optimizer.name} ({config.mode})": rows},
                              run / "imp.png", title=f"{config.train.data.task}: IMP")
   return {"finished": True, **report}

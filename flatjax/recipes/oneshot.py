@@ -24,6 +24,7 @@ from flatjax.recipes import finetune, plots
 from flatjax.sparsity import masks as masks_lib, methods
 from flatjax.sparsity.pruner import prune_once
 from flatjax.train import steps
+from flatjax.train.trainer import check_rerun_folder
 
 
 def sparsity_grid(step: float = 0.05, maximum: float = 0.6) -> list[float]:
@@ -104,8 +105,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
     if not Path(path).exists() and path != "minilm":
       raise FlatjaxInputError(f"model {label}: {path} does not exist")
   out = Path(out)
-  if out.exists() and not out.is_dir():
-    raise FlatjaxInputError(f"output {out} exists and is not a folder")
+  check_rerun_folder(out, "oneshot.jsonl", "one-shot curves")
   out.mkdir(parents=True, exist_ok=True)
   rows_path = out / "oneshot.jsonl"
   settings = {"base": dataclasses.asdict(base), "models": models, "step": step,

@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from flatjax import provenance
+from flatjax import files, provenance
 from flatjax.console import say
 from flatjax.data import pipeline
 from flatjax.data.config import PAD_TO
@@ -35,6 +35,7 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.quant import export, int8, model as quant_model
 from flatjax.train import evaluation, runs, steps
+from flatjax.train.trainer import check_rerun_folder
 
 @dataclasses.dataclass
 class QuantizeConfig:
@@ -133,6 +134,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
   max_length = config.max_length or settings.get("max_length") or run.task.default_max_length
   doc_stride = config.doc_stride or settings.get("doc_stride") or 128
   out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "int8"
+  check_rerun_folder(out, "quantize.json", "quantization results")
   note = say if config.progress else (lambda msg: None)
 
   model = pretrained.from_pretrained(run.model_dir, run.task)
@@ -177,5 +179,5 @@ def run_quantize(config: QuantizeConfig) -> dict:
          f"{entry['sizes']['int8_bytes'] / 2**20:.1f} MiB "
          f"({entry['sizes']['ratio']:.1%} of float32)")
   results["seconds"] = round(time.time() - t0, 1)
-  (out / "quantize.json").write_text(json.dumps(results, indent=2) + "\n")
+  files.write_json(out / "quantize.json", results)
   return results

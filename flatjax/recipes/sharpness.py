@@ -13,7 +13,6 @@ default). Side effects (files, progress) live here and in the CLI only.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -22,13 +21,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from flatjax import provenance
+from flatjax import files, provenance
 from flatjax.console import say
 from flatjax.data import pipeline
 from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.sharpness import hessian, keskar, surface
 from flatjax.train import losses, runs
+from flatjax.train.trainer import check_rerun_folder
 
 SPLITS = ("train", "validation")
 
@@ -145,8 +145,10 @@ def load_objective(config: SharpnessConfig):
 def run_sharpness(config: SharpnessConfig) -> dict:
   """Measures everything ``config`` asks for; returns (and writes) the results."""
   config.validate()
+  found = runs.resolve_finetuned(config.run, config.task)
+  out = Path(config.output) if config.output else (found.run_dir or found.model_dir) / "sharpness"
+  check_rerun_folder(out, "sharpness.json", "sharpness results")
   run, model, loss_fn, sample = load_objective(config)
-  out = Path(config.output) if config.output else (run.run_dir or run.model_dir) / "sharpness"
   out.mkdir(parents=True, exist_ok=True)
   provenance.write_run_json(out, config, {"model": run.model_dir, "data": sample["data"]})
   params = model.params
@@ -207,5 +209,5 @@ def run_sharpness(config: SharpnessConfig) -> dict:
     note(f"2-D surface: {config.contour_points}^2 points -> {out / 'surface_2d.png'}")
   results["seconds"] = round(time.time() - t0, 1)
   results = _json_floats(results)
-  (out / "sharpness.json").write_text(json.dumps(results, indent=2) + "\n")
+  files.write_json(out / "sharpness.json", results)
   return results

@@ -19,13 +19,12 @@ A stopped run resumes cell by cell (a started cell from its checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Callable
 
 import jax
 
-from flatjax import jsonl, provenance
+from flatjax import files, jsonl, provenance
 from flatjax.console import say
 from flatjax.errors import FlatjaxInputError
 from flatjax.optim import registry
@@ -116,7 +115,7 @@ def run_tickets(config: TicketsConfig, resume: bool = False,
   resumed = check_driver_folder(out, "tickets.json", config.to_json(), resume, "a tickets run")
   if not resumed:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "tickets.json").write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    files.write_json(out / "tickets.json", config.to_json())
   inputs = {**config.train.data_sources(),
             **{f"mask {label}": path for label, path in config.masks.items()}}
   provenance.write_run_json(out, config, inputs, resumed=resumed)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from flatjax import jsonl
+from flatjax import files, jsonl
 from flatjax.console import progress_bar, say, shown
 from flatjax.data import pipeline
 from flatjax.errors import FlatjaxInputError, TrainingDiverged
@@ -97,6 +97,22 @@ def check_writable(out: Path) -> None:
     raise FlatjaxInputError(f"output {out} is under {existing}, which is a file, not a folder")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise FlatjaxInputError(f"output {out}: {existing} is not writable")
+
+
+# The file each command's run folder holds at its top (a fine-tuning run's config.json).
+RUN_MARKERS = ("config.json", "imp.json", "compare.json", "tickets.json", "cofi.json",
+               "oneshot.jsonl", "quantize.json", "sharpness.json")
+
+
+def check_rerun_folder(out: Path, marker: str, what: str) -> None:
+  """An output folder a command writes anew on every run (quantize, sharpness) is
+  new, or its own (``marker``), or was left by a run of it that was cut short:
+  never another command's run folder."""
+  check_writable(out)
+  others = [m for m in RUN_MARKERS if m != marker and (out / m).exists()]
+  if others:
+    raise FlatjaxInputError(f"output folder {out} holds another run ({others[0]}), not "
+                            f"{what}; use another --output")
 
 
 def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
@@ -364,7 +380,7 @@ class Trainer:
                "last_good_checkpoint": err.last_good, "total_steps": self.schedule.total_steps,
                "best": {"step": self.meta["best_step"],
                         self.main_metric: self.meta["best_metric"]}}
-    (self.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(self.out / "results.json", results)
 
   def _log_train(self, step: int, window: _Window, hooks: Hooks, bar) -> None:
     means, rate = window.flush()
