@@ -385,11 +385,16 @@ def test_max_examples_seeded_subset_in_file_order(tmp_path):
 # Bad input: each message names the file (and line).
 # ----------------------------------------------------------------------------
 
-def test_missing_folder(tmp_path):
+def test_missing_folder(tmp_path, monkeypatch, fake_hub):
   missing = tmp_path / "nope"
   raises_input_error(load_glue, "sst2", missing, match_all=(str(missing), "not found"))
   raises_input_error(load_glue, "sst2", str(missing / "train.jsonl"),
                      match_all=("train.jsonl", "not found"))
+  # "data/sst2" where a local data/ exists is a path, missing: the hub is never asked.
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "data").mkdir()
+  raises_input_error(load_glue, "sst2", "data/sst2", match_all=("data/sst2", "not found"))
+  assert fake_hub == []
 
 
 def test_missing_split_file_names_expected_file(tmp_path):

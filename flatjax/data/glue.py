@@ -421,10 +421,15 @@ def _load_local(task: TaskSpec, path: str, split: str) -> TextExamples:
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
-def _looks_like_hub_name(source: str) -> bool:
-  # "./glue", "/data/glue" or "x.jsonl" are clearly meant as paths.
+def looks_like_hub_name(source: str, file_suffixes: tuple[str, ...]) -> bool:
+  """Whether a data argument that is not on disk names a hub dataset. "./glue",
+  "/data/glue" or "x.jsonl" are clearly paths, and so is "data/sst2" where a
+  local data/ folder exists: a missing one fails at once, not after the hub's
+  retries."""
+  first = source.split("/", 1)[0]
   return (bool(_HUB_ID.fullmatch(source))
-          and not source.lower().endswith(HUB_FILE_FORMATS + (".tsv",)))
+          and not source.lower().endswith(file_suffixes)
+          and not ("/" in source and os.path.isdir(first)))
 
 
 def _load_hub(task: TaskSpec, name: str, split: str) -> TextExamples:
@@ -503,7 +508,8 @@ def load_glue(task: str | TaskSpec, source: str | os.PathLike | None = None,
     path = os.path.expanduser(os.fspath(source))
     if os.path.exists(path):
       examples = _load_local(spec, path, split)
-    elif isinstance(source, str) and _looks_like_hub_name(source):
+    elif isinstance(source, str) and looks_like_hub_name(source,
+                                                         HUB_FILE_FORMATS + (".tsv",)):
       examples = _load_hub(spec, source, split)
     else:
       raise FlatjaxInputError(f"data folder or file not found: {path}")

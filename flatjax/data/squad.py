@@ -19,13 +19,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 import numpy as np
 
 from flatjax import jsonl
+from flatjax.data.glue import looks_like_hub_name
 from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 
@@ -37,9 +37,6 @@ _SPLIT_FILES = {
     "train": ("train.json", "train.jsonl"),
     "validation": ("dev.json", "validation.json", "dev.jsonl", "validation.jsonl"),
 }
-# A string that is neither an existing path nor shaped like a path is taken
-# for a hub dataset name ("squad", "owner/name").
-_HUB_NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Examples tokenised per tokenizer call: bounds the memory held by the
 # Python-level offset lists of a BatchEncoding on the full 88k-question train set.
 _CHUNK = 1000
@@ -200,10 +197,6 @@ def _read_hub(name: str, split: str, require_answers: bool) -> list[SquadExample
           for i, row in enumerate(rows)]
 
 
-def _looks_like_hub_name(source: str) -> bool:
-  return bool(_HUB_NAME_RE.match(source)) and not source.endswith((".json", ".jsonl"))
-
-
 def load_squad(source: str | os.PathLike | None = None, split: str = "train",
                max_examples: int | None = None, seed: int = 0) -> list[SquadExample]:
   """Loads SQuAD v1.1 questions as hub-schema records, validated.
@@ -240,8 +233,9 @@ def load_squad(source: str | os.PathLike | None = None, split: str = "train",
 
   if source is None:
     source = HUB_NAME
-  if isinstance(source, os.PathLike) or not _looks_like_hub_name(str(source)) or os.path.exists(
-      os.path.expanduser(str(source))):
+  if (isinstance(source, os.PathLike)
+      or not looks_like_hub_name(str(source), (".json", ".jsonl"))
+      or os.path.exists(os.path.expanduser(str(source)))):
     path = os.path.expanduser(os.fspath(source))
     if os.path.isdir(path):
       candidates = [os.path.join(path, n) for n in _SPLIT_FILES[split_key]]
