@@ -305,3 +305,40 @@ def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tmp_path, tiny_
   b = load_file(str(tmp_path / "resumed" / "final" / "model.safetensors"))
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_killed_with_sigkill_anywhere_then_resumed_ends_bitwise_equal(tmp_path, tiny_model_dir):
+  """kill -9 wherever it lands (loading, a step, an evaluation, a checkpoint or model
+  write: every step is checkpointed), again and again; then --resume to the end."""
+  import signal
+  import subprocess
+  import sys
+  data = write_sst2(tmp_path / "sst2", n_train=40)
+  args = [sys.executable, "-m", "flatjax", "train", "--task", "sst2", "--data", str(data),
+          "--model", str(tiny_model_dir), "--epochs", "3", "--batch-size", "8",
+          "--max-length", "32", "--lr", "1e-3", "--seed", "3", "--save-every", "1",
+          "--log-every", "1", "--no-progress"]
+  subprocess.run(args + ["--output", str(tmp_path / "full")], check=True, capture_output=True)
+  out = tmp_path / "killed"
+
+  def resume():
+    return ["--resume"] if (out / "config.json").exists() else []
+  for delay in (3.0, 5.0, 6.5, 8.0, 9.5):
+    proc = subprocess.Popen(args + ["--output", str(out)] + resume(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+      proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGKILL)
+      proc.wait()
+  subprocess.run(args + ["--output", str(out)] + resume(), check=True, capture_output=True)
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(out / "final" / "model.safetensors"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  full, killed = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "full", out))
+  assert killed["best"] == full["best"] and killed["final"] == full["final"]
+  c = load_file(str(tmp_path / "full" / "best" / "model.safetensors"))
+  d = load_file(str(out / "best" / "model.safetensors"))
+  for k in c:
+    np.testing.assert_array_equal(c[k], d[k], err_msg=k)
