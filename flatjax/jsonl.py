@@ -68,3 +68,11 @@ def _drop_torn_tail(path: Path) -> None:
     data = f.read()
     if not data.endswith(b"\n"):
       f.truncate(data.rfind(b"\n") + 1)
+
+
+def rewrite(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+  """Replaces ``path`` with ``rows``, as :func:`append` writes them (aside, then renamed)."""
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(finite(r), allow_nan=False) + "\n" for r in rows))
+  tmp.replace(path)

@@ -342,3 +342,19 @@ def test_killed_with_sigkill_anywhere_then_resumed_ends_bitwise_equal(tmp_path, 
   d = load_file(str(out / "best" / "model.safetensors"))
   for k in c:
     np.testing.assert_array_equal(c[k], d[k], err_msg=k)
+
+
+def test_resume_after_torn_log_lines_ends_bitwise_equal(tmp_path, tiny_model_dir):
+  data = write_sst2(tmp_path / "sst2", n_train=44)
+  full = fit(_config(data, tmp_path / "full", tiny_model_dir))
+  out = tmp_path / "torn"
+  fit(_config(data, out, tiny_model_dir, run={"stop_after_steps": 5}))
+  with (out / "metrics.jsonl").open("a") as f:
+    f.write('{"step": 6, "kind": "tra')          # a kill in the middle of a row
+  resumed = fit(_config(data, out, tiny_model_dir), resume=True)
+  assert resumed["finished"] and resumed["best"] == full["best"]
+  a = load_file(str(tmp_path / "full" / "final" / "model.safetensors"))
+  b = load_file(str(out / "final" / "model.safetensors"))
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert all(r["kind"] in ("train", "eval") for r in _rows(out))   # strict JSON, every line

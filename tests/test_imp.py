@@ -180,3 +180,16 @@ def test_bad_settings_are_input_errors_before_anything_is_written(tmp_path, tiny
   assert not (tmp_path / "bad").exists()
   with pytest.raises(FlatjaxInputError, match="nothing to resume"):
     imp.run_imp(_config(data, tmp_path / "bad", tiny_model_dir), resume=True)
+
+
+def test_a_folder_of_another_command_is_refused_and_left_as_it_was(imp_run, tiny_model_dir):
+  config, run, _, data = imp_run
+  train_run = imp.round_dir(run, 0)              # a flatjax train run folder
+  before = sorted(p.name for p in train_run.iterdir())
+  with pytest.raises(FlatjaxInputError, match="not empty and holds no IMP run"):
+    imp.run_imp(_config(data, train_run, tiny_model_dir))
+  assert sorted(p.name for p in train_run.iterdir()) == before
+  before = sorted(p.name for p in run.iterdir())
+  with pytest.raises(FlatjaxInputError, match="not empty and holds no flatjax run"):
+    finetune.fit(config.train)                   # train into the IMP run's folder
+  assert sorted(p.name for p in run.iterdir()) == before

@@ -35,3 +35,11 @@ def test_a_torn_last_line_is_left_out_and_cut_before_the_next_row(tmp_path):
   assert jsonl.read(path) == []
   jsonl.append(path, {"round": 0})
   assert path.read_text() == '{"round": 0}\n'
+
+
+def test_rewrite_replaces_the_file_with_rows_as_append_writes_them(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1}\n{"step": 2, "lo')
+  jsonl.rewrite(path, [{"step": 1, "loss": float("nan")}, {"step": 2}])
+  assert path.read_text() == '{"step": 1, "loss": null}\n{"step": 2}\n'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]

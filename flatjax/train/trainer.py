@@ -159,11 +159,11 @@ class MetricsLog:
     if not self.enabled:
       return
     rows = []
-    if keep_until_step is not None and path.exists():
-      # Rows logged after the checkpoint we resume from are redone: drop them.
-      rows = [r for r in path.read_text().splitlines()
-              if r.strip() and json.loads(r).get("step", 0) <= keep_until_step]
-    path.write_text("".join(r + "\n" for r in rows))
+    if keep_until_step is not None:
+      # Rows logged after the checkpoint we resume from are redone: drop them (and a
+      # row a kill cut short).
+      rows = [r for r in jsonl.read(path) if r.get("step", 0) <= keep_until_step]
+    jsonl.rewrite(path, rows)
 
   def write(self, row: dict) -> None:
     if not self.enabled:
