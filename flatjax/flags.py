@@ -50,7 +50,8 @@ def section_keys(cls: type, prefix: str | None, skip: frozenset = frozenset()) -
 class ShortForms:
   """A command's keys and how its short flags reach them."""
   keys: dict[str, str]                         # dotted key -> kind
-  renamed: dict[str, str] = dataclasses.field(default_factory=dict)  # "--lr" -> key
+  # "--lr" -> key; "--train-embeddings" -> "freeze_embeddings=false" (a key and its value)
+  renamed: dict[str, str] = dataclasses.field(default_factory=dict)
   own: str | None = None                       # the command's own section
   settings: tuple[str, ...] = ()               # optimizer settings taken as --NAME
 
@@ -128,7 +129,10 @@ def _key_of(flag: str, forms: ShortForms) -> tuple[str, str | None] | None:
     negated = forms.resolve("--" + flag[5:])
     if negated is not None and forms.kind(negated) == BOOL:
       return negated, "false"
-  return None if key is None else (key, None)
+  if key is None:
+    return None
+  key, fixed, value = key.partition("=")   # a rename with its value: "key=false"
+  return key, value if fixed else None
 
 
 def _collect(into: list | dict, flag: str, value: str, numbers: bool, again: bool) -> None:

@@ -31,8 +31,8 @@ class _Grid:
 def _forms(own=None):
   keys = {**flags.section_keys(_Data, "data"), **flags.section_keys(_Run, "run"),
           **flags.section_keys(_Grid, "grid"), "optimizer.settings": flags.DICT}
-  return flags.ShortForms(keys, {"--lr": "optimizer.learning_rate",
-                                 "--mask": "grid.masks"}, own, ("rho", "k"))
+  return flags.ShortForms(keys, {"--lr": "optimizer.learning_rate", "--mask": "grid.masks",
+                                 "--quiet": "run.progress=false"}, own, ("rho", "k"))
 
 
 def test_section_keys_and_their_kinds():
@@ -82,3 +82,8 @@ def test_ties_go_to_the_command_section_else_are_errors():
 
 def test_a_missing_value_is_left_for_the_parser():
   assert flags.expand(["--task"], _forms()) == ["--data.task"]
+
+
+def test_a_rename_with_its_value_takes_no_value_from_the_next_flag():
+  assert flags.expand(["--quiet", "--task", "rte"], _forms()) == [
+      "--run.progress=false", "--data.task", "rte"]
