@@ -89,6 +89,8 @@ def test_sam_entry_is_adam_on_the_sam_gradient():
 def test_variant_defaults_and_bad_settings():
   for name, bad, match in [("sam", {"k": 5.0}, "has no setting k"),
                            ("looksam", {"k": 2.5}, "whole number"),
+                           ("looksam", {"k": float("nan")}, "whole number"),
+                           ("looksam", {"k": float("inf")}, "whole number"),
                            ("looksam", {"k": 0.0}, "k must be positive"),
                            ("gsam", {"rho_min": 0.1}, "rho_min <= rho"),
                            ("asam", {"rho": -1.0}, "rho must be positive"),

@@ -165,7 +165,7 @@ def resolved_settings(config: OptimizerConfig) -> Any:
   values = {}
   for key, value in config.settings.items():
     if fields[key].type in (int, "int"):
-      if value != int(value):
+      if not float(value).is_integer():   # NaN and infinities included
         raise FlatjaxInputError(f"{config.name}: {key} must be a whole number, got {value}")
       value = int(value)
     values[key] = value
