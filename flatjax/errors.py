@@ -39,10 +39,12 @@ def whole_number(name: str, value: Any, least: int) -> int:
   return out
 
 
-def require_positive(section: str, config, *names: str) -> None:
+def require_positive(section: str | None, config, *names: str) -> None:
   """Each named field of ``config`` is None or a positive number (NaN is not);
-  the error names it as ``section.name``, its key in the configuration."""
+  the error names it by its key in the configuration: ``section.name``, or
+  ``name`` for a configuration without sections (section None)."""
   for name in names:
     value = getattr(config, name)
     if value is not None and not value > 0:
-      raise FlatjaxInputError(f"{section}.{name} must be positive, got {value}")
+      key = name if section is None else f"{section}.{name}"
+      raise FlatjaxInputError(f"{key} must be positive, got {value}")

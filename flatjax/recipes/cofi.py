@@ -56,7 +56,7 @@ from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.config import DataConfig
 from flatjax.data.tasks import TaskSpec
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, require_positive
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES, MODEL_INPUTS
 from flatjax.models.config import ModelConfig
@@ -180,15 +180,9 @@ class CofiConfig:
           f"{self.pruning_epochs})")
     if self.lagrangian_warmup_epochs < 0:
       raise FlatjaxInputError("lagrangian warmup epochs must be non-negative")
-    for name in ("lr", "finetune_lr", "reg_lr"):
-      if getattr(self, name) <= 0:
-        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
-    for name in ("batch_size", "eval_batch_size", "max_length", "doc_stride",
-                 "max_train_examples", "max_eval_examples", "eval_every", "stop_after_steps",
-                 "log_every"):
-      value = getattr(self, name)
-      if value is not None and value <= 0:
-        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive, got {value}")
+    require_positive(None, self, "lr", "finetune_lr", "reg_lr", "batch_size",
+                     "eval_batch_size", "max_length", "doc_stride", "max_train_examples",
+                     "max_eval_examples", "eval_every", "stop_after_steps", "log_every")
     if not math.isfinite(self.gate_init):
       raise FlatjaxInputError(f"gate-init must be finite, got {self.gate_init}")
     if not self.gates:

@@ -31,7 +31,7 @@ from flatjax import files, provenance
 from flatjax.console import say
 from flatjax.data import pipeline
 from flatjax.data.config import PAD_TO
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, require_positive
 from flatjax.models import pretrained
 from flatjax.quant import export, int8, model as quant_model
 from flatjax.train import evaluation, runs, steps
@@ -76,12 +76,8 @@ class QuantizeConfig:
       int8.get_config(name)
     if len(set(self.schemes)) != len(self.schemes):
       raise FlatjaxInputError(f"a scheme is given twice: {list(self.schemes)}")
-    if self.batch_size < 1:
-      raise FlatjaxInputError("batch-size must be positive")
-    for name in ("max_length", "max_eval_examples", "doc_stride"):
-      value = getattr(self, name)
-      if value is not None and value < 1:
-        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
+    require_positive(None, self, "batch_size", "max_length", "max_eval_examples",
+                     "doc_stride")
     if self.seed < 0:
       raise FlatjaxInputError(f"seed must be non-negative, got {self.seed}")
     if self.pad_to not in PAD_TO:

@@ -24,7 +24,7 @@ import numpy as np
 from flatjax import files, provenance
 from flatjax.console import say
 from flatjax.data import pipeline
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, require_positive
 from flatjax.models import pretrained
 from flatjax.sharpness import hessian, keskar, surface
 from flatjax.train import losses, runs
@@ -79,9 +79,8 @@ class SharpnessConfig:
   def validate(self) -> None:
     if self.split not in SPLITS:
       raise FlatjaxInputError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-    for name in ("examples", "batch_size", "maxiter"):
-      if getattr(self, name) < 1:
-        raise FlatjaxInputError(f"{name.replace('_', '-')} must be positive")
+    require_positive(None, self, "examples", "batch_size", "maxiter", "max_length",
+                     "hessian_tol")
     for name in ("hessian_iterations", "hutchinson_samples", "surface_points",
                  "contour_points", "seed"):
       if getattr(self, name) < 0:
@@ -90,10 +89,6 @@ class SharpnessConfig:
       raise FlatjaxInputError("hutchinson-samples must be 0 (skip) or at least 2")
     if self.contour_points == 1 or self.surface_points == 1:
       raise FlatjaxInputError("a surface needs at least 2 grid points (0 skips it)")
-    if self.max_length is not None and self.max_length < 1:
-      raise FlatjaxInputError("max-length must be positive")
-    if not self.hessian_tol > 0:
-      raise FlatjaxInputError(f"hessian-tol must be positive, got {self.hessian_tol}")
     if not (math.isfinite(self.radius) and self.radius > 0):
       raise FlatjaxInputError(f"radius must be a finite number > 0, got {self.radius}")
     for eps in self.epsilons:  # KeskarConfig checks each, before any work is done

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from flatjax.errors import FlatjaxInputError
+from flatjax.errors import FlatjaxInputError, require_positive
 from flatjax.sparsity import masks as masks_lib, methods
 from flatjax.sparsity.pruner import Pruner
 
@@ -45,8 +45,7 @@ class PruningConfig:
     if not 0.0 <= self.begin < self.end <= 1.0:
       raise FlatjaxInputError("need 0 <= pruning begin < pruning end <= 1 (fractions of "
                               f"the run), got {self.begin}, {self.end}")
-    if not self.every >= 1:
-      raise FlatjaxInputError(f"pruning.every must be positive, got {self.every}")
+    require_positive("pruning", self, "every")
     self.pruner(total_steps=1000)  # checks sparsity, granularity, scope names
 
   def pruner(self, total_steps: int) -> Pruner | None:
