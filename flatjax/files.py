@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def write_json(path: str | Path, value: Any) -> Path:
-  """``value`` as indented JSON, written aside and renamed into ``path``."""
+def write_text(path: str | Path, text: str) -> Path:
+  """``text`` written aside and renamed into ``path``: a reader never sees half of it."""
   path = Path(path)
   tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(value, indent=2) + "\n")
+  tmp.write_text(text)
   tmp.replace(path)
   return path
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+  """``value`` as indented JSON, written aside and renamed into ``path``."""
+  return write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _aside(folder: Path, kind: str) -> Path:

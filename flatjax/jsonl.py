@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from flatjax import files
 from flatjax.errors import FlatjaxInputError
 
 
@@ -65,14 +66,13 @@ def _drop_torn_tail(path: Path) -> None:
   if not path.exists() or path.stat().st_size == 0:
     return
   with path.open("rb+") as f:
-    data = f.read()
-    if not data.endswith(b"\n"):
-      f.truncate(data.rfind(b"\n") + 1)
+    f.seek(-1, 2)
+    if f.read(1) == b"\n":   # the usual case: only the last byte is read
+      return
+    f.seek(0)
+    f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def rewrite(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
   """Replaces ``path`` with ``rows``, as :func:`append` writes them (aside, then renamed)."""
-  path = Path(path)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(json.dumps(finite(r), allow_nan=False) + "\n" for r in rows))
-  tmp.replace(path)
+  files.write_text(path, "".join(json.dumps(finite(r), allow_nan=False) + "\n" for r in rows))

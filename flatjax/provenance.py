@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flatjax import files
+
 RUN_FILE = "run.json"
 # Distributions whose versions decide a run's numbers.
 DISTRIBUTIONS = ("flatjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
@@ -164,7 +166,5 @@ def write_run_json(folder: str | os.PathLike, config: Any, data: dict[str, Any] 
     run.setdefault("resumed", []).append(_invocation())
   else:
     run = record(config, data)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(run, indent=2) + "\n")
-  tmp.replace(path)  # a reader never sees half a file
+  files.write_json(path, run)
   return path

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flatjax"
 
 # Lowest first. A package (or top-level module) imports only from earlier rows.
 LAYERS = [
-    ("errors",),
-    ("jsonl", "console", "runtime", "metrics", "provenance", "figures", "flags", "files"),
+    ("errors", "files"),
+    ("jsonl", "console", "runtime", "metrics", "provenance", "figures", "flags"),
     ("data",),
     ("models",),
     ("optim",),
