@@ -184,14 +184,10 @@ def _tickets(values: dict) -> None:
 def _oneshot(values: dict) -> None:
   from flatjax.console import say
   from flatjax.recipes import oneshot
-  from flatjax.recipes.finetune import TrainConfig
-  from flatjax.data.config import DataConfig
-  from flatjax.models.config import ModelConfig
-  from flatjax.train.config import RunConfig
   c = oneshot.OneshotConfig(**values["oneshot"])
-  base = TrainConfig(data=DataConfig(**values["data"]), model=ModelConfig(**values["model"]),
-                     run=RunConfig(output=c.output, seed=c.seed,
-                                   eval_batch_size=c.eval_batch_size, progress=c.progress))
+  base = _train_config({**values, "run": {"output": c.output, "seed": c.seed,
+                                          "eval_batch_size": c.eval_batch_size,
+                                          "progress": c.progress}})
   base.validate()
   oneshot.run_oneshot(base, c.models, c.output, step=c.step, maximum=c.maximum,
                       scope=c.scope, granularity=c.granularity, method=c.method, log=say)
@@ -308,13 +304,15 @@ def _fine_tuning_commands() -> dict[str, Command]:
 
 def _model_commands() -> dict[str, Command]:
   """The commands that read trained models (and CoFi, which distils one)."""
+  from flatjax.data.config import DataConfig
+  from flatjax.models.config import ModelConfig
   from flatjax.recipes import cofi, oneshot, quantize, sharpness
   none = frozenset()
   return {
       "oneshot": Command(
           "prune fine-tuned models by magnitude in steps, without retraining, and evaluate "
           "each step", _oneshot,
-          (("data", _section("data"), none), ("model", _section("model"), frozenset({"name"})),
+          (("data", DataConfig, none), ("model", ModelConfig, frozenset({"name"})),
            ("oneshot", oneshot.OneshotConfig, none)),
           renamed={"--data": "data.source", "--eval-data": "data.eval_source",
                    "--model": "oneshot.models", "--max": "oneshot.maximum"}, own="oneshot"),
@@ -337,7 +335,7 @@ def _model_commands() -> dict[str, Command]:
       "eval": Command(
           "evaluate a model folder (e.g. RUN/best, or an int8 folder from flatjax quantize) "
           "on a task", _eval,
-          (("data", _section("data"), none), ("model", _section("model"), none)),
+          (("data", DataConfig, none), ("model", ModelConfig, none)),
           plain=(("eval_batch_size", int, 64, "examples per batch"),
                  ("seed", int, 0, "seeds the max_eval_examples subset"),
                  ("output", str | None, None, "write the metrics JSON here too")),
@@ -354,10 +352,6 @@ def _model_commands() -> dict[str, Command]:
   }
 
 
-def _section(name: str) -> type:
-  return {key: cls for key, cls, _ in _train_sections()}[name]
-
-
 def build_parser(table: dict[str, Command] | None = None) -> ArgumentParser:
   table = table or commands()
   # Each field's help is the docstring under it in its dataclass.
@@ -370,9 +364,9 @@ def build_parser(table: dict[str, Command] | None = None) -> ArgumentParser:
   return parser
 
 
-def parse(argv: list[str]) -> tuple[str, dict]:
+def parse(argv: list[str], table: dict[str, Command] | None = None) -> tuple[str, dict]:
   """``(command, settings)`` of a command line; bad input raises FlatjaxInputError."""
-  table = commands()
+  table = table or commands()
   if argv and argv[0] in table:
     argv = [argv[0], *table[argv[0]].expand(argv[1:])]
   try:
@@ -435,8 +429,9 @@ def _join_distributed() -> None:
 
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
+  table = commands()
   try:
-    command, values = parse(argv)
+    command, values = parse(argv, table)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2
@@ -447,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     _join_distributed()
     with provenance.command(["flatjax", *argv]):
-      commands()[command].run(values)
+      table[command].run(values)
   except FlatjaxInputError as e:
     print(f"flatjax: error: {e}", file=sys.stderr)
     return 2

@@ -167,9 +167,30 @@ def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: A
   return split_scores(eval_step, params, None, splits)
 
 
-def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
+def _prepare_output(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
   """Checks the output folder before anything is written; returns (path, resuming)."""
   out = Path(config.run.output)
+  has_run = _holds_this_run(config, out)
+  if has_run and not resume:
+    raise FlatjaxInputError(f"output folder {out} already holds a run; pass --resume to "
+                            "continue it or pick another --output")
+  if resume and not has_run:
+    raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
+  if has_run:
+    changed = provenance.changed_inputs(
+        out, {k: v for k, v in config.data_sources().items() if k != "model"})
+    if changed:
+      raise FlatjaxInputError(f"{out}: the files under {', '.join(changed)} changed since "
+                              "the run began; resume with the data it began with, or start "
+                              "a new run")
+    for folder in ("best", "final", "swa"):  # a kill while one was being replaced
+      files.recover_folder(out / folder)
+  return out, has_run
+
+
+def _holds_this_run(config: TrainConfig, out: Path) -> bool:
+  """Whether ``out`` holds a run of ``config`` (False: it is new, or empty, or holds only
+  what a run killed before its config.json left); any other folder is refused."""
   saved = out / "config.json"
   check_writable(out)
   if not saved.exists():
@@ -177,7 +198,7 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
     others = {p.name for p in out.iterdir()} - _FIRST_FILES if out.exists() else set()
     if others:
       raise FlatjaxInputError(f"output folder {out} is not empty and holds no flatjax run")
-    return out, False
+    return False
   try:
     previous = flat_settings(json.loads(saved.read_text())["config"])
   except (json.JSONDecodeError, KeyError, TypeError):
@@ -190,7 +211,7 @@ def _prepare_output(config: TrainConfig) -> tuple[Path, bool]:
     raise FlatjaxInputError(
         f"output folder {out} holds a run with different settings ({', '.join(changed)}); "
         "use another --output")
-  return out, True
+  return True
 
 
 @dataclasses.dataclass
@@ -280,19 +301,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   before the output folder is touched, so bad input leaves nothing behind.
   """
   config.validate()
-  out, has_run = _prepare_output(config)
-  if has_run and not resume:
-    raise FlatjaxInputError(f"output folder {out} already holds a run; pass --resume to "
-                            "continue it or pick another --output")
-  if resume and not has_run:
-    raise FlatjaxInputError(f"nothing to resume: {out} holds no flatjax run")
-  for folder in ("best", "final", "swa"):  # a kill while one was being replaced
-    files.recover_folder(out / folder)
-  changed = provenance.changed_inputs(out, {k: v for k, v in config.data_sources().items()
-                                            if k != "model"})
-  if has_run and changed:
-    raise FlatjaxInputError(f"{out}: the files under {', '.join(changed)} changed since the "
-                            "run began; resume with the data it began with, or start a new run")
+  out, has_run = _prepare_output(config, resume)
 
   task = get_task(config.data.task)
   model, mask, params = initial_params(config)

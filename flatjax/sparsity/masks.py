@@ -373,15 +373,16 @@ def load_mask(path: str | Path, params: Any) -> Any:
   ``params`` (None for params it does not name). A tensor the params lack or
   whose shape differs, or a mask made for a model with another number of
   encoder layers, is an input error naming it."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load_file
+  from safetensors import SafetensorError, safe_open
   path = Path(path)
   if path.is_dir():
     path = path / MASK_FILE
   if not path.is_file():
     raise FlatjaxInputError(f"mask file {path} does not exist")
   try:
-    stored = load_file(str(path))
+    with safe_open(str(path), "numpy") as f:
+      layers = (f.metadata() or {}).get("encoder_layers")
+      stored = {name: f.get_tensor(name) for name in f.keys()}
   except (SafetensorError, OSError) as e:
     raise FlatjaxInputError(f"{path} is not a mask file: {e}") from None
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -398,7 +399,6 @@ def load_mask(path: str | Path, params: Any) -> Any:
                             f"{', '.join(sorted(stored)[:5])}")
   if all(m is None for m in out):
     raise FlatjaxInputError(f"mask {path} holds no tensor")
-  layers = mask_metadata(path).get("encoder_layers")
   if layers is not None and layers != str(encoder_layers(params)):
     # its tensors fit, but the model's extra layers would stay dense
     raise FlatjaxInputError(f"mask {path} was made for a model with {layers} encoder layers; "
