@@ -44,21 +44,31 @@ def compared(tmp_path_factory, tiny_model_dir):
 
 
 def _torch_accuracy(model_dir, data, quantize=False):
-  """Dev accuracy of a saved model in PyTorch, sentences in batches of 8 padded
-  to the longest (as flatjax's batcher pads: rounded up to a multiple of 8)."""
+  """Dev accuracy of a saved model in PyTorch."""
+  predicted, labels = _torch_predictions(model_dir, data, quantize)
+  return 100.0 * float(np.mean(predicted == labels))
+
+
+def _torch_predictions(model_dir, data, quantize=False):
+  """A saved model's predicted classes on the dev set in PyTorch, and the labels,
+  sentences in batches of 8 padded to the longest (as flatjax's batcher pads:
+  rounded up to a multiple of 8)."""
   model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
   if quantize:
     model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(model_dir))
   examples = glue.load_glue(get_task("sst2"), str(data), "validation")
-  right = 0
+  predicted = []
   for i in range(0, N_DEV, 8):
     enc = tokenizer(list(examples.text_a[i:i + 8]), padding="longest", pad_to_multiple_of=8,
                     truncation=True, max_length=32, return_tensors="pt")
     with torch.no_grad():
-      logits = model(**enc).logits.numpy()
-    right += int(np.sum(logits.argmax(-1) == np.asarray(examples.labels[i:i + 8])))
-  return 100.0 * right / N_DEV
+      predicted.append(model(**enc).logits.numpy().argmax(-1))
+  return np.concatenate(predicted), np.asarray(examples.labels)
+
+
+def _as_digits(values):
+  return "".join(str(int(v)) for v in values)
 
 
 def test_table_holds_the_models_pytorch_scores(compared, tiny_model_dir):
@@ -91,6 +101,24 @@ def test_table_holds_the_models_pytorch_scores(compared, tiny_model_dir):
   for opt, r in results["optimizers"].items():
     assert f"| {opt} | {r['full']:.2f} | {r['imp']:.2f} (" in table
   assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_hold_each_models_dev_predictions(compared, tiny_model_dir):
+  """The digit strings are the dev labels and each model's classes as PyTorch
+  predicts them, so that a bootstrap can pair the models example by example."""
+  _, data, out, results = compared
+  for opt, r in results["optimizers"].items():
+    p, imp = r["predictions"], out / opt / "imp"
+    full, labels = _torch_predictions(imp / "round_00" / "best", data)
+    assert p["labels"] == _as_digits(labels)
+    assert p["full"] == p["int8_float32"] == _as_digits(full)
+    assert p["imp"] == _as_digits(_torch_predictions(imp / "round_02" / "best", data)[0])
+    int8 = _torch_predictions(imp / "round_00" / "best", data, quantize=True)[0]
+    assert sum(a != b for a, b in zip(p["int8"], _as_digits(int8))) <= 1
+    for key, score in [("full", r["full"]), ("imp", r["imp"]), ("oneshot", r["oneshot"]),
+                       ("int8", r["int8"])]:
+      right = sum(a == b for a, b in zip(p[key], p["labels"]))
+      assert 100.0 * right / N_DEV == pytest.approx(score)
 
 
 def test_resuming_a_finished_run_redoes_nothing(compared, tiny_model_dir, capsys):

@@ -1,12 +1,15 @@
-"""pipeline.load_eval_splits: every evaluation split, MNLI's mismatched set optional locally."""
+"""pipeline: every evaluation split (MNLI's mismatched set optional locally), and the
+per-example predictions a split gives back in dataset order."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from flatjax.data import pipeline
+from conftest import write_sst2
+from flatjax.data import glue, pipeline
 from flatjax.data.glue import MissingSplitError
 from flatjax.data.tasks import get_task
 from flatjax.models import pretrained
@@ -53,3 +56,24 @@ def test_the_first_split_is_required(tmp_path, tokenizer):
   with pytest.raises(MissingSplitError, match="validation_matched"):
     pipeline.load_eval_splits(get_task("mnli"), tokenizer, str(tmp_path), batch_size=4,
                               max_length=32)
+
+
+def test_digits_writes_one_character_per_class_id():
+  assert pipeline.digits([0, 1, 1, 2, 0]) == "01120"
+  assert pipeline.digits([]) == ""
+  with pytest.raises(ValueError, match="0-9"):
+    pipeline.digits([3, 10])
+
+
+def test_per_example_is_labels_and_argmax_in_dataset_order(tmp_path, tokenizer):
+  """Two batches given out of order come back in dataset order: the argmax of
+  each row's logits, padding rows (index -1) dropped."""
+  data = write_sst2(tmp_path / "sst2", n_train=4, n_dev=5)
+  split = pipeline.load_split(get_task("sst2"), tokenizer, str(data), "validation",
+                              batch_size=4, max_length=16, shuffle=False)
+  labels = glue.load_glue(get_task("sst2"), str(data), "validation").labels
+  logits = np.array([[0.0, 1.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.1, 0.2]], np.float32)
+  outputs = [(np.array([4, -1, -1, -1]), {"logits": np.vstack([logits[4:], np.zeros((3, 2))])}),
+             (np.array([0, 1, 2, 3]), {"logits": logits[:4]})]
+  assert split.per_example(outputs) == {
+      "labels": "".join(str(int(v)) for v in labels), "predictions": "10101"}

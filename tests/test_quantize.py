@@ -117,6 +117,11 @@ def test_quantize_scores_float_and_int8_as_pytorch_does(quantized):
   assert vs["rows"] == N_DEV
   torch_agreement = float(np.mean(int8_logits.argmax(-1) == float_logits.argmax(-1)))
   assert vs["argmax_agreement"] == pytest.approx(torch_agreement, abs=1 / N_DEV + 1e-9)
+  as_digits = lambda values: "".join(str(int(v)) for v in values)
+  assert r["float32_predictions"]["validation"] == {
+      "labels": as_digits(labels), "predictions": as_digits(float_logits.argmax(-1))}
+  int8_digits = dyn["predictions"]["validation"]["predictions"]
+  assert sum(a != b for a, b in zip(int8_digits, as_digits(int8_logits.argmax(-1)))) <= 1
   torch_diff = np.abs(int8_logits - float_logits)
   assert vs["max_abs_diff"] == pytest.approx(torch_diff.max(), rel=0.05, abs=1e-4)
   assert vs["mean_abs_diff"] == pytest.approx(torch_diff.mean(), rel=0.05, abs=1e-4)

@@ -31,6 +31,11 @@ class SplitData:
   of ``(example_index, {name: logits})`` pairs (``example_index`` -1 marks a
   padding row): ``logits`` [B, C] for GLUE, ``start_logits`` and
   ``end_logits`` [B, L] for SQuAD.
+
+  ``per_example(outputs)`` gives the same outputs as one digit per example in
+  dataset order, ``{"labels": "0110...", "predictions": "0100..."}``, so that two
+  models can be compared example by example (a paired bootstrap); None where the
+  task has no class labels (regression, SQuAD).
   """
   task: TaskSpec
   split: str
@@ -38,6 +43,7 @@ class SplitData:
   num_examples: int
   source: str
   score: Callable[[list[tuple[np.ndarray, dict[str, np.ndarray]]]], dict[str, float]]
+  per_example: Callable[[list], dict[str, str] | None] = lambda outputs: None
 
   @property
   def num_rows(self) -> int:
@@ -100,7 +106,22 @@ def load_split(task: TaskSpec, tokenizer: Any, source: Any, split: str, *, batch
 
   def score(outputs) -> dict[str, float]:
     return metrics.task_metrics(task, gather(outputs, "logits", len(labels)), labels)
-  return SplitData(task, split, batcher, len(examples), examples.source, score)
+
+  def per_example(outputs) -> dict[str, str] | None:
+    if task.kind != "classification" or task.num_labels > 10:
+      return None
+    predicted = gather(outputs, "logits", len(labels)).argmax(axis=-1)
+    return {"labels": digits(labels), "predictions": digits(predicted)}
+  return SplitData(task, split, batcher, len(examples), examples.source, score, per_example)
+
+
+def digits(values: Any) -> str:
+  """Class ids 0-9 as one string, ``[0, 1, 1] -> "011"``: a dev set's labels or
+  predictions in a few hundred bytes of JSON."""
+  values = np.asarray(values, np.int64)
+  if values.size and (values.min() < 0 or values.max() > 9):
+    raise ValueError("digits: class ids must be 0-9")
+  return (values.astype(np.uint8) + ord("0")).tobytes().decode()
 
 
 def load_eval_splits(task: TaskSpec, tokenizer: Any, source: Any, **kwargs) -> list[SplitData]:

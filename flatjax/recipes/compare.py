@@ -17,7 +17,8 @@ It writes, into the output folder::
   OPT/imp/            the IMP run (round_00 is the fine-tuned model)
   OPT/oneshot/        the one-shot curve
   OPT/int8/           quantize.json
-  results.json        every number of the table below
+  results.json        every number of the table below, and the main dev split's
+                      labels and each model's predictions (digit strings)
   summary.md          dev metric before / after each compression, per optimizer
   compare.png         the same as bars, and the sparsity curves
 
@@ -44,6 +45,7 @@ from flatjax.quant import int8
 from flatjax.recipes import finetune, imp, oneshot
 from flatjax.recipes import quantize as quant_runner
 from flatjax.sparsity import masks, methods
+from flatjax.train.evaluation import PREDICTIONS_FILE
 from flatjax.train.trainer import check_driver_folder
 
 # Each preset's settings, as dotted keys of CompareConfig (settings given win).
@@ -208,6 +210,8 @@ def run_compare(config: CompareConfig, resume: bool = False, log=None) -> dict:
     quant = _quantize(config, optimizer, fine_tuned, out / optimizer / "int8", log)
     results["optimizers"][optimizer] = _summary(rounds, curve, quant, config.quant_scheme,
                                                 target)
+    results["optimizers"][optimizer]["predictions"] = _predictions(
+        imp_run, rounds, curve, quant, config.quant_scheme, target)
   files.write_json(out / "results.json", results)
   table = summary_table(results)
   (out / "summary.md").write_text(table + "\n")
@@ -236,6 +240,28 @@ def _summary(rounds: list[dict], curve: list[dict], quant: dict, scheme: str,
       "int8": quant["int8"][scheme]["metrics"][split][metric],
       "int8_float32": quant["float32"][split][metric],
       "int8_file_ratio": quant["int8"][scheme]["sizes"]["ratio"]}
+
+
+def _predictions(imp_run: Path, rounds: list[dict], curve: list[dict], quant: dict,
+                 scheme: str, target: float) -> dict | None:
+  """The main dev split's labels and each model's predictions, as digit strings
+  (``SplitData.per_example``), for a paired comparison example by example; None
+  for a task without class labels (SQuAD) or models saved before they were kept."""
+  split = rounds[0]["metric_name"].split("/", 1)[0]
+  at_target = next(r for r in rounds if math.isclose(r["target_sparsity"], target))
+
+  def saved(round_: int) -> dict:
+    path = imp.round_dir(imp_run, round_) / "best" / PREDICTIONS_FILE
+    return json.loads(path.read_text()).get(split) if path.exists() else None
+  oneshot_row = next(r for r in curve if math.isclose(r["target_sparsity"], target))
+  found = {"full": saved(0), "imp": saved(at_target["round"]),
+           "oneshot": oneshot_row.get("predictions", {}).get(split),
+           "int8": quant["int8"][scheme].get("predictions", {}).get(split),
+           "int8_float32": quant.get("float32_predictions", {}).get(split)}
+  if any(v is None for v in found.values()):
+    return None
+  return {"labels": found["full"]["labels"],
+          **{k: v["predictions"] for k, v in found.items()}}
 
 
 def summary_table(results: dict) -> str:

@@ -47,7 +47,7 @@ from flatjax.sparsity import masks as masks_lib
 from flatjax.sparsity.config import PruningConfig
 from flatjax.train import losses, state as state_lib, steps
 from flatjax.train.config import RunConfig
-from flatjax.train.evaluation import split_scores
+from flatjax.train.evaluation import PREDICTIONS_FILE, scores_and_predictions, split_scores
 from flatjax.train.trainer import (Hooks, Schedule, Trainer, check_writable, device_batch,
                                    flat_settings, last_eval)
 
@@ -160,11 +160,19 @@ def evaluate_params(config: TrainConfig, model: pretrained.Pretrained, params: A
   run's evaluation splits (loaded from ``config`` unless given). Pass the same
   ``eval_step`` (``jax.jit(steps.make_eval_step(model.module))``) to repeated
   calls so that it compiles once."""
+  return predict_params(config, model, params, splits, eval_step)[0]
+
+
+def predict_params(config: TrainConfig, model: pretrained.Pretrained, params: Any,
+                   splits: list[pipeline.SplitData] | None = None,
+                   eval_step=None) -> tuple[dict[str, float], dict]:
+  """:func:`evaluate_params`, and the dev predictions per split
+  (``SplitData.per_example``: digit strings of labels and predicted classes)."""
   if splits is None:
     splits = load_eval_splits(config, pretrained.load_tokenizer(model.tokenizer_dir))
   if eval_step is None:
     eval_step = jax.jit(steps.make_eval_step(model.module))
-  return split_scores(eval_step, params, None, splits)
+  return scores_and_predictions(eval_step, params, None, splits)
 
 
 def _prepare_output(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
@@ -280,14 +288,17 @@ def _announce(config: TrainConfig, model, data: RunData, plan: Schedule, start: 
 
 def _hooks(config: TrainConfig, out: Path, model, data: RunData, compiled: _Compiled,
            best_from: int) -> Hooks:
+  latest = {}   # the last evaluation's dev predictions, saved with the best model
+
   def evaluate(state, step):
-    row = split_scores(compiled.eval_step, state.params, state.mask, data.evals)
+    row, latest["predictions"] = scores_and_predictions(compiled.eval_step, state.params,
+                                                        state.mask, data.evals)
     if state.mask is not None:
       row["sparsity"] = masks_lib.sparsity(parallel.gather_to_host(state.mask))
     return row
 
   def save_best(state, step):
-    _save_model(out / "best", state, model, data.task)
+    _save_model(out / "best", state, model, data.task, latest.get("predictions"))
 
   return Hooks(train_step=lambda state, batch, step: compiled.train_step(state, batch),
                evaluate=evaluate, save_best=save_best if config.run.keep_best else None,
@@ -368,10 +379,11 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
 
 
 def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pretrained,
-                task: TaskSpec) -> None:
+                task: TaskSpec, predictions: dict | None = None) -> None:
   """A Hugging Face folder of the params as the forward pass sees them (pruned
-  weights zeroed), with their mask beside them in pruned runs. On several
-  hosts every process gathers the sharded params and the first one writes."""
+  weights zeroed), with their mask beside them in pruned runs and the dev
+  predictions they scored (``PREDICTIONS_FILE``) when given. On several hosts
+  every process gathers the sharded params and the first one writes."""
   params, mask = parallel.gather_to_host((state.params, state.mask))
   if jax.process_index() != 0:
     return
@@ -381,6 +393,8 @@ def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pre
                                model.config, task, model.tokenizer_dir)
     if mask is not None:
       masks_lib.save_mask(path / masks_lib.MASK_FILE, mask)
+    if predictions:
+      files.write_json(path / PREDICTIONS_FILE, predictions)
   files.replace_folder(folder, write)  # never half a model, whenever the run is killed
 
 

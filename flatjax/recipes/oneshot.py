@@ -63,7 +63,8 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
                   granularity: str = "global", method: str = "magnitude",
                   done: dict[float, dict] | None = None,
                   on_row: Callable[[dict], None] | None = None) -> list[dict]:
-  """Rows ``{"target_sparsity", "sparsity", "metric", "metric_name", "scores"}``
+  """Rows ``{"target_sparsity", "sparsity", "metric", "metric_name", "scores",
+  "predictions"}`` (predictions: ``SplitData.per_example`` per split)
   of ``model`` pruned to each of ``sparsities`` and evaluated on ``base``'s
   (a TrainConfig) evaluation data. ``done``: rows already computed, by
   sparsity (a resumed run); ``on_row`` is called with each new row."""
@@ -79,11 +80,12 @@ def oneshot_curve(base: Any, model: str, sparsities: list[float], *, scope: str 
       rows.append(done[s])
       continue
     mask = prune_once(scoring, loaded.params, s, scope=scope, granularity=granularity)
-    scores = finetune.evaluate_params(config, loaded, masks_lib.apply_mask(loaded.params, mask),
-                                      splits, eval_step)
+    scores, predictions = finetune.predict_params(
+        config, loaded, masks_lib.apply_mask(loaded.params, mask), splits, eval_step)
     row = {"target_sparsity": s, "sparsity": masks_lib.sparsity(mask), "metric": scores[main],
            "metric_name": main, "scores": scores,
-           "fully_pruned": masks_lib.fully_pruned(masks_lib.sparsity_report(mask))}
+           "fully_pruned": masks_lib.fully_pruned(masks_lib.sparsity_report(mask)),
+           "predictions": predictions}
     rows.append(row)
     if on_row is not None:
       on_row(row)

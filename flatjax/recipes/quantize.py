@@ -8,7 +8,9 @@ beside the float32 model. For each scheme asked for, the output folder
 ``config.json``, tokenizer: ``flatjax eval --model OUT/SCHEME`` scores it
 again) and ``quantize.json`` gets its metrics, how many dev predictions
 (argmax of each logits output) it keeps from the float model, how far its
-logits move, and its file size against the float32 file.
+logits move, its file size against the float32 file, and both models' dev
+predictions example by example (``float32_predictions``, each scheme's
+``predictions``).
 
 With dynamic activation scales, an example's int8 logits depend a little on
 the other rows of its batch, padding included, as in PyTorch: the eval batch
@@ -119,6 +121,12 @@ def compare_outputs(reference: list, other: list) -> dict[str, Any]:
   return result
 
 
+def _per_example(splits, outputs: dict) -> dict:
+  """``{split: SplitData.per_example}`` where the task has per-example predictions."""
+  found = {s.split: s.per_example(outputs[s.split]) for s in splits}
+  return {split: value for split, value in found.items() if value is not None}
+
+
 def run_quantize(config: QuantizeConfig) -> dict:
   """Scores the float and int8 models; returns (and writes) the results."""
   config.validate()
@@ -152,6 +160,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
                "pad_to": config.pad_to},
       "config": {**dataclasses.asdict(config), "schemes": list(config.schemes)},
       "float32": {s.split: s.score(float_outputs[s.split]) for s in splits},
+      "float32_predictions": _per_example(splits, float_outputs),
       "int8": {}}
   note(f"float32: {json.dumps(results['float32'])}")
 
@@ -160,10 +169,11 @@ def run_quantize(config: QuantizeConfig) -> dict:
     qparams = quant_model.quantize_params(model.params, scheme)
     step = jax.jit(quant_model.make_quantized_eval_step(model.module, scheme))
     entry: dict[str, Any] = {"config": scheme.to_dict(), "metrics": {}, "vs_float32": {}}
+    outputs = {s.split: evaluation.predict(step, qparams, None, s) for s in splits}
     for s in splits:
-      outputs = evaluation.predict(step, qparams, None, s)
-      entry["metrics"][s.split] = s.score(outputs)
-      entry["vs_float32"][s.split] = compare_outputs(float_outputs[s.split], outputs)
+      entry["metrics"][s.split] = s.score(outputs[s.split])
+      entry["vs_float32"][s.split] = compare_outputs(float_outputs[s.split], outputs[s.split])
+    entry["predictions"] = _per_example(splits, outputs)
     meta = {"source": str(run.model_dir), "task": run.task.name}
     entry["sizes"] = export.file_sizes(qparams, meta)
     if config.save:

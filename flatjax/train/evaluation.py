@@ -9,6 +9,9 @@ import jax
 from flatjax.data import pipeline
 from flatjax.models.bert import MODEL_INPUTS
 
+#: A saved model's dev predictions (``{split: SplitData.per_example}``), in its folder.
+PREDICTIONS_FILE = "predictions.json"
+
 
 def predict(eval_step, params: Any, mask: Any, split: pipeline.SplitData) -> list:
   """The eval step's outputs on every batch of ``split`` in order, as
@@ -33,8 +36,18 @@ def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> d
   """``{"split/metric": value}`` of ``params`` on every evaluation split.
   ``mask`` is the eval step's second argument: a pruning mask, or the CoFi
   driver's gates."""
-  row = {}
+  return scores_and_predictions(eval_step, params, mask, splits)[0]
+
+
+def scores_and_predictions(eval_step, params, mask,
+                           splits: list[pipeline.SplitData]) -> tuple[dict, dict]:
+  """:func:`split_scores`, and ``{split: SplitData.per_example}`` for the splits
+  that have per-example predictions (classification tasks)."""
+  row, predictions = {}, {}
   for split in splits:
-    scores = evaluate(eval_step, params, mask, split)
-    row.update({f"{split.split}/{k}": v for k, v in scores.items()})
-  return row
+    outputs = predict(eval_step, params, mask, split)
+    row.update({f"{split.split}/{k}": v for k, v in split.score(outputs).items()})
+    per_example = split.per_example(outputs)
+    if per_example is not None:
+      predictions[split.split] = per_example
+  return row, predictions
