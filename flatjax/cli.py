@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import functools
 import json
 import re
 import sys
@@ -48,7 +49,9 @@ class Command:
   plain: tuple[tuple[str, Any, Any, str], ...] = ()   # (name, type, default, help)
   renamed: dict[str, str] = dataclasses.field(default_factory=dict)
   own: str | None = None
-  presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+  # preset name -> (task or None -> its dotted keys); the first is the default.
+  presets: dict[str, Callable[[str | None], dict[str, Any]]] = dataclasses.field(
+      default_factory=dict)
   defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # over the dataclasses'
 
   def short_forms(self) -> flags.ShortForms:
@@ -85,14 +88,24 @@ class Command:
     """``argv`` in dotted keys, a ``--preset``'s settings first (later flags win)."""
     front = []
     if self.presets:
-      given = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--preset"]
-      name = given[-1] if given else next(iter(self.presets))
+      name = _last_value(argv, "--preset") or next(iter(self.presets))
       if name not in self.presets:
         raise FlatjaxInputError(f"unknown preset {name!r}; known: {', '.join(self.presets)}")
+      task = _last_value(argv, "--task", "--data.task")
       front = [f"--{key}={value if isinstance(value, str) else json.dumps(value)}"
-               for key, value in self.presets[name].items()]
+               for key, value in self.presets[name](task).items()]
     return front + flags.expand(argv, self.short_forms(),
                                 frozenset({"--config", "--print_config", "--help", "-h"}))
+
+
+def _last_value(argv: list[str], *names: str) -> str | None:
+  """The value of the last of ``names`` in ``argv`` (``--name V`` or ``--name=V``)."""
+  found = None
+  for i, arg in enumerate(argv):
+    name, eq, value = arg.partition("=")
+    if name in names:
+      found = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+  return found
 
 
 def _train_sections(*, optimizer_name: bool = True, pruning: bool = True):
@@ -105,6 +118,12 @@ def _train_sections(*, optimizer_name: bool = True, pruning: bool = True):
            ("optimizer", OptimizerConfig, frozenset() if optimizer_name else {"name"}))
           + ((("pruning", PruningConfig, frozenset()),) if pruning else ())
           + (("run", RunConfig, frozenset()),))
+
+
+def _compare_preset(name: str, task: str | None) -> dict[str, Any]:
+  from flatjax.recipes import compare
+  return {(k[len("train."):] if k.startswith("train.") else f"compare.{k}"): v
+          for k, v in compare.preset(name, task).items()}
 
 
 def _train_config(values: dict):
@@ -281,15 +300,14 @@ def _fine_tuning_commands() -> dict[str, Command]:
           "pruning and int8 of each, in one table", _compare,
           _train_sections(optimizer_name=False, pruning=False)
           + (("compare", compare.CompareConfig, frozenset({"train"})),),
-          plain=(("preset", str, "cpu", "cpu: MiniLM, 640 training examples, 2 epochs, "
-                  "lr 1e-4, IMP in 2 rounds, scope encoder; full: the paper's bert-base, all "
-                  "data, 3 epochs, lr 2e-5, IMP 10%% per round, scope bert. Settings given "
-                  "win"), _RESUME),
+          plain=(("preset", str, "cpu", "cpu: MiniLM on a subset sized for the task "
+                  "(640 training examples; SST-2 1,000, MRPC 2,560 at length 64, ...), 2 "
+                  "epochs, lr 1e-4, IMP in 2 rounds, scope encoder; full: the paper's "
+                  "bert-base, all data, 3 epochs, lr 2e-5, IMP 10%% per round, scope bert. "
+                  "Settings given win"), _RESUME),
           renamed={**_TRAIN_RENAMED, "--optimizer": "compare.optimizers"}, own="compare",
           defaults={"run.output": ""},  # "": runs/compare-TASK
-          presets={name: {(k[len("train."):] if k.startswith("train.") else f"compare.{k}"): v
-                          for k, v in preset.items()}
-                   for name, preset in compare.PRESETS.items()}),
+          presets={name: functools.partial(_compare_preset, name) for name in compare.PRESETS}),
       "tickets": Command(
           "fine-tune the pre-trained weights under given masks with each optimizer (Table 6, "
           "transfer)", _tickets,

@@ -262,6 +262,19 @@ def test_a_preset_sets_defaults_that_given_settings_win_over():
   assert cpu["compare"]["optimizers"] == ("adam", "sam")
 
 
+@pytest.mark.parametrize("argv, examples, length, eval_examples", [
+    (["--task", "mrpc"], 2560, 64, None),
+    (["--data.task=qnli"], 1280, 64, 500),
+    (["--task", "sst2", "--max-length", "96"], 1000, 96, None),   # a given setting wins
+    (["--task", "sst2", "--preset", "full"], None, 128, None),    # only cpu sizes by task
+])
+def test_the_cpu_preset_sizes_each_task(argv, examples, length, eval_examples):
+  _, values = cli.parse(["compare", *argv])
+  data = values["data"]
+  assert (data["max_train_examples"], data["max_length"], data["max_eval_examples"]) == (
+      examples, length, eval_examples)
+
+
 def test_output_under_a_file_or_holding_a_foreign_config_is_one_line(tmp_path, capsys,
                                                                     tiny_model_dir):
   data = write_sst2(tmp_path / "sst2")
