@@ -6,7 +6,7 @@ the compare run of that seed trains on (a position prior, learnt without the mod
 margin of two standard errors of its mean per-question F1 on dev.
 
 A fine-tuned model within that margin has learned nothing at the experiment's scale, so
-`flatjax report` marks comparisons between such models "not testable" instead of calling them
+`python -m paper` marks comparisons between such models "not testable" instead of calling them
 held or not. The dev sets are the ones experiments/compare_tasks.sh evaluates on: all of
 RTE, MRPC and SST-2; a seeded random 500 (EVAL_EXAMPLES) of the hub-schema subsets and 200
 (SQUAD_EVAL_EXAMPLES) SQuAD dev questions, chosen by the run's seed as flatjax's loader

@@ -261,13 +261,6 @@ def _eval(values: dict) -> None:
     Path(output).write_text(text + "\n")
 
 
-def _report(values: dict) -> None:
-  from flatjax.report import write_report
-  path = write_report(Path(values["results"]), values["output"] and Path(values["output"]),
-                      values["overhead"] and Path(values["overhead"]))
-  print(f"wrote {path}")
-
-
 _RESUME = ("resume", bool, False, "continue the run in the output folder")
 # The file system's faults that are the user's to fix: a full disk or quota, a
 # read-only or forbidden place.
@@ -359,14 +352,6 @@ def _model_commands() -> dict[str, Command]:
                  ("output", str | None, None, "write the metrics JSON here too")),
           renamed={"--data": "data.source", "--eval-data": "data.eval_source",
                    "--model": "model.name"}),
-      "report": Command(
-          "collect every experiment's results into one report: each paper claim, the paper's "
-          "number, flatjax's, held or not", _report,
-          plain=(("results", str, "experiments/results", "the experiments' results folder"),
-                 ("output", str | None, None, "the report (default: RESULTS/README.md)"),
-                 ("overhead", str | None, None, "benchmarks/sam_overhead.py's JSON lines, for "
-                  "the SAM variants' cost (default: benchmarks/results/sam_overhead_cpu.jsonl "
-                  "beside RESULTS)"))),
   }
 
 

@@ -1,9 +1,9 @@
-"""flatjax.report.bootstrap against hand-computed gaps and the analytic standard error."""
+"""paper.legacy.bootstrap against hand-computed gaps and the analytic standard error."""
 
 import numpy as np
 import pytest
 
-from flatjax.report import bootstrap as B
+from paper.legacy import bootstrap as B
 
 
 def test_correct_reads_digit_strings():

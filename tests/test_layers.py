@@ -27,7 +27,6 @@ LAYERS = [
     ("parallel",),
     ("train",),
     ("recipes",),
-    ("report",),
     ("cli",),
     ("__main__",),
 ]

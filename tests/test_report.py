@@ -1,4 +1,4 @@
-"""flatjax report: verdicts, sections and the written report, on hand-made result folders
+"""python -m paper (the earlier sections): verdicts, sections and the written report, on hand-made result folders
 whose differences are worked out by hand below."""
 
 from __future__ import annotations
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flatjax import cli
-from flatjax.report import build_report, build_sections, paper, render, sections, verdict
-from flatjax.report import verdicts as V
+from paper import numbers as paper
+from paper.__main__ import main as paper_main
+from paper.legacy import build_report, build_sections, render, sections, verdict
+from paper.legacy import verdicts as V
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -422,17 +423,17 @@ def test_report_covers_every_item_and_says_what_is_missing(tmp_path):
           "`bash experiments/finetune_sst2.sh`") in text
 
 
-def test_cli_report_writes_the_readme(tmp_path, capsys):
+def test_python_m_paper_writes_the_readme(tmp_path, capsys):
   _compare(tmp_path, "sst2", 0, dict(full=80, imp=77, oneshot=70, int8=79),
            dict(full=79, imp=78, oneshot=74, int8=78.5))
-  assert cli.main(["report", "--results", str(tmp_path)]) == 0
+  assert paper_main(["--results", str(tmp_path)]) == 0
   assert "## Scoreboard" in (tmp_path / "README.md").read_text()
-  assert cli.main(["report", "--results", str(tmp_path / "missing")]) == 2
+  assert paper_main(["--results", str(tmp_path / "missing")]) == 2
   assert "does not exist" in capsys.readouterr().err
 
 
 def test_paper_numbers_match_the_papers_tables():
-  # Spot checks against ../shared/paper.md, typed independently of flatjax/report/paper.py.
+  # Spot checks against ../shared/paper.md, typed independently of paper/numbers.py.
   assert paper.TABLE5["imp"]["sam"]["rte"] == 71.8
   assert paper.TABLE5["std"]["adam"]["qqp"] == 88.1
   assert paper.TABLE6["mrpc"]["random"] == (70.8, 70.1)

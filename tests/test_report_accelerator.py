@@ -1,11 +1,11 @@
-"""flatjax.report.accelerator on hand-built campaign rows with known drops."""
+"""paper.legacy.accelerator on hand-built campaign rows with known drops."""
 
 import json
 
 import pytest
 
-from flatjax.report import verdicts as V
-from flatjax.report.accelerator import accelerator_section
+from paper.legacy import verdicts as V
+from paper.legacy.accelerator import accelerator_section
 
 LABELS = "1" * 60 + "0" * 40   # majority 60%, margin 200 sqrt(0.24 / 100) = 9.80 points
 

@@ -67,8 +67,8 @@ def as_digits(preds: np.ndarray) -> str:
 
 def chance(labels: np.ndarray, num_labels: int) -> dict:
   """The majority label's share of ``labels`` and the report's margin around it, in %
-  (two standard errors: :func:`flatjax.report.verdicts.sampling_margin`)."""
-  from flatjax.report.verdicts import sampling_margin
+  (two standard errors: :func:`paper.legacy.verdicts.sampling_margin`)."""
+  from paper.legacy.verdicts import sampling_margin
   majority = 100 * float(np.bincount(labels, minlength=num_labels).max() / len(labels))
   return {"majority": majority, "margin": sampling_margin(majority, len(labels))}
 
@@ -358,8 +358,8 @@ def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int
 
 def learned(row: dict, data_row: dict) -> bool:
   """Whether a run's dev metric clears the majority label by two standard errors."""
-  from flatjax.report import verdicts as V
-  from flatjax.report.accelerator import chance_level
+  from paper.legacy import verdicts as V
+  from paper.legacy.accelerator import chance_level
   return V.above_chance([row["dev"][data_row["main_metric"]]], chance_level(data_row))
 
 

@@ -3,7 +3,7 @@
     python -m benchmarks.campaign summarize benchmarks/results/campaign_h200.jsonl
 
 writes Part A's tables to ``benchmarks/results/<name>.md`` and Part B's rows, README and
-one-shot plot to ``experiments/results/h200_full/``, where ``flatjax report`` reads them.
+one-shot plot to ``experiments/results/h200_full/``, where ``python -m paper`` reads them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def speed_markdown(rows: dict) -> str:
 
 def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
   """Per task: every seed's one-shot curve, Adam and SAM (faint), and their means."""
-  from flatjax.report.accelerator import by_seed
+  from paper.legacy.accelerator import by_seed
   from flatjax.figures import pyplot as _pyplot
   run = {r["task"] for r in rows if r.get("kind") == "finetune"}
   infos = [r for r in rows if r.get("kind") == "data" and r["task"] in run]
@@ -122,8 +122,8 @@ def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
 
 def write_results(rows: dict, raw: Path, folder: Path) -> Path:
   """Part B's rows, a README rendering the report's section, and the one-shot plot."""
-  from flatjax.report import render
-  from flatjax.report.accelerator import accelerator_section
+  from paper.legacy import render
+  from paper.legacy.accelerator import accelerator_section
   folder.mkdir(parents=True, exist_ok=True)
   part_b = [r for r in rows.values() if r.get("part") in ("B", "env")]
   (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part_b))

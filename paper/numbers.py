@@ -1,6 +1,6 @@
 """The paper's numbers (Na, Mehta, Strubell 2022; bert-base, dev, mean of 3 seeds).
 
-Read from the paper's Tables 2, 3, 5, 6 and 8; `flatjax report` sets flatjax's
+Read from the paper's Tables 2, 3, 5, 6 and 8; `python -m paper` sets flatjax's
 measurements beside them. Keys are flatjax task names.
 """
 

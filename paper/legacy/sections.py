@@ -3,7 +3,7 @@
 Each ``*_section(results)`` reads the folders an experiment script wrote under
 ``experiments/results/`` and returns a :class:`Section`: the paper's claim, the scale
 the numbers were measured at, the commands that made them, a table of paper vs flatjax
-numbers, and the verdicts (:mod:`flatjax.report.verdicts`). A missing folder gives a
+numbers, and the verdicts (:mod:`paper.legacy.verdicts`). A missing folder gives a
 section that says so, so the report always covers every item.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flatjax import jsonl
-from flatjax.report import paper
-from flatjax.report import verdicts as V
+from paper import numbers as paper
+from paper.legacy import verdicts as V
 from flatjax.train.runs import recorded
 
 

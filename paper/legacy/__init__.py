@@ -1,7 +1,7 @@
-"""``flatjax report``: every paper claim beside flatjax's numbers, from experiments/results.
+"""The earlier report sections: every paper claim beside flatjax's numbers, from experiments/results.
 
 :func:`build_report` reads the folders the experiment scripts wrote (one section per
-paper item, :mod:`flatjax.report.sections`), draws the plots that combine several
+paper item, :mod:`paper.legacy.sections`), draws the plots that combine several
 experiments (the transfer heatmap, the SAM variants' cost plot), and returns the
 markdown of ``experiments/results/README.md``: a scoreboard of claims (the paper's
 number, flatjax's number, held or not at this scale), then one section per item with
@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from flatjax.errors import FlatjaxInputError
-from flatjax.report import render, sections
-from flatjax.report.accelerator import accelerator_section
-from flatjax.report.sections import Finding, Section
-from flatjax.report.verdicts import verdict
+from paper.legacy import render, sections
+from paper.legacy.accelerator import accelerator_section
+from paper.legacy.sections import Finding, Section
+from paper.legacy.verdicts import verdict
 
 __all__ = ["Finding", "Section", "build_report", "build_sections", "verdict", "write_report"]
 
@@ -75,7 +75,7 @@ def build_report(results: Path, overhead: Path | None = None) -> str:
   lines = [
       "# Train flat, then compress: the paper's claims at CPU scale",
       "",
-      "Written by `flatjax report` from the folders below; every flatjax number comes from a "
+      "Written by `python -m paper` from the folders below; every flatjax number comes from a "
       "run whose command is given with it. The paper's numbers are bert-base-uncased on the "
       "full GLUE/SQuAD training sets, 3 seeds. flatjax's are **MiniLM-L6 (22.7M parameters) "
       "trained on small subsets on a 2-core CPU**, each section stating its scale: a claim "
@@ -104,7 +104,7 @@ def build_report(results: Path, overhead: Path | None = None) -> str:
     lines += ["## Other results folders", "",
               "Earlier experiments (development of each part); their READMEs hold their "
               "numbers and commands.", ""] + others + [""]
-  lines += ["Regenerate with `flatjax report` (reads `experiments/results/`, writes this file).",
+  lines += ["Regenerate with `python -m paper` (reads `experiments/results/`, writes this file).",
             ""]
   return "\n".join(lines)
 

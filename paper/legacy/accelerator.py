@@ -3,9 +3,9 @@
 ``benchmarks/campaign`` (Part B) writes one JSON row per fine-tuning and per IMP run
 into ``h200_full/results.jsonl``: dev scores, and the dev predictions of the dense model
 and of each compression of it, so the gap between Adam's and SAM's drops gets a bootstrap
-interval over the dev examples (:mod:`flatjax.report.bootstrap`). A seed counts when both
+interval over the dev examples (:mod:`paper.legacy.bootstrap`). A seed counts when both
 dense models clear the majority label by two standard errors and at least one compressed
-model does (:func:`flatjax.report.verdicts.seed_testable`); where SAM at rho 0.05 does not,
+model does (:func:`paper.legacy.verdicts.seed_testable`); where SAM at rho 0.05 does not,
 the campaign also ran rho 0.02 and that model is compared.
 """
 
@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from flatjax import jsonl
-from flatjax.report import bootstrap as B
-from flatjax.report import paper
-from flatjax.report import verdicts as V
-from flatjax.report.sections import Finding, Section
+from paper.legacy import bootstrap as B
+from paper import numbers as paper
+from paper.legacy import verdicts as V
+from paper.legacy.sections import Finding, Section
 
 FOLDER = "h200_full"
 #: Compressions compared: (the rows' predictions key, the claim).

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from flatjax import figures
-from flatjax.report import paper
-from flatjax.report import verdicts as V
-from flatjax.report.sections import Section
+from paper import numbers as paper
+from paper.legacy import verdicts as V
+from paper.legacy.sections import Section
 
 
 def table(rows: list[list[str]]) -> list[str]:

@@ -1,0 +1,65 @@
+"""paper.stats: the paired bootstrap of "Adam's drop minus SAM's" against hand-derived
+values: the normal approximation of a binomial mean, an F1 worked by hand, the mean over
+seeds, and the verdict's three outcomes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from paper import stats
+
+
+def _one_seed_case(n=400, lost=100):
+  """Both models right on every example before compression; Adam's compressed model
+  wrong on ``lost`` of them, SAM's on none."""
+  labels = np.zeros((1, n), int)
+  adam_after = labels.copy()
+  adam_after[0, :lost] = 1
+  return labels, labels.copy(), adam_after, labels.copy(), labels.copy()
+
+
+def test_interval_is_the_binomial_normal_approximation():
+  # gap_i = 100 * [Adam's model lost example i]: mean 100 p, SE 100 sqrt(p (1 - p) / n).
+  n, p = 400, 0.25
+  iv = stats.gap_interval(*_one_seed_case(n, int(p * n)))
+  se = 100 * math.sqrt(p * (1 - p) / n)                      # 2.165 points
+  assert iv.mean == pytest.approx(25.0)
+  assert iv.standard_error == pytest.approx(se, rel=0.06)
+  assert iv.low == pytest.approx(25.0 - 1.96 * se, abs=0.6)   # 20.76
+  assert iv.high == pytest.approx(25.0 + 1.96 * se, abs=0.6)  # 29.24
+  assert iv.detectable == pytest.approx((1.959964 + 0.841621) * se, rel=0.06)  # 6.06
+  assert stats.verdict(iv) == stats.HELD
+
+
+def test_sam_losing_more_is_reversed_and_no_difference_undecided():
+  labels, ab, aa, mb, ma = _one_seed_case()
+  assert stats.verdict(stats.gap_interval(labels, mb, ma, ab, aa)) == stats.REVERSED
+  same = stats.gap_interval(labels, ab, ab, mb, mb)
+  assert (same.mean, same.low, same.high) == (0.0, 0.0, 0.0)
+  assert stats.verdict(same) == stats.UNDECIDED
+
+
+def test_f1_gap_worked_by_hand():
+  labels = [[1, 1, 0, 0]]
+  # Adam: 100 -> F1 of tp 1, fp 1, fn 1 = 2/4 = 50; SAM: 100 -> tp 2, fp 1, fn 0 = 4/5 = 80.
+  gap = stats.drop_gap(labels, [[1, 1, 0, 0]], [[1, 0, 0, 1]], [[1, 1, 0, 0]], [[1, 1, 1, 0]],
+                       metric="f1")
+  assert gap == pytest.approx((100 - 50) - (100 - 80))
+  assert stats.f1(np.array([0, 0]), np.array([0, 0])) == 0.0
+
+
+def test_the_gap_is_the_mean_over_seeds():
+  labels = np.zeros((2, 10), int)
+  adam_after = labels.copy()
+  adam_after[0, :1] = 1      # seed 0: Adam loses 10 points
+  adam_after[1, :3] = 1      # seed 1: 30 points
+  assert stats.drop_gap(labels, labels, adam_after, labels, labels) == pytest.approx(20.0)
+
+
+def test_digits_and_shapes():
+  assert stats.as_classes("0120").tolist() == [0, 1, 2, 0]
+  with pytest.raises(ValueError, match="differ in shape"):
+    stats.gap_interval([[0, 1]], [[0, 1]], [[0, 1]], [[0, 1]], [[0, 1, 1]])
