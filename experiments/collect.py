@@ -1,0 +1,108 @@
+"""Run folders -> result rows: one JSON object per (task, seed, optimizer, compression,
+sparsity), each naming the revision of flatjax that made it.
+
+A row::
+
+  {"task": "sst2", "seed": 0, "optimizer": "sam", "rho": 0.05, "compression": "imp",
+   "sparsity": 0.6, "metric": "validation/accuracy", "score": 77.87, "base": 78.78,
+   "predictions": "0110...", "revision": "5824551", "scale": "MiniLM-L6, ..."}
+
+``compression`` is ``none`` (the fine-tuned model; its row also holds the dev ``labels``),
+``imp``, ``oneshot`` or ``int8``; ``base`` is the score of the model it compressed in the
+same evaluation; ``predictions`` (the predicted class of each dev example, a digit string)
+is there for the models a claim compares, so that an analysis can pair them example by
+example. ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the
+checkout had changes; several joined by ``+`` when the run was resumed under another).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from flatjax.optim import registry
+
+ROWS_FILE = "results.jsonl"
+KEY = ("task", "seed", "optimizer", "rho", "compression", "sparsity")
+
+
+def row_key(row: dict) -> tuple:
+  return tuple(row.get(k) for k in KEY)
+
+
+def read_rows(path: Path) -> list[dict]:
+  path = Path(path)
+  if not path.is_file():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def merge(old: list[dict], new: list[dict]) -> list[dict]:
+  """``old`` without the (task, seed) pairs ``new`` has, then ``new``; sorted by key."""
+  fresh = {(r["task"], r["seed"]) for r in new}
+  kept = [r for r in old if (r["task"], r["seed"]) not in fresh]
+  order = lambda r: tuple("" if v is None else str(v) for v in row_key(r))
+  return sorted(kept + new, key=order)
+
+
+def revision(folder: Path) -> str:
+  """The flatjax revision(s) ``folder/run.json`` records, short."""
+  run = json.loads((Path(folder) / "run.json").read_text())
+  names = []
+  for invocation in [run, *run.get("resumed", [])]:
+    state = invocation.get("flatjax") or {}
+    name = (state.get("revision") or "unknown")[:7] + ("-dirty" if state.get("dirty") else "")
+    if name not in names:
+      names.append(name)
+  return "+".join(names)
+
+
+def collect(config: dict, folder: Path) -> list[dict]:
+  """The rows of one finished run folder of ``config``'s item."""
+  return COLLECTORS[config["collect"]](config, Path(folder))
+
+
+def _compare_rows(config: dict, folder: Path) -> list[dict]:
+  results = json.loads((folder / "results.json").read_text())
+  settings = json.loads((folder / "compare.json").read_text())
+  common = {"task": results["task"], "seed": settings["train"]["run"]["seed"],
+            "revision": revision(folder), "scale": config["scale"]}
+  given = settings["train"]["optimizer"].get("settings", {})
+  rows = []
+  for optimizer, r in results["optimizers"].items():
+    ids = {**common, "optimizer": optimizer, "rho": _rho(optimizer, given)}
+    predictions = r.get("predictions") or {}
+    rows.append({**ids, "compression": "none", "sparsity": 0.0, "metric": r["metric"],
+                 "score": r["full"], "labels": predictions.get("labels"),
+                 "predictions": predictions.get("full")})
+    for name, score, base, sparsity in (
+        ("imp", r["imp"], r["full"], results["sparsity"]),
+        ("oneshot", r["oneshot"], r["oneshot_dense"], results["sparsity"]),
+        ("int8", r["int8"], r["int8_float32"], None)):
+      rows.append({**ids, "compression": name, "sparsity": sparsity, "metric": r["metric"],
+                   "score": score, "base": base, "predictions": predictions.get(name)})
+    rows += _curve_rows(folder / optimizer, ids, r["metric"], results["sparsity"])
+  return [{k: v for k, v in row.items() if v is not None or k in KEY} for row in rows]
+
+
+def _rho(optimizer: str, given: dict) -> float | None:
+  """The radius ``optimizer`` ran with (the registry's default unless given)."""
+  takes = registry.settings(optimizer)
+  return {**takes, **{k: v for k, v in given.items() if k in takes}}.get("rho")
+
+
+def _curve_rows(folder: Path, ids: dict, metric: str, target: float) -> list[dict]:
+  """IMP's rounds and one-shot's steps below the target sparsity (the curves' points)."""
+  rows = []
+  for name, path, score in (("imp", folder / "imp" / "rounds.jsonl", "metric"),
+                            ("oneshot", folder / "oneshot" / "oneshot.jsonl", "metric")):
+    for point in read_rows(path):
+      s = point["target_sparsity"]
+      if 0 < s and not math.isclose(s, target):
+        rows.append({**ids, "compression": name, "sparsity": round(s, 4), "metric": metric,
+                     "score": point[score]})
+  return rows
+
+
+COLLECTORS = {"compare": _compare_rows}

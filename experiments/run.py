@@ -1,0 +1,192 @@
+"""``python -m experiments.run ITEM``: one paper item's runs, tasks x seeds, and its results.
+
+``ITEM`` names ``experiments/configs/ITEM.yaml``: the item's tasks, seeds and steps (each a
+``flatjax`` command line with ``{task}``, ``{seed}``, ``{data}`` and ``{run}`` filled in).
+Every task and seed runs into ``runs/ITEM/TASK-seedSEED`` (``--runs``); a step whose folder
+holds a run is continued with ``--resume``, so an interrupted campaign picks up where it
+stopped and a finished one redoes nothing. The finished runs become rows
+(:mod:`experiments.collect`), each naming the revision that made it, written with a summary
+and a plot (:mod:`experiments.summary`) to ``runs/ITEM/``; ``--record`` writes them into
+``experiments/results/ITEM/`` instead, replacing the rows of the same task and seed, and
+``--check`` says whether they equal the committed rows.
+
+  python -m experiments.run compare                       # every task and seed
+  python -m experiments.run compare --tasks sst2 --seeds 0 --check
+  python -m experiments.run compare --scale full --data-root /data/glue   # the paper's scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from experiments import collect, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "experiments" / "configs"
+RESULTS = ROOT / "experiments" / "results"
+#: Each task's folder under the data root (../shared/data's layout: GLUE TSVs, hub-schema
+#: subsets, SQuAD JSON).
+TASK_DATA = {"rte": "glue/RTE", "mrpc": "glue/MRPC", "sst2": "glue/SST-2", "cola": "glue/CoLA",
+             "stsb": "glue/STS-B", "qnli": "glue_subsets/qnli", "mnli": "glue_subsets/mnli",
+             "qqp": "glue_subsets/qqp", "squad": "squad"}
+#: The file that marks a started run in a step's output folder, by command.
+STARTED = {"compare": "compare.json", "train": "config.json", "imp": "imp.json",
+           "tickets": "tickets.json", "cofi": "config.json"}
+#: The file a finished run has, by command: such a step is not run again (a resume that
+#: redoes nothing would still be recorded in its run.json).
+FINISHED = {"compare": "results.json", "imp": "ticket.json"}
+
+
+class ExperimentError(Exception):
+  """Bad input to the runner: printed as one line, exit 2."""
+
+
+def load_config(item: str, scale: str = "cpu") -> dict:
+  """The item's configuration (``item``: a name in experiments/configs, or a YAML file);
+  ``scale="full"`` overlays its ``full`` section."""
+  path = Path(item) if item.endswith((".yaml", ".yml")) else CONFIGS / f"{item}.yaml"
+  item = path.stem
+  if not path.is_file():
+    known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+    raise ExperimentError(f"no experiment {item!r}; known: {known}")
+  config = yaml.safe_load(path.read_text())
+  if scale != "cpu":
+    if scale not in config:
+      raise ExperimentError(f"{item} has no {scale!r} scale")
+    config = {**config, **config[scale]}
+  config.update(item=item, scale_name=scale)
+  return config
+
+
+def data_folder(root: Path | None, task: str) -> Path | None:
+  """``task``'s folder under ``root``; None (the Hugging Face hub) without a root."""
+  if root is None:
+    return None
+  if task not in TASK_DATA:
+    raise ExperimentError(f"no data folder known for task {task!r}")
+  folder = root / TASK_DATA[task]
+  if not (ROOT / folder).is_dir():
+    raise ExperimentError(f"no data for {task} at {folder}; pass --data-root")
+  return folder
+
+
+def step_argv(step: list, task: str, seed: int, data: Path | None, run: Path) -> list[str]:
+  """A step's command line with its fields filled, ``--resume`` added for a started run;
+  without ``data``, ``--data {data}`` is left out (the command reads the hub)."""
+  if data is None:
+    drop = {i for i, a in enumerate(step) if a == "{data}"}
+    step = [a for i, a in enumerate(step) if i not in drop and i + 1 not in drop]
+  argv = [str(a).format(task=task, seed=seed, data=data, run=run) for a in step]
+  marker = STARTED.get(argv[0])
+  output = argv[argv.index("--output") + 1] if "--output" in argv else None
+  if marker and output and (ROOT / output / marker).exists() and "--resume" not in argv:
+    argv.append("--resume")
+  return argv
+
+
+def finished(argv: list[str]) -> bool:
+  marker = FINISHED.get(argv[0])
+  output = argv[argv.index("--output") + 1] if "--output" in argv else None
+  return bool(marker and output and (ROOT / output / marker).exists())
+
+
+def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
+             data_root: Path) -> list[Path]:
+  """Runs every step for each task and seed; returns the run folders, in order."""
+  folders = []
+  for task in tasks:
+    data = data_folder(data_root, task)
+    for seed in seeds:
+      run = runs / f"{task}-seed{seed}"
+      for step in config["steps"]:
+        argv = step_argv(step, task, seed, data, run)
+        print(f"== {config['item']} {task} seed {seed}: flatjax {' '.join(argv)}", flush=True)
+        if finished(argv):
+          print("finished earlier", flush=True)
+          continue
+        done = subprocess.run([sys.executable, "-m", "flatjax", *argv], cwd=ROOT)
+        if done.returncode != 0:
+          raise SystemExit(done.returncode)
+      folders.append(run)
+  return folders
+
+
+def check(rows: list[dict], committed: list[dict]) -> list[str]:
+  """Differences between fresh rows and the committed ones with the same key (a
+  committed row without predictions is compared by score only)."""
+  known = {collect.row_key(r): r for r in committed}
+  problems = []
+  for row in rows:
+    old = known.get(collect.row_key(row))
+    where = " ".join(f"{k}={v}" for k, v in zip(collect.KEY, collect.row_key(row)))
+    if old is None:
+      problems.append(f"{where}: no committed row")
+    elif abs(old["score"] - row["score"]) > 1e-9:
+      problems.append(f"{where}: score {row['score']:.4f}, committed {old['score']:.4f}")
+    elif old.get("predictions") not in (None, row.get("predictions")):
+      problems.append(f"{where}: same score, other predictions")
+  return problems
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("item", help="an experiments/configs/ITEM.yaml")
+  p.add_argument("--tasks", nargs="+", help="a subset of the item's tasks")
+  p.add_argument("--seeds", nargs="+", type=int, help="a subset of the item's seeds")
+  p.add_argument("--scale", default="cpu", help="cpu, or full: the config's paper-scale section")
+  p.add_argument("--data-root", type=Path,
+                 help="the tasks' data folders (default ../shared/data where it exists, "
+                      "else the Hugging Face hub)")
+  p.add_argument("--runs", type=Path, help="where the runs go (default runs/ITEM)")
+  p.add_argument("--results", type=Path, default=RESULTS,
+                 help="the committed results (default experiments/results)")
+  p.add_argument("--record", action="store_true",
+                 help="write the rows, summary and plot into experiments/results/ITEM")
+  p.add_argument("--check", action="store_true",
+                 help="compare the rows with experiments/results/ITEM's; exit 1 if they differ")
+  return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse(argv)
+  try:
+    config = load_config(args.item, args.scale)
+    item = config["item"]
+    tasks = args.tasks or config["tasks"]
+    seeds = args.seeds if args.seeds is not None else config["seeds"]
+    # Defaults relative to the checkout (the commands run there), so run.json records
+    # paths that mean the same on another machine.
+    runs = (args.runs.resolve() if args.runs
+            else Path("runs") / (item if args.scale == "cpu" else f"{item}-{args.scale}"))
+    shared = Path("..") / "shared" / "data"
+    data_root = (args.data_root.resolve() if args.data_root
+                 else shared if (ROOT / shared).is_dir() else None)
+    folders = run_item(config, tasks, seeds, runs, data_root)
+  except ExperimentError as e:
+    print(f"experiments.run: {e}", file=sys.stderr)
+    return 2
+  rows = [row for f in folders for row in collect.collect(config, ROOT / f)]
+  committed_dir = args.results / item
+  committed = collect.read_rows(committed_dir / collect.ROWS_FILE)
+  out = committed_dir if args.record else ROOT / runs
+  written = summary.write(config, collect.merge(committed if args.record else [], rows), out)
+  print(summary.table(config, rows))
+  print(f"rows, summary and plot: {written}")
+  if args.check:
+    problems = check(rows, committed)
+    for p in problems:
+      print(f"differs: {p}")
+    print(f"{len(rows) - len(problems)} of {len(rows)} rows equal the committed "
+          f"{committed_dir}")
+    return 1 if problems else 0
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
