@@ -47,7 +47,8 @@ def table(config: dict, rows: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in by["none"]})
     sparsity = next((r["sparsity"] for r in by["imp"]), None)
     revisions = sorted({r["revision"] for c in by.values() for r in c})
-    lines.append(f"| {task}" + (f" ({sparsity:.0%})" if sparsity else "") + f" | {opt} | "
+    metric = by["none"][0]["metric"].split("/")[-1] if by["none"] else "?"
+    lines.append(f"| {task} ({metric}" + (f", {sparsity:.0%}" if sparsity else "") + f") | {opt} | "
                  f"{', '.join(map(str, seeds))} | {_fmt(by['none'])} | "
                  + " | ".join(_fmt(by[c]) for c, _ in COMPRESSIONS)
                  + f" | {', '.join(revisions)} |")
@@ -99,10 +100,27 @@ def readme(config: dict, rows: list[dict]) -> str:
       f"**Scale.** {config['scale']}.", "",
       "**Made by**", "",
       f"    python -m experiments.run {item} --record", "",
+      *_earlier(rows),
       table(config, rows), "",
       "Each change is the compressed model's dev score minus the score of the model it "
       "compressed, in the same evaluation; means over the seeds listed.", "",
       f"![curves]({item}.png)", ""])
+
+
+def _earlier(rows: list[dict]) -> list[str]:
+  """Where rows came from the shell scripts before the runner: their commands, and the
+  commit that added them (those runs did not record their own revision)."""
+  made: dict = defaultdict(set)
+  for r in rows:
+    if r.get("command"):
+      made[r["command"]].add(r["revision"])
+  if not made:
+    return []
+  return (["Rows with a `command` field were made before the runner existed, by the commands "
+           "below at about the revision given (the commit that added their results; the runs "
+           "kept no dev predictions):", ""]
+          + [f"- `{command}` ({', '.join(sorted(revs))})" for command, revs in sorted(made.items())]
+          + [""])
 
 
 def write(config: dict, rows: list[dict], out: Path) -> Path:

@@ -22,7 +22,8 @@ COMPRESSIONS = {"imp": "IMP", "oneshot": "one-shot", "int8": "int8"}
 # figure).
 PAPER = {
     "imp": lambda task: _pair(numbers.TABLE5["full"], numbers.TABLE5["imp"], task),
-    "int8": lambda task: (f"Adam {numbers.TABLE8[task][1][0]} → {numbers.TABLE8[task][1][1]}, "
+    "int8": lambda task: (f"{numbers.TABLE8[task][0]}: "
+                          f"Adam {numbers.TABLE8[task][1][0]} → {numbers.TABLE8[task][1][1]}, "
                           f"SAM {numbers.TABLE8[task][2][0]} → {numbers.TABLE8[task][2][1]}"
                           if task in numbers.TABLE8 else "–"),
     "oneshot": lambda task: "SAM's curve above Adam's (figure)",
@@ -39,6 +40,7 @@ def _pair(full: dict, compressed: dict, task: str) -> str:
 class Claim(NamedTuple):
   item: str
   task: str
+  metric: str
   compression: str
   sam: str               # SAM's label, e.g. "sam ρ 0.05"
   seeds: list[int]
@@ -66,7 +68,8 @@ def claims(item: str, rows: list[dict]) -> list[Claim]:
     elif r.get("base") is not None:
       models[(r["task"], r["compression"])][(r["optimizer"], r["seed"])] = r
   out = []
-  for (task, compression), found in models.items():
+  order = lambda key: (numbers.task_rank(key[0]), list(COMPRESSIONS).index(key[1]))
+  for (task, compression), found in sorted(models.items(), key=lambda kv: order(kv[0])):
     seeds = sorted({s for (o, s) in found if o == "adam"} & {s for (o, s) in found if o == "sam"})
     if seeds:
       out.append(_claim(item, task, compression, seeds, found, dense))
@@ -79,19 +82,19 @@ def _claim(item, task, compression, seeds, found, dense) -> Claim:
   label = "sam" + (f" ρ {sam['rho']:g}" if sam.get("rho") is not None else "")
   metric = sam["metric"].split("/")[-1]
   paired = [(dense.get((task, o, s)), found[(o, s)]) for s in seeds for o in ("adam", "sam")]
-  if metric not in stats.METRICS:
-    return Claim(item, task, compression, label, seeds, drop("adam"), drop("sam"), None,
-                 "no interval", f"no bootstrap for {metric}")
+  if metric not in stats.METRICS or task == "squad":
+    return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), None,
+                 "no interval", f"no per-example bootstrap for {task}'s {metric} yet")
   if any(d is None or d.get("predictions") is None or m.get("predictions") is None
          for d, m in paired):
-    return Claim(item, task, compression, label, seeds, drop("adam"), drop("sam"), None,
+    return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), None,
                  "no interval", "rows without dev predictions")
   c = lambda o, key: [stats.as_classes(dense[(task, o, s)][key] if key != "after"
                                         else found[(o, s)]["predictions"]) for s in seeds]
   labels = [stats.as_classes(dense[(task, "adam", s)]["labels"]) for s in seeds]
   interval = stats.gap_interval(labels, c("adam", "predictions"), c("adam", "after"),
                                 c("sam", "predictions"), c("sam", "after"), metric=metric)
-  return Claim(item, task, compression, label, seeds, drop("adam"), drop("sam"), interval,
+  return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), interval,
                stats.verdict(interval), "")
 
 
@@ -105,7 +108,8 @@ def markdown(all_claims: list[Claim]) -> list[str]:
     cell = (f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" if iv else f"– ({c.note})")
     lines.append(
         f"| [{c.item}]({c.item}/README.md) | {COMPRESSIONS[c.compression]}: {c.sam} loses less "
-        f"| {numbers.TASK_NAMES.get(c.task, c.task)} (seeds {', '.join(map(str, c.seeds))}) "
+        f"| {numbers.TASK_NAMES.get(c.task, c.task)} {c.metric} "
+        f"(seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}) "
         f"| {PAPER[c.compression](c.task)} | {c.adam_drop:+.2f} | {c.sam_drop:+.2f} | {cell} "
         f"| {f'{iv.detectable:.2f}' if iv else '–'} | **{c.verdict}** |")
   return lines

@@ -63,3 +63,31 @@ def test_digits_and_shapes():
   assert stats.as_classes("0120").tolist() == [0, 1, 2, 0]
   with pytest.raises(ValueError, match="differ in shape"):
     stats.gap_interval([[0, 1]], [[0, 1]], [[0, 1]], [[0, 1]], [[0, 1, 1]])
+
+
+def _rows(seed, adam_after, sam_after, predictions=True):
+  """One seed's dense and IMP rows: both dense models right on all 20 examples."""
+  labels = "0" * 20
+  rows = []
+  for optimizer, after in (("adam", adam_after), ("sam", sam_after)):
+    ids = {"task": "sst2", "seed": seed, "optimizer": optimizer, "metric": "validation/accuracy",
+           "rho": 0.05 if optimizer == "sam" else None}
+    rows.append({**ids, "compression": "none", "score": 100.0,
+                 **({"labels": labels, "predictions": labels} if predictions else {})})
+    rows.append({**ids, "compression": "imp", "score": 100.0 - 5 * after.count("1"),
+                 "base": 100.0, **({"predictions": after} if predictions else {})})
+  return rows
+
+
+def test_claims_from_rows_pair_the_seeds_models():
+  from paper import claims
+  # Adam's IMP model loses 4 and 6 of 20 examples (20 and 30 points); SAM's none.
+  rows = (_rows(0, "1111" + "0" * 16, "0" * 20) + _rows(1, "1" * 6 + "0" * 14, "0" * 20))
+  (claim,) = claims.claims("compare", rows)
+  assert (claim.task, claim.compression, claim.sam, claim.seeds) == ("sst2", "imp",
+                                                                     "sam ρ 0.05", [0, 1])
+  assert (claim.adam_drop, claim.sam_drop) == (25.0, 0.0)
+  assert claim.interval.mean == pytest.approx(25.0) and claim.verdict == stats.HELD
+  (no_predictions,) = claims.claims("compare", _rows(0, "1" * 4 + "0" * 16, "0" * 20, False))
+  assert no_predictions.interval is None and no_predictions.note == "rows without dev predictions"
+  assert "| **no interval** |" in claims.markdown([no_predictions])[-1]
