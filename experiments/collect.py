@@ -17,8 +17,8 @@ checkout had changes; several joined by ``+`` when the run was resumed under ano
 
 from __future__ import annotations
 
+import importlib
 import json
-import math
 from pathlib import Path
 
 from flatjax.optim import registry
@@ -59,50 +59,14 @@ def revision(folder: Path) -> str:
 
 
 def collect(config: dict, folder: Path) -> list[dict]:
-  """The rows of one finished run folder of ``config``'s item."""
-  return COLLECTORS[config["collect"]](config, Path(folder))
+  """The rows of one finished run folder of ``config``'s item, by its collector
+  (``collect: NAME`` in the config: ``experiments/collect_NAME.py``'s ``rows``)."""
+  module = importlib.import_module(f"experiments.collect_{config['collect']}")
+  return [{k: v for k, v in row.items() if v is not None or k in KEY}
+          for row in module.rows(config, Path(folder))]
 
 
-def _compare_rows(config: dict, folder: Path) -> list[dict]:
-  results = json.loads((folder / "results.json").read_text())
-  settings = json.loads((folder / "compare.json").read_text())
-  common = {"task": results["task"], "seed": settings["train"]["run"]["seed"],
-            "revision": revision(folder), "scale": config["scale"]}
-  given = settings["train"]["optimizer"].get("settings", {})
-  rows = []
-  for optimizer, r in results["optimizers"].items():
-    ids = {**common, "optimizer": optimizer, "rho": _rho(optimizer, given)}
-    predictions = r.get("predictions") or {}
-    rows.append({**ids, "compression": "none", "sparsity": 0.0, "metric": r["metric"],
-                 "score": r["full"], "labels": predictions.get("labels"),
-                 "predictions": predictions.get("full")})
-    for name, score, base, sparsity in (
-        ("imp", r["imp"], r["full"], results["sparsity"]),
-        ("oneshot", r["oneshot"], r["oneshot_dense"], results["sparsity"]),
-        ("int8", r["int8"], r["int8_float32"], None)):
-      rows.append({**ids, "compression": name, "sparsity": sparsity, "metric": r["metric"],
-                   "score": score, "base": base, "predictions": predictions.get(name)})
-    rows += _curve_rows(folder / optimizer, ids, r["metric"], results["sparsity"])
-  return [{k: v for k, v in row.items() if v is not None or k in KEY} for row in rows]
-
-
-def _rho(optimizer: str, given: dict) -> float | None:
+def rho(optimizer: str, given: dict) -> float | None:
   """The radius ``optimizer`` ran with (the registry's default unless given)."""
   takes = registry.settings(optimizer)
   return {**takes, **{k: v for k, v in given.items() if k in takes}}.get("rho")
-
-
-def _curve_rows(folder: Path, ids: dict, metric: str, target: float) -> list[dict]:
-  """IMP's rounds and one-shot's steps below the target sparsity (the curves' points)."""
-  rows = []
-  for name, path, score in (("imp", folder / "imp" / "rounds.jsonl", "metric"),
-                            ("oneshot", folder / "oneshot" / "oneshot.jsonl", "metric")):
-    for point in read_rows(path):
-      s = point["target_sparsity"]
-      if 0 < s and not math.isclose(s, target):
-        rows.append({**ids, "compression": name, "sparsity": round(s, 4), "metric": metric,
-                     "score": point[score]})
-  return rows
-
-
-COLLECTORS = {"compare": _compare_rows}

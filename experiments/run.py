@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from experiments import collect, summary
+from flatjax.data.tasks import get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
@@ -77,11 +78,18 @@ def data_folder(root: Path | None, task: str) -> Path | None:
 
 def step_argv(step: list, task: str, seed: int, data: Path | None, run: Path) -> list[str]:
   """A step's command line with its fields filled, ``--resume`` added for a started run;
-  without ``data``, ``--data {data}`` is left out (the command reads the hub)."""
+  without ``data``, ``--data {data}`` is left out (the command reads the hub).
+
+  Fields: ``{task}``, ``{seed}``, ``{data}`` (the task's data folder), ``{run}`` (this task
+  and seed's folder, ``runs/ITEM/TASK-seedSEED``), ``{runs}`` (the folder holding every
+  item's runs, to read another item's: ``{runs}/compare/{task}-seed{seed}``) and
+  ``{sparsity}`` (the task's reference sparsity)."""
   if data is None:
     drop = {i for i, a in enumerate(step) if a == "{data}"}
     step = [a for i, a in enumerate(step) if i not in drop and i + 1 not in drop]
-  argv = [str(a).format(task=task, seed=seed, data=data, run=run) for a in step]
+  fields = {"task": task, "seed": seed, "data": data, "run": run, "runs": run.parent.parent,
+            "sparsity": get_task(task).reference_sparsity}
+  argv = [str(a).format(**fields) for a in step]
   marker = STARTED.get(argv[0])
   output = argv[argv.index("--output") + 1] if "--output" in argv else None
   if marker and output and (ROOT / output / marker).exists() and "--resume" not in argv:

@@ -10,7 +10,9 @@ from statistics import mean
 from flatjax import figures, files
 from experiments.collect import ROWS_FILE
 
-COMPRESSIONS = (("imp", "IMP"), ("oneshot", "one-shot"), ("int8", "int8"))
+#: Known compressions in the tables' order, with their column titles; others follow by name.
+COMPRESSIONS = {"imp": "IMP", "std": "Std (no rewinding)", "oneshot": "one-shot",
+                "int8": "int8", "cofi": "CoFi", "movement": "movement pruning"}
 
 
 def label(row: dict) -> str:
@@ -40,17 +42,19 @@ def _fmt(rows: list[dict]) -> str:
 def table(config: dict, rows: list[dict]) -> str:
   """Markdown: per task and optimizer, the fine-tuned model's dev score and each
   compression's (its change from the model it compressed), means over seeds."""
+  present = {r["compression"] for r in rows} - {"none"}
+  columns = [c for c in COMPRESSIONS if c in present] + sorted(present - set(COMPRESSIONS))
   lines = ["| task | optimizer | seeds | fine-tuned | "
-           + " | ".join(f"{name} (change)" for _, name in COMPRESSIONS) + " | revision |",
-           "|---|---|---|---|" + "---|" * len(COMPRESSIONS) + "---|"]
+           + " | ".join(f"{COMPRESSIONS.get(c, c)} (change)" for c in columns) + " | revision |",
+           "|---|---|---|---|" + "---|" * len(columns) + "---|"]
   for (task, opt), by in _cells(rows).items():
     seeds = sorted({r["seed"] for r in by["none"]})
-    sparsity = next((r["sparsity"] for r in by["imp"]), None)
+    sparsity = next((r["sparsity"] for c in ("imp", "std") for r in by[c]), None)
     revisions = sorted({r["revision"] for c in by.values() for r in c})
     metric = by["none"][0]["metric"].split("/")[-1] if by["none"] else "?"
     lines.append(f"| {task} ({metric}" + (f", {sparsity:.0%}" if sparsity else "") + f") | {opt} | "
                  f"{', '.join(map(str, seeds))} | {_fmt(by['none'])} | "
-                 + " | ".join(_fmt(by[c]) for c, _ in COMPRESSIONS)
+                 + " | ".join(_fmt(by[c]) for c in columns)
                  + f" | {', '.join(revisions)} |")
   return "\n".join(lines)
 

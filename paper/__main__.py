@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import yaml
+
 from paper import claims, legacy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,16 +20,26 @@ ROOT = Path(__file__).resolve().parent.parent
 ITEMS = ("compare", "compare_rho0.02")
 
 
+def _pairs(item: str) -> list:
+  """The claims ``experiments/configs/ITEM.yaml`` lists (``[adam, sam]`` by default)."""
+  path = ROOT / "experiments" / "configs" / f"{item}.yaml"
+  config = yaml.safe_load(path.read_text()) if path.is_file() else {}
+  return config.get("claims", [["adam", "sam"]])
+
+
 def claims_section(results: Path) -> list[str]:
-  found = [c for item in ITEMS for c in claims.claims(item, claims.read_rows(results, item))]
+  found = [c for item in ITEMS
+           for c in claims.claims(item, claims.read_rows(results, item), _pairs(item))]
   if not found:
     return []
   return [
       "## Claims with bootstrap intervals", "",
-      "From the rows `python -m experiments.run ITEM --record` writes. Each claim: Adam's drop "
-      "and SAM's (points, mean over seeds), and the 95% paired bootstrap interval of their "
-      "difference over dev examples (`paper/stats.py`: every model and seed resampled at the "
-      "same examples). **held**: the interval lies above zero; **reversed**: below; "
+      "From the rows `python -m experiments.run ITEM --record` writes. Each claim: the "
+      "reference's and the candidate's drop under the compression (points, mean over seeds; "
+      "or their scores, for a claim on where models end), and the 95% paired bootstrap "
+      "interval of the difference in the claim's favour over dev examples (`paper/stats.py`: "
+      "every model and seed resampled at the same examples). **held**: the interval lies "
+      "above zero; **reversed**: below; "
       "**undecided**: it holds zero. *detectable*: the smallest difference the run would "
       "detect (80% power). Rows made before flatjax kept dev predictions give no interval "
       "until they are run again.", ""] + claims.markdown(found) + [""]

@@ -1,9 +1,16 @@
-"""The compression claims from the runner's rows: per item, task and compression, Adam's
-drop against SAM's with a paired bootstrap interval (:mod:`paper.stats`).
+"""Claims from the runner's rows, each with a paired bootstrap interval (:mod:`paper.stats`).
 
-Rows are ``experiments/results/ITEM/results.jsonl`` (``experiments.collect``). A claim is
-judged on the seeds whose rows hold every model's dev predictions; rows made before flatjax
-kept predictions (``revision_from: commit``) give means but no interval.
+Rows are ``experiments/results/ITEM/results.jsonl`` (``experiments.collect``). An item's
+config lists its claims as (reference, candidate) optimizer pairs, ``[adam, sam]`` unless
+it says otherwise:
+
+* ``drop`` (the default): for every compression both were measured under, the candidate
+  loses less of its dev score than the reference (the paper's claims);
+* ``score``: the candidate's compressed model scores higher than the reference's (a SAM
+  ticket against an Adam ticket, movement pruning's end point).
+
+A claim is judged on the seeds whose rows hold every model's dev predictions; rows made
+before flatjax kept predictions give means but no interval.
 """
 
 from __future__ import annotations
@@ -17,24 +24,36 @@ import numpy as np
 
 from paper import numbers, stats
 
-COMPRESSIONS = {"imp": "IMP", "oneshot": "one-shot", "int8": "int8"}
-# The paper's Adam -> SAM numbers per compression (Tables 5 and 8; the one-shot claim is a
-# figure).
-PAPER = {
-    "imp": lambda task: _pair(numbers.TABLE5["full"], numbers.TABLE5["imp"], task),
-    "int8": lambda task: (f"{numbers.TABLE8[task][0]}: "
-                          f"Adam {numbers.TABLE8[task][1][0]} → {numbers.TABLE8[task][1][1]}, "
-                          f"SAM {numbers.TABLE8[task][2][0]} → {numbers.TABLE8[task][2][1]}"
-                          if task in numbers.TABLE8 else "–"),
-    "oneshot": lambda task: "SAM's curve above Adam's (figure)",
-}
+COMPRESSIONS = {"imp": "IMP", "std": "Std", "oneshot": "one-shot", "int8": "int8",
+                "cofi": "CoFi", "movement": "movement pruning"}
 
 
-def _pair(full: dict, compressed: dict, task: str) -> str:
+def _table5(kind: str, task: str) -> str:
+  full, compressed = numbers.TABLE5["full"], numbers.TABLE5[kind]
   if task not in full["adam"]:
     return "–"
   return (f"Adam {full['adam'][task]} → {compressed['adam'][task]}, "
           f"SAM {full['sam'][task]} → {compressed['sam'][task]}")
+
+
+def _table8(task: str) -> str:
+  if task not in numbers.TABLE8:
+    return "–"
+  metric, adam, sam = numbers.TABLE8[task]
+  return f"{metric}: Adam {adam[0]} → {adam[1]}, SAM {sam[0]} → {sam[1]}"
+
+
+def _table2(task: str) -> str:
+  if task not in numbers.TABLE2:
+    return "–"
+  adam, sam = numbers.TABLE2[task]
+  return f"95%: Adam {adam[0]} → {adam[1]}, SAM {sam[0]} → {sam[1]}"
+
+
+#: The paper's Adam and SAM numbers per compression (Tables 2, 5, 8; one-shot is a figure).
+PAPER = {"imp": lambda t: _table5("imp", t), "std": lambda t: _table5("std", t),
+         "int8": _table8, "cofi": _table2,
+         "oneshot": lambda t: "SAM's curve above Adam's (figure)"}
 
 
 class Claim(NamedTuple):
@@ -42,10 +61,12 @@ class Claim(NamedTuple):
   task: str
   metric: str
   compression: str
-  sam: str               # SAM's label, e.g. "sam ρ 0.05"
+  kind: str               # "drop" or "score"
+  reference: str          # e.g. "adam"
+  candidate: str          # e.g. "sam ρ 0.05"
   seeds: list[int]
-  adam_drop: float       # mean over seeds, points
-  sam_drop: float
+  reference_value: float  # drop (points, positive = lost) or score, mean over seeds
+  candidate_value: float
   interval: stats.Interval | None
   verdict: str
   note: str
@@ -58,58 +79,91 @@ def read_rows(results: Path, item: str) -> list[dict]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def claims(item: str, rows: list[dict]) -> list[Claim]:
-  """Every (task, compression) the item's rows measure for both Adam and SAM."""
+def claims(item: str, rows: list[dict], pairs=(("adam", "sam"),)) -> list[Claim]:
+  """Every claim ``pairs`` (``[reference, candidate]`` or ``{reference, candidate, kind}``)
+  asks of the item's rows, where both optimizers were measured on the same seeds."""
   models: dict = defaultdict(dict)      # (task, compression) -> (optimizer, seed) -> row
   dense: dict = {}                      # (task, optimizer, seed) -> row
   for r in rows:
     if r["compression"] == "none":
       dense[(r["task"], r["optimizer"], r["seed"])] = r
-    elif r.get("base") is not None:
+    else:
       models[(r["task"], r["compression"])][(r["optimizer"], r["seed"])] = r
+  order = lambda key: (numbers.task_rank(key[0]),
+                       list(COMPRESSIONS).index(key[1]) if key[1] in COMPRESSIONS else 99)
   out = []
-  order = lambda key: (numbers.task_rank(key[0]), list(COMPRESSIONS).index(key[1]))
-  for (task, compression), found in sorted(models.items(), key=lambda kv: order(kv[0])):
-    seeds = sorted({s for (o, s) in found if o == "adam"} & {s for (o, s) in found if o == "sam"})
-    if seeds:
-      out.append(_claim(item, task, compression, seeds, found, dense))
+  for pair in pairs:
+    ref, cand, kind = ((pair["reference"], pair["candidate"], pair.get("kind", "drop"))
+                       if isinstance(pair, dict) else (*pair, "drop"))
+    for (task, compression), found in sorted(models.items(), key=lambda kv: order(kv[0])):
+      seeds = sorted({s for (o, s) in found if o == ref} & {s for (o, s) in found if o == cand})
+      if kind == "drop":
+        seeds = [s for s in seeds if found[(ref, s)].get("base") is not None]
+      if seeds:
+        out.append(_claim(item, task, compression, kind, ref, cand, seeds, found, dense))
   return out
 
 
-def _claim(item, task, compression, seeds, found, dense) -> Claim:
-  drop = lambda o: float(np.mean([found[(o, s)]["base"] - found[(o, s)]["score"] for s in seeds]))
-  sam = found[("sam", seeds[0])]
-  label = "sam" + (f" ρ {sam['rho']:g}" if sam.get("rho") is not None else "")
-  metric = sam["metric"].split("/")[-1]
-  paired = [(dense.get((task, o, s)), found[(o, s)]) for s in seeds for o in ("adam", "sam")]
+def _label(row: dict) -> str:
+  return row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+
+
+def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Claim:
+  first = found[(cand, seeds[0])]
+  metric = first["metric"].split("/")[-1]
+  if kind == "drop":
+    value = lambda o: float(np.mean([found[(o, s)]["base"] - found[(o, s)]["score"]
+                                     for s in seeds]))
+  else:
+    value = lambda o: float(np.mean([found[(o, s)]["score"] for s in seeds]))
+  head = (item, task, metric, compression, kind, _label(found[(ref, seeds[0])]), _label(first),
+          seeds, value(ref), value(cand))
   if metric not in stats.METRICS or task == "squad":
-    return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), None,
-                 "no interval", f"no per-example bootstrap for {task}'s {metric} yet")
-  if any(d is None or d.get("predictions") is None or m.get("predictions") is None
-         for d, m in paired):
-    return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), None,
-                 "no interval", "rows without dev predictions")
-  c = lambda o, key: [stats.as_classes(dense[(task, o, s)][key] if key != "after"
-                                        else found[(o, s)]["predictions"]) for s in seeds]
-  labels = [stats.as_classes(dense[(task, "adam", s)]["labels"]) for s in seeds]
-  interval = stats.gap_interval(labels, c("adam", "predictions"), c("adam", "after"),
-                                c("sam", "predictions"), c("sam", "after"), metric=metric)
-  return Claim(item, task, metric, compression, label, seeds, drop("adam"), drop("sam"), interval,
-               stats.verdict(interval), "")
+    return Claim(*head, None, "no interval",
+                 f"no per-example bootstrap for {task}'s {metric} yet")
+  needed = [found[(o, s)] for o in (ref, cand) for s in seeds]
+  if kind == "drop":
+    needed += [dense.get((task, o, s)) or {} for o in (ref, cand) for s in seeds]
+  if any(r.get("predictions") is None for r in needed):
+    return Claim(*head, None, "no interval", "rows without dev predictions")
+  classes = lambda rows: [stats.as_classes(r["predictions"]) for r in rows]
+  after = lambda o: classes([found[(o, s)] for s in seeds])
+  labels = [stats.as_classes(_labels(found, dense, task, ref, cand, s)) for s in seeds]
+  if kind == "drop":
+    before = lambda o: classes([dense[(task, o, s)] for s in seeds])
+    interval = stats.gap_interval(labels, before(ref), after(ref), before(cand), after(cand),
+                                  metric=metric)
+  else:
+    interval = stats.score_interval(labels, after(ref), after(cand), metric=metric)
+  return Claim(*head, interval, stats.verdict(interval), "")
+
+
+def _labels(found, dense, task, ref, cand, seed) -> str:
+  """The seed's dev labels, from whichever of its rows carries them."""
+  for row in (dense.get((task, ref, seed)), dense.get((task, cand, seed)),
+              found[(ref, seed)], found[(cand, seed)]):
+    if row and row.get("labels"):
+      return row["labels"]
+  raise ValueError(f"{task} seed {seed}: predictions but no labels")
 
 
 def markdown(all_claims: list[Claim]) -> list[str]:
-  """The claims table: the paper's numbers, flatjax's drops, the interval, the verdict."""
-  lines = ["| item | claim | task | paper (bert-base) | Adam drop | SAM drop | "
-           "Adam drop − SAM drop, 95% interval | detectable | verdict |",
+  """The claims table: the paper's numbers, flatjax's, the interval, the verdict."""
+  lines = ["| item | claim | task | paper (bert-base) | reference | candidate | "
+           "difference, 95% interval | detectable | verdict |",
            "|---|---|---|---|---|---|---|---|---|"]
   for c in all_claims:
     iv = c.interval
     cell = (f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" if iv else f"– ({c.note})")
+    what = COMPRESSIONS.get(c.compression, c.compression)
+    claim = (f"{what}: {c.candidate} loses less than {c.reference}" if c.kind == "drop"
+             else f"{what}: {c.candidate} ends higher than {c.reference}")
+    unit = "drop" if c.kind == "drop" else "score"
+    seeds = f"seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}"
+    paper = PAPER.get(c.compression, lambda t: "–")(c.task) if c.reference == "adam" else "–"
     lines.append(
-        f"| [{c.item}]({c.item}/README.md) | {COMPRESSIONS[c.compression]}: {c.sam} loses less "
-        f"| {numbers.TASK_NAMES.get(c.task, c.task)} {c.metric} "
-        f"(seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}) "
-        f"| {PAPER[c.compression](c.task)} | {c.adam_drop:+.2f} | {c.sam_drop:+.2f} | {cell} "
+        f"| [{c.item}]({c.item}/README.md) | {claim} "
+        f"| {numbers.TASK_NAMES.get(c.task, c.task)} {c.metric} ({seeds}) | {paper} "
+        f"| {unit} {c.reference_value:+.2f} | {unit} {c.candidate_value:+.2f} | {cell} "
         f"| {f'{iv.detectable:.2f}' if iv else '–'} | **{c.verdict}** |")
   return lines

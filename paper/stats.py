@@ -71,18 +71,39 @@ def drop_gap(labels, adam_before, adam_after, sam_before, sam_after,
   return float(np.mean(a - m))
 
 
+def score_gap(labels, reference, candidate, metric: str = "accuracy", indices=None) -> float:
+  """The candidate's score minus the reference's, mean over seeds (arrays ``[seeds, n]``):
+  for claims on where models end (a SAM ticket against an Adam ticket)."""
+  score = METRICS[metric]
+  pick = (lambda x: np.asarray(x)) if indices is None else (lambda x: np.asarray(x)[:, indices])
+  y = pick(labels)
+  return float(np.mean(score(pick(candidate), y) - score(pick(reference), y)))
+
+
 def gap_interval(labels, adam_before, adam_after, sam_before, sam_after, *,
-                 metric: str = "accuracy", level: float = 0.95, resamples: int = 4000,
-                 seed: int = 0) -> Interval:
+                 metric: str = "accuracy", **kwargs) -> Interval:
   """The paired bootstrap interval of :func:`drop_gap` (arrays ``[seeds, n]``)."""
-  arrays = [np.atleast_2d(np.asarray(x)) for x in
-            (labels, adam_before, adam_after, sam_before, sam_after)]
+  return interval(drop_gap, [labels, adam_before, adam_after, sam_before, sam_after],
+                  metric=metric, **kwargs)
+
+
+def score_interval(labels, reference, candidate, *, metric: str = "accuracy",
+                   **kwargs) -> Interval:
+  """The paired bootstrap interval of :func:`score_gap`."""
+  return interval(score_gap, [labels, reference, candidate], metric=metric, **kwargs)
+
+
+def interval(gap, arrays: list, *, metric: str = "accuracy", level: float = 0.95,
+             resamples: int = 4000, seed: int = 0) -> Interval:
+  """``gap(*arrays, metric=, indices=)`` on the dev examples as drawn, and its percentile
+  interval over ``resamples`` draws of the examples (every array at the same indices)."""
+  arrays = [np.atleast_2d(np.asarray(x)) for x in arrays]
   shapes = {a.shape for a in arrays}
   if len(shapes) != 1:
     raise ValueError(f"labels and predictions differ in shape: {sorted(shapes)}")
 
   def statistic(indices):
-    return drop_gap(*arrays, metric=metric, indices=indices)
+    return gap(*arrays, metric=metric, indices=indices)
   n = arrays[0].shape[1]
   result = stats.bootstrap((np.arange(n),), statistic, vectorized=False,
                            n_resamples=resamples, confidence_level=level,

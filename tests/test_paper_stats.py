@@ -84,10 +84,26 @@ def test_claims_from_rows_pair_the_seeds_models():
   # Adam's IMP model loses 4 and 6 of 20 examples (20 and 30 points); SAM's none.
   rows = (_rows(0, "1111" + "0" * 16, "0" * 20) + _rows(1, "1" * 6 + "0" * 14, "0" * 20))
   (claim,) = claims.claims("compare", rows)
-  assert (claim.task, claim.compression, claim.sam, claim.seeds) == ("sst2", "imp",
-                                                                     "sam ρ 0.05", [0, 1])
-  assert (claim.adam_drop, claim.sam_drop) == (25.0, 0.0)
+  assert (claim.task, claim.compression, claim.candidate, claim.seeds) == (
+      "sst2", "imp", "sam ρ 0.05", [0, 1])
+  assert (claim.reference_value, claim.candidate_value) == (25.0, 0.0)
   assert claim.interval.mean == pytest.approx(25.0) and claim.verdict == stats.HELD
   (no_predictions,) = claims.claims("compare", _rows(0, "1" * 4 + "0" * 16, "0" * 20, False))
   assert no_predictions.interval is None and no_predictions.note == "rows without dev predictions"
   assert "| **no interval** |" in claims.markdown([no_predictions])[-1]
+
+
+def test_score_claims_compare_where_the_models_end():
+  from paper import claims
+  rows = _rows(0, "1111" + "0" * 16, "0" * 20)
+  (claim,) = claims.claims("tickets", rows, [{"reference": "adam", "candidate": "sam",
+                                               "kind": "score"}])
+  assert (claim.reference_value, claim.candidate_value) == (80.0, 100.0)
+  assert claim.interval.mean == pytest.approx(20.0) and claim.verdict == stats.HELD
+  assert "imp: sam ρ 0.05 ends higher than adam" in claims.markdown([claim])[-1].replace(
+      "IMP", "imp")
+
+
+def test_score_gap_by_hand():
+  # Candidate right on 3 of 4, reference on 1 of 4: +50 points.
+  assert stats.score_gap([[0, 0, 0, 0]], [[1, 1, 1, 0]], [[0, 0, 0, 1]]) == pytest.approx(50.0)
