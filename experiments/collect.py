@@ -8,8 +8,10 @@ A row::
    "predictions": "0110...", "revision": "5824551", "scale": "MiniLM-L6, ..."}
 
 ``compression`` is ``none`` (the fine-tuned model; its row also holds the dev ``labels``),
-``imp``, ``oneshot`` or ``int8``; ``base`` is the score of the model it compressed in the
-same evaluation; ``predictions`` (the predicted class of each dev example, a digit string)
+``imp``, ``oneshot``, ``int8`` or another an item names; ``base`` is the score of the model
+it compressed in the same evaluation; ``setting`` (optional) tells apart models of one
+optimizer (``"swa"``, ``"sam-mask"``); ``metric`` may also name a measurement that is not
+a dev score (``"sharpness/epsilon_0.001"``); ``predictions`` (the predicted class of each dev example, a digit string)
 is there for the models a claim compares, so that an analysis can pair them example by
 example. ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the
 checkout had changes; several joined by ``+`` when the run was resumed under another).
@@ -24,7 +26,7 @@ from pathlib import Path
 from flatjax.optim import registry
 
 ROWS_FILE = "results.jsonl"
-KEY = ("task", "seed", "optimizer", "rho", "compression", "sparsity")
+KEY = ("task", "seed", "optimizer", "rho", "setting", "compression", "sparsity")
 
 
 def row_key(row: dict) -> tuple:
@@ -40,6 +42,7 @@ def read_rows(path: Path) -> list[dict]:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
   """``old`` without the (task, seed) pairs ``new`` has, then ``new``; sorted by key."""
+  # A row's key never includes None-valued fields that were dropped: read them as None.
   fresh = {(r["task"], r["seed"]) for r in new}
   kept = [r for r in old if (r["task"], r["seed"]) not in fresh]
   order = lambda r: tuple("" if v is None else str(v) for v in row_key(r))

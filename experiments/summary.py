@@ -17,15 +17,17 @@ COMPRESSIONS = {"imp": "IMP", "std": "Std (no rewinding)", "oneshot": "one-shot"
 
 def label(row: dict) -> str:
   """``"adam"``, ``"sam ρ 0.05"``."""
-  return row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+  return (row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+          + (f" ({row['setting']})" if row.get("setting") else ""))
 
 
 def _cells(rows: list[dict]) -> dict:
-  """(task, optimizer label) -> compression -> the rows of each seed at the item's target."""
+  """(task, metric, model label) -> compression -> the rows of each seed at the item's
+  target."""
   cells: dict = defaultdict(lambda: defaultdict(list))
   for r in rows:
     if r["compression"] == "none" or r.get("base") is not None:
-      cells[(r["task"], label(r))][r["compression"]].append(r)
+      cells[(r["task"], r["metric"].split("/")[-1], label(r))][r["compression"]].append(r)
   return cells
 
 
@@ -47,11 +49,10 @@ def table(config: dict, rows: list[dict]) -> str:
   lines = ["| task | optimizer | seeds | fine-tuned | "
            + " | ".join(f"{COMPRESSIONS.get(c, c)} (change)" for c in columns) + " | revision |",
            "|---|---|---|---|" + "---|" * len(columns) + "---|"]
-  for (task, opt), by in _cells(rows).items():
-    seeds = sorted({r["seed"] for r in by["none"]})
+  for (task, metric, opt), by in _cells(rows).items():
+    seeds = sorted({r["seed"] for c in by.values() for r in c})
     sparsity = next((r["sparsity"] for c in ("imp", "std") for r in by[c]), None)
     revisions = sorted({r["revision"] for c in by.values() for r in c})
-    metric = by["none"][0]["metric"].split("/")[-1] if by["none"] else "?"
     lines.append(f"| {task} ({metric}" + (f", {sparsity:.0%}" if sparsity else "") + f") | {opt} | "
                  f"{', '.join(map(str, seeds))} | {_fmt(by['none'])} | "
                  + " | ".join(_fmt(by[c]) for c in columns)

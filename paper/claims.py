@@ -86,9 +86,9 @@ def claims(item: str, rows: list[dict], pairs=(("adam", "sam"),)) -> list[Claim]
   dense: dict = {}                      # (task, optimizer, seed) -> row
   for r in rows:
     if r["compression"] == "none":
-      dense[(r["task"], r["optimizer"], r["seed"])] = r
+      dense[(r["task"], name(r), r["seed"])] = r
     else:
-      models[(r["task"], r["compression"])][(r["optimizer"], r["seed"])] = r
+      models[(r["task"], r["compression"])][(name(r), r["seed"])] = r
   order = lambda key: (numbers.task_rank(key[0]),
                        list(COMPRESSIONS).index(key[1]) if key[1] in COMPRESSIONS else 99)
   out = []
@@ -104,8 +104,15 @@ def claims(item: str, rows: list[dict], pairs=(("adam", "sam"),)) -> list[Claim]
   return out
 
 
+def name(row: dict) -> str:
+  """What a claim's pair names a model by: its optimizer, ``/setting`` where it has one
+  (``"adam/sam-mask"``: fine-tuned with Adam under SAM's mask)."""
+  return row["optimizer"] + (f"/{row['setting']}" if row.get("setting") else "")
+
+
 def _label(row: dict) -> str:
-  return row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+  return (row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+          + (f" ({row['setting']})" if row.get("setting") else ""))
 
 
 def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Claim:
