@@ -26,7 +26,7 @@ from pathlib import Path
 from flatjax.optim import registry
 
 ROWS_FILE = "results.jsonl"
-KEY = ("task", "seed", "optimizer", "rho", "setting", "compression", "sparsity")
+KEY = ("task", "seed", "optimizer", "rho", "setting", "compression", "sparsity", "metric")
 
 
 def row_key(row: dict) -> tuple:

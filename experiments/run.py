@@ -35,12 +35,16 @@ RESULTS = ROOT / "experiments" / "results"
 TASK_DATA = {"rte": "glue/RTE", "mrpc": "glue/MRPC", "sst2": "glue/SST-2", "cola": "glue/CoLA",
              "stsb": "glue/STS-B", "qnli": "glue_subsets/qnli", "mnli": "glue_subsets/mnli",
              "qqp": "glue_subsets/qqp", "squad": "squad"}
-#: The file that marks a started run in a step's output folder, by command.
+#: The file that marks a started run in a step's output folder (or in a folder per
+#: optimizer under it, as ``flatjax imp`` writes), by command.
 STARTED = {"compare": "compare.json", "train": "config.json", "imp": "imp.json",
-           "tickets": "tickets.json", "cofi": "config.json"}
+           "tickets": "tickets.json", "cofi": "cofi.json"}
 #: The file a finished run has, by command: such a step is not run again (a resume that
-#: redoes nothing would still be recorded in its run.json).
-FINISHED = {"compare": "results.json", "imp": "ticket.json"}
+#: redoes nothing would still be recorded in its run.json, and quantize, sharpness and
+#: oneshot measure again).
+FINISHED = {"compare": "results.json", "imp": "ticket.json", "train": "results.json",
+            "cofi": "results.json", "quantize": "quantize.json", "sharpness": "sharpness.json",
+            "oneshot": "oneshot.md", "tickets": "tickets.md"}
 
 
 class ExperimentError(Exception):
@@ -83,24 +87,44 @@ def step_argv(step: list, task: str, seed: int, data: Path | None, run: Path) ->
   Fields: ``{task}``, ``{seed}``, ``{data}`` (the task's data folder), ``{run}`` (this task
   and seed's folder, ``runs/ITEM/TASK-seedSEED``), ``{runs}`` (the folder holding every
   item's runs, to read another item's: ``{runs}/compare/{task}-seed{seed}``) and
-  ``{sparsity}`` (the task's reference sparsity)."""
+  ``{sparsity}`` (the task's reference sparsity); the element ``{cpu_subset}`` becomes the
+  task's CPU-scale data flags (:func:`cpu_subset`)."""
   if data is None:
     drop = {i for i, a in enumerate(step) if a == "{data}"}
     step = [a for i, a in enumerate(step) if i not in drop and i + 1 not in drop]
+  step = [flag for a in step for flag in (cpu_subset(task) if a == "{cpu_subset}" else [a])]
   fields = {"task": task, "seed": seed, "data": data, "run": run, "runs": run.parent.parent,
             "sparsity": get_task(task).reference_sparsity}
   argv = [str(a).format(**fields) for a in step]
-  marker = STARTED.get(argv[0])
-  output = argv[argv.index("--output") + 1] if "--output" in argv else None
-  if marker and output and (ROOT / output / marker).exists() and "--resume" not in argv:
+  if _has(argv, STARTED, every=False) and "--resume" not in argv:
     argv.append("--resume")
   return argv
 
 
-def finished(argv: list[str]) -> bool:
-  marker = FINISHED.get(argv[0])
+def _has(argv: list[str], markers: dict, every: bool) -> bool:
+  """Whether the step's output folder holds its command's marker; ``flatjax imp`` keeps a
+  folder per optimizer, which must all hold it (``every``) or any."""
+  marker = markers.get(argv[0])
   output = argv[argv.index("--output") + 1] if "--output" in argv else None
-  return bool(marker and output and (ROOT / output / marker).exists())
+  if not (marker and output):
+    return False
+  folder = ROOT / output
+  if argv[0] != "imp" or not folder.is_dir():
+    return (folder / marker).is_file()
+  hits = [(d / marker).is_file() for d in folder.iterdir() if d.is_dir()]
+  return bool(hits) and (all(hits) if every else any(hits))
+
+
+def finished(argv: list[str]) -> bool:
+  return _has(argv, FINISHED, every=True)
+
+
+def cpu_subset(task: str) -> list[str]:
+  """compare's cpu preset sizes for ``task`` (``CPU_SUBSETS``) as a fine-tuning command's
+  flags: the one declaration of the CPU scale serves every item."""
+  from flatjax.recipes import compare
+  return [f"--{key[len('train.'):]}={value}" for key, value in compare.preset("cpu", task).items()
+          if key.startswith("train.data.")]
 
 
 def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
@@ -166,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
   try:
     config = load_config(args.item, args.scale)
     item = config["item"]
+    if "steps" not in config:
+      raise ExperimentError(f"{item} is not made by this runner: {config.get('made_by')}")
     tasks = args.tasks or config["tasks"]
     seeds = args.seeds if args.seeds is not None else config["seeds"]
     # Defaults relative to the checkout (the commands run there), so run.json records

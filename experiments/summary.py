@@ -23,10 +23,17 @@ def label(row: dict) -> str:
 
 def _cells(rows: list[dict]) -> dict:
   """(task, metric, model label) -> compression -> the rows of each seed at the item's
-  target."""
+  target: the rows with a base and, of a compression measured without one (movement
+  pruning's end point: no dense model in its run), the rows at its highest sparsity."""
+  model = lambda r: (r["task"], label(r), r["compression"])
+  with_base = {model(r) for r in rows if r.get("base") is not None}
+  top: dict = {}
+  for r in rows:
+    top[model(r)] = max(top.get(model(r), 0.0), r["sparsity"] or 0.0)
   cells: dict = defaultdict(lambda: defaultdict(list))
   for r in rows:
-    if r["compression"] == "none" or r.get("base") is not None:
+    end = model(r) not in with_base and (r["sparsity"] or 0.0) == top[model(r)]
+    if r["compression"] == "none" or r.get("base") is not None or end:
       cells[(r["task"], r["metric"].split("/")[-1], label(r))][r["compression"]].append(r)
   return cells
 
@@ -36,7 +43,7 @@ def _fmt(rows: list[dict]) -> str:
   if not rows:
     return "–"
   score = mean(r["score"] for r in rows)
-  if rows[0]["compression"] == "none":
+  if rows[0]["compression"] == "none" or any(r.get("base") is None for r in rows):
     return f"{score:.2f}"
   return f"{score:.2f} ({mean(r['score'] - r['base'] for r in rows):+.2f})"
 
@@ -46,28 +53,36 @@ def table(config: dict, rows: list[dict]) -> str:
   compression's (its change from the model it compressed), means over seeds."""
   present = {r["compression"] for r in rows} - {"none"}
   columns = [c for c in COMPRESSIONS if c in present] + sorted(present - set(COMPRESSIONS))
-  lines = ["| task | optimizer | seeds | fine-tuned | "
-           + " | ".join(f"{COMPRESSIONS.get(c, c)} (change)" for c in columns) + " | revision |",
-           "|---|---|---|---|" + "---|" * len(columns) + "---|"]
+  titles = ["task", "optimizer", "seeds", "fine-tuned",
+            *(f"{COMPRESSIONS.get(c, c)} (change)" for c in columns), "revision"]
+  lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
   for (task, metric, opt), by in _cells(rows).items():
     seeds = sorted({r["seed"] for c in by.values() for r in c})
-    sparsity = next((r["sparsity"] for c in ("imp", "std") for r in by[c]), None)
+    sparsity = next((r["sparsity"] for c in by if c != "none" for r in by[c] if r["sparsity"]),
+                    None)
     revisions = sorted({r["revision"] for c in by.values() for r in c})
     lines.append(f"| {task} ({metric}" + (f", {sparsity:.0%}" if sparsity else "") + f") | {opt} | "
                  f"{', '.join(map(str, seeds))} | {_fmt(by['none'])} | "
-                 + " | ".join(_fmt(by[c]) for c in columns)
-                 + f" | {', '.join(revisions)} |")
+                 + "".join(f"{_fmt(by[c])} | " for c in columns)
+                 + f"{', '.join(revisions)} |")
   return "\n".join(lines)
 
 
+#: The compressions drawn as curves of the dev score against sparsity, with their line style.
+CURVES = {"imp": "-", "std": "-.", "oneshot": "--"}
+
+
 def plot(rows: list[dict], out: Path) -> Path | None:
-  """Per task: the dev score against sparsity, IMP solid and one-shot dashed, one colour
-  per optimizer, means over seeds."""
+  """Per task: the dev score against sparsity, one line per model and compression of
+  :data:`CURVES` (from the fine-tuned model at 0%), one colour per model, means over seeds;
+  None (nothing written) for an item without such a curve."""
+  drawn = {(r["task"], label(r), r["compression"]) for r in rows if r["compression"] in CURVES}
   curves: dict = defaultdict(lambda: defaultdict(list))
   for r in rows:
-    if r["compression"] in ("none", "imp", "oneshot"):
-      kinds = ("imp", "oneshot") if r["compression"] == "none" else (r["compression"],)
-      for kind in kinds:
+    kinds = ([k for k in CURVES if (r["task"], label(r), k) in drawn]
+             if r["compression"] == "none" else [r["compression"]])
+    for kind in kinds:
+      if kind in CURVES:
         curves[r["task"]][(label(r), kind, r["sparsity"])].append(r["score"])
   if not curves:
     return None
@@ -82,7 +97,7 @@ def plot(rows: list[dict], out: Path) -> Path | None:
     for (opt, kind), points in sorted(lines.items()):
       colour = colours.setdefault(opt, f"C{len(colours)}")
       xs, ys = zip(*sorted(points))
-      ax.plot([100 * x for x in xs], ys, "-" if kind == "imp" else "--", color=colour,
+      ax.plot([100 * x for x in xs], ys, CURVES[kind], color=colour,
               marker="o", ms=3, label=f"{opt} {kind}")
     ax.set_title(task)
     ax.set_xlabel("sparsity (%)")
@@ -92,24 +107,25 @@ def plot(rows: list[dict], out: Path) -> Path | None:
   return figures.save(fig, out)
 
 
-def readme(config: dict, rows: list[dict]) -> str:
-  """The item's generated summary."""
+def readme(config: dict, rows: list[dict], figure: bool = True) -> str:
+  """The item's generated summary (``figure``: with its plot)."""
   item = config["item"]
   revisions = sorted({r["revision"] for r in rows})
   return "\n".join([
       f"# {config['title']}", "",
-      f"Generated by `python -m experiments.run {item} --record` from `{ROWS_FILE}` "
+      f"Generated by `{config.get('made_by') or f'python -m experiments.run {item} --record'}` "
+      f"from `{ROWS_FILE}` "
       f"(one row per task, seed, optimizer and compression; revisions {', '.join(revisions)}). "
       "The claims' intervals are in [the report](../README.md).", "",
       f"**Claim.** {config['claim']}", "",
       f"**Scale.** {config['scale']}.", "",
       "**Made by**", "",
-      f"    python -m experiments.run {item} --record", "",
+      f"    {config.get('made_by') or f'python -m experiments.run {item} --record'}", "",
       *_earlier(rows),
       table(config, rows), "",
       "Each change is the compressed model's dev score minus the score of the model it "
       "compressed, in the same evaluation; means over the seeds listed.", "",
-      f"![curves]({item}.png)", ""])
+      *([f"![curves]({item}.png)", ""] if figure else [])])
 
 
 def _earlier(rows: list[dict]) -> list[str]:
@@ -133,6 +149,6 @@ def write(config: dict, rows: list[dict], out: Path) -> Path:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   files.write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
-  plot(rows, out / f"{config['item']}.png")
-  files.write_text(out / "README.md", readme(config, rows))
+  figure = plot(rows, out / f"{config['item']}.png")
+  files.write_text(out / "README.md", readme(config, rows, figure is not None))
   return out

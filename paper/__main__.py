@@ -1,8 +1,9 @@
 """``python -m paper``: the report on experiments/results (its README.md).
 
-First the claims of the items the runner records (:mod:`paper.claims`: paired bootstrap
-intervals), then the earlier sections (:mod:`paper.legacy`) on the folders the shell scripts
-wrote, until each is moved to the runner.
+Every item's rows (``experiments/results/ITEM/results.jsonl``) are read, never prose: the
+claims each item's config lists are judged by :mod:`paper.claims` (paired bootstrap
+intervals over dev examples and seeds), and each item is listed with its scale, the
+revisions that made its rows and its own generated summary.
 """
 
 from __future__ import annotations
@@ -13,42 +14,72 @@ from pathlib import Path
 
 import yaml
 
-from paper import claims, legacy
+from paper import claims
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The runner's items whose claims the report judges, in order.
-ITEMS = ("compare", "compare_rho0.02")
+CONFIGS = ROOT / "experiments" / "configs"
+
+INTRO = [
+    "# Train flat, then compress: the paper's claims, measured",
+    "",
+    "Written by `python -m paper` from the rows in the folders below (each row names the "
+    "revision of flatjax that made it). The paper's numbers are bert-base-uncased on the full "
+    "GLUE/SQuAD training sets, 3 seeds. flatjax's are **MiniLM-L6 (22.7M parameters)**, "
+    "trained on small subsets on a 2-core CPU except where an item says otherwise (`h200`: "
+    "full training sets on one GPU): a claim that does not hold here is a measurement at this "
+    "scale, not a refutation of the paper.",
+    "",
+    "Each claim compares a reference model with a candidate (Adam's with SAM's, unless it says "
+    "otherwise): their drops under a compression (points, means over seeds; positive = lost), "
+    "or where their compressed models end. The interval is the 95% paired bootstrap interval "
+    "of the difference in the claim's favour, resampling dev examples with every model and "
+    "seed at the same examples (`paper/stats.py`, `scipy.stats.bootstrap`). **held**: the "
+    "interval lies above zero; **reversed**: below; **undecided**: it holds zero. "
+    "*detectable*: the smallest difference the run would detect (80% power, 2.8 bootstrap "
+    "standard errors). Rows made before flatjax kept dev predictions (`revision_from: "
+    "commit` in the rows) give means but **no interval** until their item is run again.",
+    "",
+]
 
 
-def _pairs(item: str) -> list:
-  """The claims ``experiments/configs/ITEM.yaml`` lists (``[adam, sam]`` by default)."""
-  path = ROOT / "experiments" / "configs" / f"{item}.yaml"
-  config = yaml.safe_load(path.read_text()) if path.is_file() else {}
-  return config.get("claims", [["adam", "sam"]])
+def items() -> list[str]:
+  return sorted(p.stem for p in CONFIGS.glob("*.yaml"))
+
+
+def config(item: str) -> dict:
+  return yaml.safe_load((CONFIGS / f"{item}.yaml").read_text())
 
 
 def claims_section(results: Path) -> list[str]:
-  found = [c for item in ITEMS
-           for c in claims.claims(item, claims.read_rows(results, item), _pairs(item))]
-  if not found:
-    return []
-  return [
-      "## Claims with bootstrap intervals", "",
-      "From the rows `python -m experiments.run ITEM --record` writes. Each claim: the "
-      "reference's and the candidate's drop under the compression (points, mean over seeds; "
-      "or their scores, for a claim on where models end), and the 95% paired bootstrap "
-      "interval of the difference in the claim's favour over dev examples (`paper/stats.py`: "
-      "every model and seed resampled at the same examples). **held**: the interval lies "
-      "above zero; **reversed**: below; "
-      "**undecided**: it holds zero. *detectable*: the smallest difference the run would "
-      "detect (80% power). Rows made before flatjax kept dev predictions give no interval "
-      "until they are run again.", ""] + claims.markdown(found) + [""]
+  found = [c for item in items()
+           for c in claims.claims(item, claims.read_rows(results, item),
+                                  config(item).get("claims", [["adam", "sam"]]))]
+  counts = {v: sum(c.verdict == v for c in found)
+            for v in ("held", "reversed", "undecided", "no interval")}
+  return (["## Claims", "",
+           ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(found)} claims.", ""]
+          + claims.markdown(found) + [""])
+
+
+def items_section(results: Path) -> list[str]:
+  lines = ["## Items", "",
+           "| item | what | scale | rows | with dev predictions | revisions |",
+           "|---|---|---|---|---|---|"]
+  for item in items():
+    rows = claims.read_rows(results, item)
+    if not rows:
+      continue
+    c = config(item)
+    revisions = sorted({r["revision"] for r in rows})
+    with_predictions = sum("predictions" in r for r in rows)
+    lines.append(f"| [{item}]({item}/README.md) | {c['title']} | {c['scale']} | {len(rows)} "
+                 f"| {with_predictions} | {', '.join(revisions)} |")
+  return lines + ["", "Each item's folder holds its rows, a generated summary with the "
+                  "command that makes them (`python -m experiments.run ITEM`) and its plot.", ""]
 
 
 def build(results: Path) -> str:
-  report = legacy.build_report(results)
-  head, sep, rest = report.partition("## Scoreboard")
-  return head + "\n".join(claims_section(results)) + "\n" + sep + rest
+  return "\n".join(INTRO + claims_section(results) + items_section(results))
 
 
 def main(argv: list[str] | None = None) -> int:

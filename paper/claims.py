@@ -9,6 +9,9 @@ it says otherwise:
 * ``score``: the candidate's compressed model scores higher than the reference's (a SAM
   ticket against an Adam ticket, movement pruning's end point).
 
+A model is named by its optimizer, ``@rho`` and ``/setting`` (:func:`name`); an entry
+without a radius means every radius the rows have.
+
 A claim is judged on the seeds whose rows hold every model's dev predictions; rows made
 before flatjax kept predictions give means but no interval.
 """
@@ -16,6 +19,7 @@ before flatjax kept predictions give means but no interval.
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
@@ -91,23 +95,34 @@ def claims(item: str, rows: list[dict], pairs=(("adam", "sam"),)) -> list[Claim]
       models[(r["task"], r["compression"])][(name(r), r["seed"])] = r
   order = lambda key: (numbers.task_rank(key[0]),
                        list(COMPRESSIONS).index(key[1]) if key[1] in COMPRESSIONS else 99)
+  names = sorted({name(r) for r in rows})
   out = []
   for pair in pairs:
-    ref, cand, kind = ((pair["reference"], pair["candidate"], pair.get("kind", "drop"))
-                       if isinstance(pair, dict) else (*pair, "drop"))
-    for (task, compression), found in sorted(models.items(), key=lambda kv: order(kv[0])):
-      seeds = sorted({s for (o, s) in found if o == ref} & {s for (o, s) in found if o == cand})
-      if kind == "drop":
-        seeds = [s for s in seeds if found[(ref, s)].get("base") is not None]
-      if seeds:
-        out.append(_claim(item, task, compression, kind, ref, cand, seeds, found, dense))
+    ref_entry, cand_entry, kind = (
+        (pair["reference"], pair["candidate"], pair.get("kind", "drop"))
+        if isinstance(pair, dict) else (*pair, "drop"))
+    for ref, cand in [(r, c) for r in _resolve(ref_entry, names)
+                      for c in _resolve(cand_entry, names)]:
+      for (task, compression), found in sorted(models.items(), key=lambda kv: order(kv[0])):
+        seeds = sorted({s for (o, s) in found if o == ref} & {s for (o, s) in found if o == cand})
+        if kind == "drop":
+          seeds = [s for s in seeds if found[(ref, s)].get("base") is not None]
+        if seeds:
+          out.append(_claim(item, task, compression, kind, ref, cand, seeds, found, dense))
   return out
 
 
+def _resolve(entry: str, names: list[str]) -> list[str]:
+  """The model names a claim's entry means: itself, or every radius of it (``"sam"``:
+  ``"sam@0.05"`` and ``"sam@0.02"``)."""
+  return [n for n in names if n == entry or re.sub(r"@[^/]*", "", n) == entry]
+
+
 def name(row: dict) -> str:
-  """What a claim's pair names a model by: its optimizer, ``/setting`` where it has one
-  (``"adam/sam-mask"``: fine-tuned with Adam under SAM's mask)."""
-  return row["optimizer"] + (f"/{row['setting']}" if row.get("setting") else "")
+  """A model's name in claims: its optimizer, ``@rho`` where it has a radius, ``/setting``
+  where it has one (``"adam/sam-mask"``: fine-tuned with Adam under SAM's mask)."""
+  return (row["optimizer"] + (f"@{row['rho']:g}" if row.get("rho") is not None else "")
+          + (f"/{row['setting']}" if row.get("setting") else ""))
 
 
 def _label(row: dict) -> str:
@@ -167,7 +182,8 @@ def markdown(all_claims: list[Claim]) -> list[str]:
              else f"{what}: {c.candidate} ends higher than {c.reference}")
     unit = "drop" if c.kind == "drop" else "score"
     seeds = f"seed{'s' if len(c.seeds) > 1 else ''} {', '.join(map(str, c.seeds))}"
-    paper = PAPER.get(c.compression, lambda t: "–")(c.task) if c.reference == "adam" else "–"
+    paper = (PAPER.get(c.compression, lambda t: "–")(c.task)
+             if c.reference.startswith("adam") and c.candidate.startswith("sam") else "–")
     lines.append(
         f"| [{c.item}]({c.item}/README.md) | {claim} "
         f"| {numbers.TASK_NAMES.get(c.task, c.task)} {c.metric} ({seeds}) | {paper} "

@@ -7,13 +7,36 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
 
 from conftest import write_sst2
 from experiments import collect, run as runner
 
 STEP = ["compare", "--task", "{task}", "--data", "{data}", "--seed", "{seed}",
         "--output", "{run}"]
+
+
+def test_cpu_subset_is_compares_preset_for_the_task():
+  assert runner.cpu_subset("mrpc") == ["--data.max_length=64", "--data.max_train_examples=2560"]
+  assert runner.cpu_subset("rte") == ["--data.max_length=128", "--data.max_train_examples=640"]
+  step = ["train", "{cpu_subset}", "--task", "{task}"]
+  assert runner.step_argv(step, "sst2", 0, None, runner.Path("r/x"))[1:3] == [
+      "--data.max_length=128", "--data.max_train_examples=1000"]
+
+
+def test_imp_steps_resume_when_any_optimizer_started_and_skip_when_all_finished(tmp_path,
+                                                                               monkeypatch):
+  monkeypatch.setattr(runner, "ROOT", tmp_path)
+  step = ["imp", "--output", "{run}"]
+  run = tmp_path / "runs" / "std" / "sst2-seed0"
+  argv = lambda: runner.step_argv(step, "sst2", 0, None, run)
+  assert argv()[-1] != "--resume" and not runner.finished(argv())
+  for opt in ("adam", "sam"):
+    (run / opt).mkdir(parents=True)
+  (run / "adam" / "imp.json").write_text("{}")
+  (run / "adam" / "ticket.json").write_text("{}")
+  assert argv()[-1] == "--resume" and not runner.finished(argv())
+  (run / "sam" / "ticket.json").write_text("{}")
+  assert runner.finished(argv())
 
 
 def test_step_argv_fills_fields_and_resumes_a_started_run(tmp_path):
@@ -30,7 +53,8 @@ def test_step_argv_fills_fields_and_resumes_a_started_run(tmp_path):
 
 def test_unknown_item_and_missing_data_are_one_line(tmp_path, capsys):
   assert runner.main(["no_such_item"]) == 2
-  assert "no experiment 'no_such_item'; known: compare" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "no experiment 'no_such_item'; known: " in err and ", compare, " in err
   assert runner.main(["compare", "--tasks", "sst2", "--data-root", str(tmp_path)]) == 2
   assert f"no data for sst2 at {tmp_path}/glue/SST-2" in capsys.readouterr().err
 

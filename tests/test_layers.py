@@ -211,3 +211,21 @@ def test_same_layer_and_higher_imports_are_refused(tmp_path, target):
   })
   bad = upward_imports(import_graph(pkg))
   assert len(bad) == (1 if "quant" in target else 0)
+
+
+def test_the_package_holds_no_paper_analysis_and_imports_none():
+  """The paper's numbers, claims and report live in paper/ and the experiments in
+  experiments/, beside the package: a wheel ships flatjax/ only, and nothing in it
+  imports them."""
+  import tomllib
+  project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+  assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["flatjax*"]
+  outside = []
+  for path in PACKAGE.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+               else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+      outside += [f"{path.name}: {n}" for n in names
+                  if n.split(".")[0] in ("paper", "experiments", "benchmarks")]
+  assert outside == []
+  assert not (PACKAGE / "report").exists()

@@ -21,6 +21,7 @@ Each row stores the dev predictions, so bootstrap intervals can be computed afte
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -66,11 +67,12 @@ def as_digits(preds: np.ndarray) -> str:
 
 
 def chance(labels: np.ndarray, num_labels: int) -> dict:
-  """The majority label's share of ``labels`` and the report's margin around it, in %
-  (two standard errors: :func:`paper.legacy.verdicts.sampling_margin`)."""
-  from paper.legacy.verdicts import sampling_margin
+  """The majority label's share of ``labels`` and a margin of two binomial standard errors
+  around it (``200 sqrt(p (1 - p) / n)`` points, at least 1), in %: a model inside it has
+  not learned the task, and the campaign then tries SAM's smaller radius too."""
   majority = 100 * float(np.bincount(labels, minlength=num_labels).max() / len(labels))
-  return {"majority": majority, "margin": sampling_margin(majority, len(labels))}
+  p = majority / 100
+  return {"majority": majority, "margin": max(1.0, 200 * math.sqrt(p * (1 - p) / len(labels)))}
 
 
 class TaskData:
@@ -357,10 +359,8 @@ def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int
 
 
 def learned(row: dict, data_row: dict) -> bool:
-  """Whether a run's dev metric clears the majority label by two standard errors."""
-  from paper.legacy import verdicts as V
-  from paper.legacy.accelerator import chance_level
-  return V.above_chance([row["dev"][data_row["main_metric"]]], chance_level(data_row))
+  """Whether a run's dev metric clears the majority label by the margin of :func:`chance`."""
+  return row["dev"][data_row["main_metric"]] > data_row["majority"] + data_row["margin"]
 
 
 class Campaign:

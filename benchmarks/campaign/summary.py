@@ -3,15 +3,14 @@
     python -m benchmarks.campaign summarize benchmarks/results/campaign_h200.jsonl
 
 writes Part A's tables to ``benchmarks/results/<name>.md`` and Part B's rows, README and
-one-shot plot to ``experiments/results/h200_full/``, where ``python -m paper`` reads them.
+plot to ``experiments/results/h200/`` (the experiments' row format), where ``python -m paper``
+judges their claims.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 
 from flatjax import jsonl
 
@@ -73,7 +72,7 @@ def speed_markdown(rows: dict) -> str:
     if unit in rows:
       lines.append(f"- compile `{unit}`: trace {rows[unit]['trace_s']:.1f} s, XLA compile "
                    f"{rows[unit]['compile_s']:.1f} s")
-  lines.append(f"- torch.compile (bf16 Adam): "
+  lines.append("- torch.compile (bf16 Adam): "
                + (f"{_cell(_ms(rows, 'a/torch.compile/bf16/adam'))} ms/step, first step "
                   f"{rows['a/torch.compile/bf16/adam']['first_step_s']:.0f} s"
                   if "a/torch.compile/bf16/adam" in rows else "not measured"))
@@ -87,63 +86,63 @@ def speed_markdown(rows: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot_oneshot(rows: list[dict], out: Path) -> Path | None:
-  """Per task: every seed's one-shot curve, Adam and SAM (faint), and their means."""
-  from paper.legacy.accelerator import by_seed
-  from flatjax.figures import pyplot as _pyplot
-  run = {r["task"] for r in rows if r.get("kind") == "finetune"}
-  infos = [r for r in rows if r.get("kind") == "data" and r["task"] in run]
-  if not infos:
-    return None
-  plt = _pyplot()
-  fig, axes = plt.subplots(1, len(infos), figsize=(5 * len(infos), 3.8), squeeze=False)
-  for ax, info in zip(axes[0], infos):
-    seeds = by_seed(rows, info["task"], info)
-    for color, opt in (("C0", "adam"), ("C3", "sam")):
-      curves = [[p["dev"][info["main_metric"]] for p in s[opt]["oneshot"]]
-                for s in seeds.values() if opt in s]
-      if not curves:
-        continue
-      x = [100 * p["target"] for p in next(s[opt] for s in seeds.values() if opt in s)["oneshot"]]
-      for c in curves:
-        ax.plot(x, c, color=color, alpha=0.25, lw=1)
-      ax.plot(x, np.mean(curves, axis=0), color=color, lw=2, label=f"{opt} (mean of {len(curves)})")
-    ax.axhline(info["majority"], color="gray", ls=":", label="majority label")
-    ax.set(title=f"{info['task']}: one-shot magnitude pruning", xlabel="encoder sparsity (%)",
-           ylabel=f"dev {info['main_metric']}")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-  fig.tight_layout()
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+def experiment_rows(rows: dict) -> list[dict]:
+  """Part B's ledger rows as the experiments' result rows (``experiments.collect``): per
+  fine-tuned model its dense, int8 and one-shot rows (60% with its dev predictions, the
+  curve's other points without), per IMP run its last round; each with its revision and
+  "H200, full training set". Only the learning rate SAM ran at counts for a task (the
+  others were Adam's short sweep)."""
+  data = {r["task"]: r for r in rows.values() if r.get("kind") == "data"}
+  fine = [r for r in rows.values() if r.get("kind") == "finetune"]
+  sam_lr = {(r["task"], r["lr"]) for r in fine if r["optimizer"] == "sam"}
+  models = {r["unit"]: r for r in fine if (r["task"], r["lr"]) in sam_lr}
+  out = []
+  for r in models.values():
+    out += _model_rows(r, data[r["task"]])
+  for r in rows.values():
+    if r.get("kind") == "imp" and r["source"] in models:
+      source, info = models[r["source"]], data[r["task"]]
+      metric = info["main_metric"]
+      out.append({**_ids(r, info), "compression": "imp", "sparsity": round(
+          r["rounds"][-1]["target"], 4), "score": r["dev"][metric],
+          "base": source["dev"][metric], "predictions": r["preds"]["imp"]})
   return out
 
 
-def write_results(rows: dict, raw: Path, folder: Path) -> Path:
-  """Part B's rows, a README rendering the report's section, and the one-shot plot."""
-  from paper.legacy import render
-  from paper.legacy.accelerator import accelerator_section
-  folder.mkdir(parents=True, exist_ok=True)
-  part_b = [r for r in rows.values() if r.get("part") in ("B", "env")]
-  (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part_b))
-  plot_oneshot(part_b, folder / "oneshot.png")
-  section = accelerator_section(folder.parent)
-  body = render.section_markdown(section)[2:]  # without the anchor and the report's heading
-  findings = [["claim", "where", "paper (bert-base)", "flatjax (MiniLM, H200)", "verdict"]] + [
-      [f.claim, f.setting, f.paper, f.flatjax, f"**{f.verdict}**"] for f in section.findings]
-  body += render.table(findings) + [""]
-  text = ["# The paper's claims on full training sets, on one H200", "",
-          f"Made by `python -m benchmarks.campaign summarize {raw}` from the rows the GPU run "
-          "wrote (`python -m benchmarks.campaign run --out .device_out` on the H200 machine; "
-          "`benchmarks/README.md` says how to prepare its folder). Each row of "
-          "`results.jsonl` names its revision and device.", "", *body,
-          "![one-shot curves](oneshot.png)", ""]
-  (folder / "README.md").write_text("\n".join(text))
-  return folder
+def _ids(r: dict, info: dict) -> dict:
+  return {"task": r["task"], "seed": r["seed"], "optimizer": r["optimizer"], "rho": r["rho"],
+          "metric": f"validation/{info['main_metric']}", "revision": r["revision"][:7]
+          + ("-dirty" if r.get("dirty") else ""), "scale": r["scale"]}
+
+
+def _model_rows(r: dict, info: dict) -> list[dict]:
+  metric, ids = info["main_metric"], _ids(r, info)
+  dense = r["dev"][metric]
+  out = [{**ids, "compression": "none", "sparsity": 0.0, "score": dense,
+          "labels": info["labels"], "predictions": r["preds"]["dense"]},
+         {**ids, "compression": "int8", "sparsity": None, "score": r["int8"][metric],
+          "base": dense, "predictions": r["preds"]["int8"]}]
+  for point in r["oneshot"]:
+    if point["target"] > 0:
+      target = round(point["target"], 4)
+      at_claim = abs(target - 0.6) < 1e-9
+      out.append({**ids, "compression": "oneshot", "sparsity": target,
+                  "score": point["dev"][metric], **({"base": dense, "predictions":
+                                                     r["preds"]["oneshot0.6"]} if at_claim
+                                                    else {})})
+  return out
+
+
+def write_results(rows: dict, folder: Path) -> Path:
+  """Part B as the h200 item's rows, generated README and plot (experiments.summary)."""
+  from experiments import collect, run as runner, summary as experiment_summary
+  config = runner.load_config("h200")
+  found = [{k: v for k, v in row.items() if v is not None or k in collect.KEY}
+           for row in experiment_rows(rows)]
+  return experiment_summary.write(config, collect.merge([], found), folder)
 
 
 def summarize(raw: Path, speed_md: Path, results_dir: Path) -> None:
   rows = _rows(raw)
   speed_md.write_text(speed_markdown(rows))
-  write_results(rows, raw, results_dir / "h200_full")
+  write_results(rows, results_dir / "h200")

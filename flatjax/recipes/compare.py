@@ -59,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's: bert-base, all the data, 3 epochs at 2e-5, IMP 10% per round, Chen et
     # al.'s scope (encoder kernels and pooler). The cpu preset leaves MiniLM's pooler out:
     # it was never trained (a sentence-embedding model), its weights are the smallest, and
-    # global ranking empties it first (experiments/results/prune_sst2/README.md).
+    # global ranking empties it first (IMP warns when a sparsity prunes all of a tensor).
     "full": {"train.model.name": "bert-base-uncased", "train.run.epochs": 3.0,
              "train.optimizer.learning_rate": 2e-5, "train.run.batch_size": 32,
              "train.data.max_length": 128, "train.data.max_train_examples": None,
