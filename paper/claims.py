@@ -155,9 +155,26 @@ def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Cla
     before = lambda o: classes([dense[(task, o, s)] for s in seeds])
     interval = stats.gap_interval(labels, before(ref), after(ref), before(cand), after(cand),
                                   metric=metric)
+    models = {ref: before(ref), cand: before(cand)}
   else:
     interval = stats.score_interval(labels, after(ref), after(cand), metric=metric)
-  return Claim(*head, interval, stats.verdict(interval), "")
+    models = {ref: after(ref), cand: after(cand)}
+  return Claim(*head, interval, stats.verdict(interval), _unlearned(models, labels, metric))
+
+
+def _unlearned(models: dict, labels: list, metric: str) -> str:
+  """A note naming the models whose dev accuracy, mean over seeds, is within two standard
+  errors of always predicting the majority label: their drop says little (a model that
+  learned nothing has nothing to lose). The verdict stays the interval's."""
+  if metric != "accuracy":
+    return ""
+  y = np.asarray(labels)
+  majority = float(np.mean([np.bincount(row).max() / row.size for row in y]))
+  margin = 2 * np.sqrt(majority * (1 - majority) / y.shape[1])
+  near = [name for name, predicted in models.items()
+          if np.mean(stats.accuracy(np.asarray(predicted), y)) / 100 <= majority + margin]
+  return (f"{' and '.join(near)} within 2 SE of the majority label "
+          f"({100 * majority:.1f}%)" if near else "")
 
 
 def _labels(found, dense, task, ref, cand, seed) -> str:
@@ -176,7 +193,8 @@ def markdown(all_claims: list[Claim]) -> list[str]:
            "|---|---|---|---|---|---|---|---|---|"]
   for c in all_claims:
     iv = c.interval
-    cell = (f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" if iv else f"– ({c.note})")
+    cell = (f"{iv.mean:+.2f} [{iv.low:+.2f}, {iv.high:+.2f}]" + (f"; {c.note}" if c.note else "")
+            if iv else f"– ({c.note})")
     what = COMPRESSIONS.get(c.compression, c.compression)
     claim = (f"{what}: {c.candidate} loses less than {c.reference}" if c.kind == "drop"
              else f"{what}: {c.candidate} ends higher than {c.reference}")

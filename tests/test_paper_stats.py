@@ -107,3 +107,21 @@ def test_score_claims_compare_where_the_models_end():
 def test_score_gap_by_hand():
   # Candidate right on 3 of 4, reference on 1 of 4: +50 points.
   assert stats.score_gap([[0, 0, 0, 0]], [[1, 1, 1, 0]], [[0, 0, 0, 1]]) == pytest.approx(50.0)
+
+
+def test_a_model_at_the_majority_label_is_named_beside_the_interval():
+  from paper import claims
+  # 20 labels, 15 of class 0: the majority label scores 75%, two standard errors 19.4
+  # points. Adam's dense model is right on all 20 (100%), SAM's on the 15 zeros only.
+  labels = "0" * 15 + "1" * 5
+  rows = []
+  for optimizer, dense in (("adam", labels), ("sam", "0" * 20)):
+    ids = {"task": "sst2", "seed": 0, "optimizer": optimizer, "metric": "validation/accuracy"}
+    right = sum(a == b for a, b in zip(dense, labels))
+    rows += [{**ids, "compression": "none", "score": 5.0 * right, "labels": labels,
+              "predictions": dense},
+             {**ids, "compression": "int8", "score": 5.0 * right, "base": 5.0 * right,
+              "predictions": dense}]
+  (claim,) = claims.claims("x", rows)
+  assert claim.note == "sam within 2 SE of the majority label (75.0%)"
+  assert claim.verdict == stats.UNDECIDED   # both lose nothing
