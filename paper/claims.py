@@ -143,11 +143,25 @@ def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Cla
   if metric not in stats.METRICS or task == "squad":
     return Claim(*head, None, "no interval",
                  f"no per-example bootstrap for {task}'s {metric} yet")
-  needed = [found[(o, s)] for o in (ref, cand) for s in seeds]
-  if kind == "drop":
-    needed += [dense.get((task, o, s)) or {} for o in (ref, cand) for s in seeds]
-  if any(r.get("predictions") is None for r in needed):
+  def paired(s: int) -> bool:
+    needed = [found[(o, s)] for o in (ref, cand)]
+    if kind == "drop":
+      needed += [dense.get((task, o, s)) or {} for o in (ref, cand)]
+    return all(r.get("predictions") is not None for r in needed)
+  judged = [s for s in seeds if paired(s)]
+  if not judged:
     return Claim(*head, None, "no interval", "rows without dev predictions")
+  claim = _judged(head, task, kind, ref, cand, judged, found, dense, metric)
+  if judged != seeds:
+    # The means above are over every seed; the interval only over those with predictions.
+    note = (f"interval over seed{'s' if len(judged) > 1 else ''} "
+            f"{', '.join(map(str, judged))} only (the others kept no dev predictions)")
+    claim = claim._replace(note="; ".join(n for n in (note, claim.note) if n))
+  return claim
+
+
+def _judged(head, task, kind, ref, cand, seeds, found, dense, metric) -> Claim:
+  """The claim's interval and verdict over ``seeds``, whose rows all hold predictions."""
   classes = lambda rows: [stats.as_classes(r["predictions"]) for r in rows]
   after = lambda o: classes([found[(o, s)] for s in seeds])
   labels = [stats.as_classes(_labels(found, dense, task, ref, cand, s)) for s in seeds]

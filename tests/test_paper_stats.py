@@ -125,3 +125,12 @@ def test_a_model_at_the_majority_label_is_named_beside_the_interval():
   (claim,) = claims.claims("x", rows)
   assert claim.note == "sam within 2 SE of the majority label (75.0%)"
   assert claim.verdict == stats.UNDECIDED   # both lose nothing
+
+
+def test_seeds_without_predictions_are_left_out_of_the_interval_and_named():
+  from paper import claims
+  rows = (_rows(0, "1111" + "0" * 16, "0" * 20) + _rows(1, "1" * 6 + "0" * 14, "0" * 20, False))
+  (claim,) = claims.claims("compare", rows)
+  assert claim.seeds == [0, 1] and claim.reference_value == 25.0   # means over both seeds
+  assert claim.interval.mean == pytest.approx(20.0)                 # seed 0 only
+  assert claim.note.startswith("interval over seed 0 only (the others kept no dev predictions)")
