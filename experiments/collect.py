@@ -11,9 +11,9 @@ A row::
 ``imp``, ``oneshot``, ``int8`` or another an item names; ``base`` is the score of the model
 it compressed in the same evaluation; ``setting`` (optional) tells apart models of one
 optimizer (``"swa"``, ``"sam-mask"``); ``metric`` may also name a measurement that is not
-a dev score (``"sharpness/epsilon_0.001"``); ``predictions`` (the predicted class of each dev example, a digit string)
-is there for the models a claim compares, so that an analysis can pair them example by
-example. ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the
+a dev score (``"sharpness/epsilon_0.001"``); ``predictions`` (the predicted class of each
+dev example, a digit string) is there for the models a claim compares, so that an analysis
+can pair them example by example. ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the
 checkout had changes; several joined by ``+`` when the run was resumed under another).
 """
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-
-from flatjax.optim import registry
 
 ROWS_FILE = "results.jsonl"
 KEY = ("task", "seed", "optimizer", "rho", "setting", "compression", "sparsity", "metric")
@@ -42,7 +40,6 @@ def read_rows(path: Path) -> list[dict]:
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
   """``old`` without the (task, seed) pairs ``new`` has, then ``new``; sorted by key."""
-  # A row's key never includes None-valued fields that were dropped: read them as None.
   fresh = {(r["task"], r["seed"]) for r in new}
   kept = [r for r in old if (r["task"], r["seed"]) not in fresh]
   order = lambda r: tuple("" if v is None else str(v) for v in row_key(r))
@@ -69,7 +66,14 @@ def collect(config: dict, folder: Path) -> list[dict]:
           for row in module.rows(config, Path(folder))]
 
 
+def label(row: dict) -> str:
+  """A row's model in words: ``"adam"``, ``"sam ρ 0.05"``, ``"adam (swa)"``."""
+  return (row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
+          + (f" ({row['setting']})" if row.get("setting") else ""))
+
+
 def rho(optimizer: str, given: dict) -> float | None:
   """The radius ``optimizer`` ran with (the registry's default unless given)."""
+  from flatjax.optim import registry   # here: the report reads rows without loading jax
   takes = registry.settings(optimizer)
   return {**takes, **{k: v for k, v in given.items() if k in takes}}.get("rho")

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from experiments.collect import read_rows, revision, rho
-from flatjax.train.evaluation import PREDICTIONS_FILE
+from flatjax.train import evaluation
 
 
 def rows(config: dict, folder: Path) -> list[dict]:
@@ -67,7 +67,4 @@ def saved_predictions(model: Path, metric: str) -> dict:
   """``{"labels", "predictions"}`` on the dev split of ``metric`` (``"validation/accuracy"``)
   that a model folder kept in its ``predictions.json``; ``{}`` where it kept none (a run with
   ``--no-keep-best``, a task without classes)."""
-  path = model / PREDICTIONS_FILE
-  if not path.is_file():
-    return {}
-  return json.loads(path.read_text()).get(metric.split("/", 1)[0]) or {}
+  return evaluation.saved_predictions(model, metric.split("/", 1)[0]) or {}

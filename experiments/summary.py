@@ -8,17 +8,11 @@ from pathlib import Path
 from statistics import mean
 
 from flatjax import figures, files
-from experiments.collect import ROWS_FILE
+from experiments.collect import ROWS_FILE, label
 
 #: Known compressions in the tables' order, with their column titles; others follow by name.
 COMPRESSIONS = {"imp": "IMP", "std": "Std (no rewinding)", "oneshot": "one-shot",
                 "int8": "int8", "cofi": "CoFi", "movement": "movement pruning"}
-
-
-def label(row: dict) -> str:
-  """``"adam"``, ``"sam ρ 0.05"``."""
-  return (row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
-          + (f" ({row['setting']})" if row.get("setting") else ""))
 
 
 def _cells(rows: list[dict]) -> dict:

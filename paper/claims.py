@@ -18,7 +18,6 @@ before flatjax kept predictions give means but no interval.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from experiments import collect
 from paper import numbers, stats
 
 COMPRESSIONS = {"imp": "IMP", "std": "Std", "oneshot": "one-shot", "int8": "int8",
@@ -77,10 +77,8 @@ class Claim(NamedTuple):
 
 
 def read_rows(results: Path, item: str) -> list[dict]:
-  path = Path(results) / item / "results.jsonl"
-  if not path.is_file():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  """The item's rows (none where it has no results folder)."""
+  return collect.read_rows(Path(results) / item / collect.ROWS_FILE)
 
 
 def claims(item: str, rows: list[dict], pairs=(("adam", "sam"),)) -> list[Claim]:
@@ -125,11 +123,6 @@ def name(row: dict) -> str:
           + (f"/{row['setting']}" if row.get("setting") else ""))
 
 
-def _label(row: dict) -> str:
-  return (row["optimizer"] + (f" ρ {row['rho']:g}" if row.get("rho") is not None else "")
-          + (f" ({row['setting']})" if row.get("setting") else ""))
-
-
 def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Claim:
   first = found[(cand, seeds[0])]
   metric = first["metric"].split("/")[-1]
@@ -138,8 +131,8 @@ def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Cla
                                      for s in seeds]))
   else:
     value = lambda o: float(np.mean([found[(o, s)]["score"] for s in seeds]))
-  head = (item, task, metric, compression, kind, _label(found[(ref, seeds[0])]), _label(first),
-          seeds, value(ref), value(cand))
+  head = (item, task, metric, compression, kind, collect.label(found[(ref, seeds[0])]),
+          collect.label(first), seeds, value(ref), value(cand))
   if metric not in stats.METRICS or task == "squad":
     return Claim(*head, None, "no interval",
                  f"no per-example bootstrap for {task}'s {metric} yet")

@@ -45,7 +45,7 @@ from flatjax.quant import int8
 from flatjax.recipes import finetune, imp, oneshot
 from flatjax.recipes import quantize as quant_runner
 from flatjax.sparsity import masks, methods
-from flatjax.train.evaluation import PREDICTIONS_FILE
+from flatjax.train.evaluation import saved_predictions
 from flatjax.train.trainer import check_driver_folder
 
 # Each preset's settings, as dotted keys of CompareConfig (settings given win).
@@ -271,9 +271,7 @@ def _predictions(imp_run: Path, rounds: list[dict], curve: list[dict], quant: di
   split = rounds[0]["metric_name"].split("/", 1)[0]
   at_target = next(r for r in rounds if math.isclose(r["target_sparsity"], target))
 
-  def saved(round_: int) -> dict:
-    path = imp.round_dir(imp_run, round_) / "best" / PREDICTIONS_FILE
-    return json.loads(path.read_text()).get(split) if path.exists() else None
+  saved = lambda round_: saved_predictions(imp.round_dir(imp_run, round_) / "best", split)
   oneshot_row = next(r for r in curve if math.isclose(r["target_sparsity"], target))
   found = {"full": saved(0), "imp": saved(at_target["round"]),
            "oneshot": oneshot_row.get("predictions", {}).get(split),

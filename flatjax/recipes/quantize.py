@@ -121,12 +121,6 @@ def compare_outputs(reference: list, other: list) -> dict[str, Any]:
   return result
 
 
-def _per_example(splits, outputs: dict) -> dict:
-  """``{split: SplitData.per_example}`` where the task has per-example predictions."""
-  found = {s.split: s.per_example(outputs[s.split]) for s in splits}
-  return {split: value for split, value in found.items() if value is not None}
-
-
 def run_quantize(config: QuantizeConfig) -> dict:
   """Scores the float and int8 models; returns (and writes) the results."""
   config.validate()
@@ -160,7 +154,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
                "pad_to": config.pad_to},
       "config": {**dataclasses.asdict(config), "schemes": list(config.schemes)},
       "float32": {s.split: s.score(float_outputs[s.split]) for s in splits},
-      "float32_predictions": _per_example(splits, float_outputs),
+      "float32_predictions": evaluation.per_example(splits, float_outputs),
       "int8": {}}
   note(f"float32: {json.dumps(results['float32'])}")
 
@@ -173,7 +167,7 @@ def run_quantize(config: QuantizeConfig) -> dict:
     for s in splits:
       entry["metrics"][s.split] = s.score(outputs[s.split])
       entry["vs_float32"][s.split] = compare_outputs(float_outputs[s.split], outputs[s.split])
-    entry["predictions"] = _per_example(splits, outputs)
+    entry["predictions"] = evaluation.per_example(splits, outputs)
     meta = {"source": str(run.model_dir), "task": run.task.name}
     entry["sizes"] = export.file_sizes(qparams, meta)
     if config.save:

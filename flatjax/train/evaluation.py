@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -41,13 +43,22 @@ def split_scores(eval_step, params, mask, splits: list[pipeline.SplitData]) -> d
 
 def scores_and_predictions(eval_step, params, mask,
                            splits: list[pipeline.SplitData]) -> tuple[dict, dict]:
-  """:func:`split_scores`, and ``{split: SplitData.per_example}`` for the splits
-  that have per-example predictions (classification tasks)."""
-  row, predictions = {}, {}
-  for split in splits:
-    outputs = predict(eval_step, params, mask, split)
-    row.update({f"{split.split}/{k}": v for k, v in split.score(outputs).items()})
-    per_example = split.per_example(outputs)
-    if per_example is not None:
-      predictions[split.split] = per_example
-  return row, predictions
+  """:func:`split_scores`, and the splits' :func:`per_example` predictions."""
+  outputs = {split.split: predict(eval_step, params, mask, split) for split in splits}
+  row = {f"{split.split}/{k}": v
+         for split in splits for k, v in split.score(outputs[split.split]).items()}
+  return row, per_example(splits, outputs)
+
+
+def per_example(splits: list[pipeline.SplitData], outputs: dict) -> dict:
+  """``{split: SplitData.per_example}`` of each split's eval outputs (``outputs``: by
+  split name), for the splits that have them (classification tasks)."""
+  found = {s.split: s.per_example(outputs[s.split]) for s in splits}
+  return {split: value for split, value in found.items() if value is not None}
+
+
+def saved_predictions(model_dir: str | Path, split: str) -> dict | None:
+  """The ``{"labels", "predictions"}`` on ``split`` a saved model folder kept in its
+  :data:`PREDICTIONS_FILE`; None where it kept none."""
+  path = Path(model_dir) / PREDICTIONS_FILE
+  return json.loads(path.read_text()).get(split) if path.is_file() else None
