@@ -47,6 +47,10 @@ FINISHED = {"compare": "results.json", "imp": "ticket.json", "train": "results.j
             "oneshot": "oneshot.md", "tickets": "tickets.md"}
 
 
+#: What every item's config says; one the runner runs also has ``steps`` and ``collect``.
+REQUIRED = ("title", "claim", "tasks", "seeds", "scale")
+
+
 class ExperimentError(Exception):
   """Bad input to the runner: printed as one line, exit 2."""
 
@@ -59,7 +63,14 @@ def load_config(item: str, scale: str = "cpu") -> dict:
   if not path.is_file():
     known = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
     raise ExperimentError(f"no experiment {item!r}; known: {known}")
-  config = yaml.safe_load(path.read_text())
+  try:
+    config = yaml.safe_load(path.read_text())
+  except yaml.YAMLError as e:
+    raise ExperimentError(f"{path}: not YAML ({str(e).splitlines()[0]})") from None
+  keys = REQUIRED + (() if "made_by" in (config or {}) else ("steps", "collect"))
+  missing = [k for k in keys if not isinstance(config, dict) or k not in config]
+  if missing:
+    raise ExperimentError(f"{path}: no {', '.join(missing)}")
   if scale != "cpu":
     if scale not in config:
       raise ExperimentError(f"{item} has no {scale!r} scale")

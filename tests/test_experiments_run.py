@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 
 from conftest import write_sst2
 from experiments import collect, run as runner
@@ -57,6 +59,18 @@ def test_unknown_item_and_missing_data_are_one_line(tmp_path, capsys):
   assert "no experiment 'no_such_item'; known: " in err and ", compare, " in err
   assert runner.main(["compare", "--tasks", "sst2", "--data-root", str(tmp_path)]) == 2
   assert f"no data for sst2 at {tmp_path}/glue/SST-2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, says", [("steps: [unclosed", "not YAML"),
+                                         ("title: t\nclaim: c\ntasks: [sst2]\nseeds: [0]\n"
+                                          "scale: s\nsteps: []\n", "no collect"),
+                                         ("- a list", "no title, claim")])
+def test_a_bad_config_is_one_line(tmp_path, capsys, text, says):
+  config = tmp_path / "bad.yaml"
+  config.write_text(text)
+  assert runner.main([str(config)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and says in err and str(config) in err
 
 
 def _write(path, value):
