@@ -12,9 +12,10 @@ A row::
 it compressed in the same evaluation; ``setting`` (optional) tells apart models of one
 optimizer (``"swa"``, ``"sam-mask"``); ``metric`` may also name a measurement that is not
 a dev score (``"sharpness/epsilon_0.001"``); ``predictions`` (the predicted class of each
-dev example, a digit string) is there for the models a claim compares, so that an analysis
-can pair them example by example. ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the
-checkout had changes; several joined by ``+`` when the run was resumed under another).
+dev example, a digit string; for SQuAD, each question's F1 in points, a list) is there for
+the models a claim compares, so that an analysis can pair them example by example.
+``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the checkout
+had changes; several joined by ``+`` when the run was resumed under another).
 """
 
 from __future__ import annotations

@@ -219,39 +219,49 @@ def f1_score(prediction: str, ground_truth: str) -> float:
   return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions: Mapping[str, str],
-                 references: Mapping[str, Sequence[str]]) -> dict[str, float]:
-  """SQuAD v1.1 exact match and F1 in percent, as the official script.
+def squad_per_question(predictions: Mapping[str, str],
+                       references: Mapping[str, Sequence[str]]) -> dict[str, np.ndarray]:
+  """Each question's SQuAD v1.1 exact match and F1 in percent, in ``references`` order.
 
-  For each question in ``references`` the prediction is scored against every
-  gold answer and the maximum counts; the scores are averaged over all
-  reference questions and multiplied by 100. A question without a prediction
-  scores 0 (the official script prints a warning for it); predictions for ids
-  not in ``references`` are ignored.
+  A question's prediction is scored against every gold answer and the maximum counts, as
+  the official ``evaluate-v1.1.py``; a question without a prediction scores 0 (the
+  official script prints a warning for it); predictions for ids not in ``references``
+  are ignored. Their means are :func:`squad_scores`; kept per question, two models can
+  be compared question by question (a paired bootstrap).
 
   Args:
     predictions: question id -> predicted answer text.
     references: question id -> gold answer texts (at least one each).
 
   Returns:
-    ``{"exact_match": EM, "f1": F1}``, both in [0, 100].
+    ``{"exact_match": [n], "f1": [n]}``, float64 in [0, 100].
   """
   if not references:
-    raise ValueError("squad_scores needs at least one reference question")
-  exact_match = total_f1 = 0.0
-  for qid, golds in references.items():
+    raise ValueError("squad scores need at least one reference question")
+  scores = np.zeros((2, len(references)))
+  for i, (qid, golds) in enumerate(references.items()):
     if isinstance(golds, str):
       # A bare string would be scored character by character: refuse it.
       raise ValueError(f"references[{qid!r}] must be a list of answer texts, got a string")
     if len(golds) == 0:
       raise ValueError(f"question {qid!r} has no gold answers; SQuAD v1.1 needs at least one")
-    if qid not in predictions:
-      continue
-    pred = predictions[qid]
-    exact_match += max(exact_match_score(pred, g) for g in golds)
-    total_f1 += max(f1_score(pred, g) for g in golds)
-  total = len(references)
-  return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * total_f1 / total}
+    if qid in predictions:
+      pred = predictions[qid]
+      scores[:, i] = (max(exact_match_score(pred, g) for g in golds),
+                      max(f1_score(pred, g) for g in golds))
+  return {"exact_match": 100.0 * scores[0], "f1": 100.0 * scores[1]}
+
+
+def squad_scores(predictions: Mapping[str, str],
+                 references: Mapping[str, Sequence[str]]) -> dict[str, float]:
+  """SQuAD v1.1 exact match and F1 in percent, as the official script: the means over
+  the reference questions of :func:`squad_per_question`.
+
+  Returns:
+    ``{"exact_match": EM, "f1": F1}``, both in [0, 100].
+  """
+  return {name: float(np.mean(values))
+          for name, values in squad_per_question(predictions, references).items()}
 
 
 # --------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def items_section(results: Path) -> list[str]:
       continue
     c = config(item)
     revisions = sorted({r["revision"] for r in rows})
-    with_predictions = sum("predictions" in r for r in rows)
+    with_predictions = sum(r.get("predictions") is not None for r in rows)
     lines.append(f"| [{item}]({item}/README.md) | {c['title']} | {c['scale']} | {len(rows)} "
                  f"| {with_predictions} | {', '.join(revisions)} |")
   return lines + ["", "Each item's folder holds its rows, a generated summary with the "

@@ -133,7 +133,12 @@ def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Cla
     value = lambda o: float(np.mean([found[(o, s)]["score"] for s in seeds]))
   head = (item, task, metric, compression, kind, collect.label(found[(ref, seeds[0])]),
           collect.label(first), seeds, value(ref), value(cand))
-  if metric not in stats.METRICS or task == "squad":
+  # Rows hold predicted classes (a digit string) or, where the metric is a mean over
+  # examples (SQuAD), each example's score (a list).
+  if any(isinstance(r.get("predictions"), list) for r in (*found.values(), *dense.values())
+         if r["task"] == task):
+    metric = "mean"
+  if metric not in stats.METRICS:
     return Claim(*head, None, "no interval",
                  f"no per-example bootstrap for {task}'s {metric} yet")
   def paired(s: int) -> bool:
@@ -155,9 +160,10 @@ def _claim(item, task, compression, kind, ref, cand, seeds, found, dense) -> Cla
 
 def _judged(head, task, kind, ref, cand, seeds, found, dense, metric) -> Claim:
   """The claim's interval and verdict over ``seeds``, whose rows all hold predictions."""
-  classes = lambda rows: [stats.as_classes(r["predictions"]) for r in rows]
+  classes = lambda rows: [stats.as_values(r["predictions"]) for r in rows]
   after = lambda o: classes([found[(o, s)] for s in seeds])
-  labels = [stats.as_classes(_labels(found, dense, task, ref, cand, s)) for s in seeds]
+  labels = ([np.zeros(len(p)) for p in after(ref)] if metric == "mean" else
+            [stats.as_classes(_labels(found, dense, task, ref, cand, s)) for s in seeds])
   if kind == "drop":
     before = lambda o: classes([dense[(task, o, s)] for s in seeds])
     interval = stats.gap_interval(labels, before(ref), after(ref), before(cand), after(cand),

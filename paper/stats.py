@@ -12,6 +12,9 @@ the same size), ``scipy.stats.bootstrap`` gives the percentile interval of ``gap
 the verdict owes to which dev examples happened to be drawn. The seeds enter through the
 mean, so their spread is in the point estimate; two or three seeds are too few to resample.
 
+Where the metric is a mean over examples of per-example scores (SQuAD's F1 per question),
+the rows hold those scores and ``M`` is their mean (:func:`mean`).
+
 A claim counts as held only where the whole interval lies above zero, and as reversed where
 it lies below; otherwise the run cannot decide it. The smallest effect the run could detect
 is ``(z(1 - alpha/2) + z(power)) * SE`` with the bootstrap standard error ``SE``: 2.80 SE
@@ -51,12 +54,27 @@ def f1(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
                            where=denominator > 0)
 
 
-METRICS = {"accuracy": accuracy, "f1": f1}
+def mean(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  """The mean along the last axis of per-example scores (SQuAD's per-question F1, in
+  points): a metric that is already a mean over examples; ``labels`` are not used."""
+  del labels
+  return np.mean(scores, axis=-1)
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "mean": mean}
 
 
 def as_classes(digits: str) -> np.ndarray:
   """``"0110"`` -> ``array([0, 1, 1, 0])``."""
   return np.frombuffer(digits.encode(), np.uint8).astype(np.int64) - ord("0")
+
+
+def as_values(predictions: str | list) -> np.ndarray:
+  """A row's per-example predictions as an array: classes from a digit string
+  (:func:`as_classes`), or per-example scores from a list."""
+  if isinstance(predictions, str):
+    return as_classes(predictions)
+  return np.asarray(predictions, np.float64)
 
 
 def drop_gap(labels, adam_before, adam_after, sam_before, sam_after,

@@ -154,6 +154,11 @@ def test_squad_trains_on_windows_and_scores_answers(tmp_path, tiny_model_dir):
   final = results["final"]
   assert set(final) == {"validation/exact_match", "validation/f1"}
   assert final["validation/exact_match"] in (0.0, 25.0, 50.0, 75.0, 100.0)
+  # The best model keeps each question's F1, whose mean is its dev F1.
+  kept = json.loads((tmp_path / "run" / "best" / "predictions.json").read_text())["validation"]
+  assert kept["labels"] is None and len(kept["predictions"]) == 4
+  assert np.mean(kept["predictions"]) == pytest.approx(results["best"]["validation/f1"],
+                                                       abs=1e-4)
 
 
 def test_sam_run_logs_perturbed_loss_and_resumes_bitwise(tmp_path, tiny_model_dir):

@@ -192,6 +192,9 @@ def test_squad_scores_by_hand():
   scores = metrics.squad_scores(predictions, references)
   assert scores["exact_match"] == pytest.approx(100 * 2 / 5)
   assert scores["f1"] == pytest.approx(100 * (1 + 1 + 2 / 3) / 5)
+  per_question = metrics.squad_per_question(predictions, references)
+  np.testing.assert_allclose(per_question["exact_match"], [100, 100, 0, 0, 0])
+  np.testing.assert_allclose(per_question["f1"], [100, 100, 200 / 3, 0, 0])
 
 
 def test_squad_scores_rejects_bad_references():

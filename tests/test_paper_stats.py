@@ -134,3 +134,29 @@ def test_seeds_without_predictions_are_left_out_of_the_interval_and_named():
   assert claim.seeds == [0, 1] and claim.reference_value == 25.0   # means over both seeds
   assert claim.interval.mean == pytest.approx(20.0)                 # seed 0 only
   assert claim.note.startswith("interval over seed 0 only (the others kept no dev predictions)")
+
+
+def test_squad_claims_bootstrap_each_questions_f1():
+  from paper import claims
+  # Per-question F1 of 4 questions; Adam's IMP model loses 50 points on one question
+  # (12.5 points of mean F1), SAM's loses 25 points on another (6.25): gap 6.25.
+  rows = []
+  for optimizer, after in (("adam", [100.0, 50.0, 0.0, 50.0]), ("sam", [75.0, 50.0, 0.0, 100.0])):
+    ids = {"task": "squad", "seed": 0, "optimizer": optimizer, "metric": "validation/f1"}
+    rows += [{**ids, "compression": "none", "score": 62.5, "labels": None,
+              "predictions": [100.0, 50.0, 0.0, 100.0]},
+             {**ids, "compression": "imp", "score": float(np.mean(after)), "base": 62.5,
+              "predictions": after}]
+  (claim,) = claims.claims("compare", rows)
+  assert claim.metric == "f1" and (claim.reference_value, claim.candidate_value) == (12.5, 6.25)
+  assert claim.interval.mean == pytest.approx(6.25)
+  # Resampling 4 questions: the gap is 50/4 * (#q4 drawn) - 25/4 * (#q1 drawn), between
+  # -25 (q1 four times) and +50 (q4 four times); zero stays inside the 95% interval.
+  assert -25 <= claim.interval.low < 0 < claim.interval.high <= 50
+  assert claim.verdict == stats.UNDECIDED
+
+
+def test_mean_metric_and_values():
+  assert stats.mean(np.array([[100.0, 50.0], [0.0, 0.0]]), None).tolist() == [75.0, 0.0]
+  assert stats.as_values([66.5, 0.0]).tolist() == [66.5, 0.0]
+  assert stats.as_values("012").tolist() == [0, 1, 2]

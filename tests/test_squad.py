@@ -11,7 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from flatjax.data import squad
+from flatjax.data import pipeline, squad
+from flatjax.data.tasks import get_task
 from flatjax.errors import FlatjaxInputError
 
 MAX_LENGTH, STRIDE = 64, 16  # small windows so the long context needs many
@@ -445,3 +446,32 @@ def test_postprocess_needs_eval_features(tokenizer, examples):
   logits = np.zeros(feats["input_ids"].shape, np.float32)
   with pytest.raises(ValueError, match="prepare_eval_features"):
     squad.postprocess_predictions(examples, feats, logits, logits)
+
+
+def test_split_per_example_is_each_questions_f1(tmp_path, tokenizer, examples, eval_features):
+  """The eval split's per-example output: each question's F1 (points) in dataset order,
+  worked by hand from the answer the logits point at."""
+  path = _write(tmp_path / "dev.json", _squad_doc())
+  split = pipeline.load_split(get_task("squad"), tokenizer, str(path), "validation",
+                              batch_size=4, max_length=MAX_LENGTH, shuffle=False,
+                              doc_stride=STRIDE)
+  start_logits, end_logits = _zero_logits(eval_features)
+  answers = {"early": "copper kettle",           # the gold answer: 100
+             "middle": "marble",                 # 1 of 2 gold tokens: P 1, R 1/2 -> 66.67
+             "late": "velvet lantern.",          # punctuation is dropped: 100
+             "capital": "Paris is the capital",  # "paris is capital" vs "paris": 50
+             "river": "France"}                  # nothing shared: 0
+  for i, example in enumerate(examples):
+    context, text = example["context"], answers[example["id"]]
+    c0 = context.index(text)
+    for f in np.flatnonzero(eval_features["example_index"] == i):
+      try:
+        s, e = _token_at(eval_features, f, c0, c0 + len(text))
+      except StopIteration:   # the answer is not in this window
+        continue
+      start_logits[f, s] = end_logits[f, e] = 8.0
+  n = len(start_logits)
+  outputs = [(np.arange(n), {"start_logits": start_logits, "end_logits": end_logits})]
+  assert split.per_example(outputs) == {
+      "labels": None, "predictions": [100.0, 66.6667, 100.0, 50.0, 0.0]}
+  assert split.score(outputs)["f1"] == pytest.approx((100 + 200 / 3 + 100 + 50) / 5)

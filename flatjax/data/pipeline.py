@@ -32,10 +32,12 @@ class SplitData:
   padding row): ``logits`` [B, C] for GLUE, ``start_logits`` and
   ``end_logits`` [B, L] for SQuAD.
 
-  ``per_example(outputs)`` gives the same outputs as one digit per example in
-  dataset order, ``{"labels": "0110...", "predictions": "0100..."}``, so that two
-  models can be compared example by example (a paired bootstrap); None where the
-  task has no class labels (regression, SQuAD).
+  ``per_example(outputs)`` gives the same outputs example by example in dataset
+  order, so that two models can be compared example by example (a paired
+  bootstrap): one digit per example for classification, ``{"labels": "0110...",
+  "predictions": "0100..."}``; for SQuAD each question's score under the task's
+  main metric (F1), in points (4 decimals), ``{"labels": None, "predictions": [66.6667,
+  0.0, ...]}``, whose mean is that metric; None for regression.
   """
   task: TaskSpec
   split: str
@@ -155,14 +157,20 @@ def _load_squad(task, tokenizer, source, split, *, batch_size, max_length, shuff
                          pad_token_id=pad_id)
   references = {ex["id"]: list(ex["answers"]["text"]) for ex in examples}
 
-  def score(outputs) -> dict[str, float]:
+  def answers(outputs) -> dict[str, str]:
     # Logits come back trimmed to each batch's length; offsets span max_length.
     start, end = (gather(outputs, k, len(arrays["input_ids"]), width=max_length)
                   for k in ("start_logits", "end_logits"))
-    predictions = squad.postprocess_predictions(examples, features, start, end)
-    return metrics.task_metrics(task, predictions, references)
+    return squad.postprocess_predictions(examples, features, start, end)
+
+  def score(outputs) -> dict[str, float]:
+    return metrics.task_metrics(task, answers(outputs), references)
+
+  def per_example(outputs) -> dict[str, Any]:
+    scores = metrics.squad_per_question(answers(outputs), references)[task.main_metric]
+    return {"labels": None, "predictions": [round(float(x), 4) for x in scores]}
   source_name = str(source) if source is not None else task.hub_name
-  return SplitData(task, split, batcher, len(examples), source_name, score)
+  return SplitData(task, split, batcher, len(examples), source_name, score, per_example)
 
 
 def gather(outputs: list[tuple[np.ndarray, dict[str, np.ndarray]]], key: str, n: int,

@@ -18,7 +18,8 @@ It writes, into the output folder::
   OPT/oneshot/        the one-shot curve
   OPT/int8/           quantize.json
   results.json        every number of the table below, and the main dev split's
-                      labels and each model's predictions (digit strings)
+                      labels and each model's predictions (digit strings; SQuAD:
+                      each question's F1)
   summary.md          dev metric before / after each compression, per optimizer
   compare.png         the same as bars, and the sparsity curves
 
@@ -265,9 +266,9 @@ def _summary(rounds: list[dict], curve: list[dict], quant: dict, scheme: str,
 
 def _predictions(imp_run: Path, rounds: list[dict], curve: list[dict], quant: dict,
                  scheme: str, target: float) -> dict | None:
-  """The main dev split's labels and each model's predictions, as digit strings
-  (``SplitData.per_example``), for a paired comparison example by example; None
-  for a task without class labels (SQuAD) or models saved before they were kept."""
+  """The main dev split's labels and each model's predictions (``SplitData.per_example``:
+  digit strings, or SQuAD's per-question F1 without labels), for a paired comparison
+  example by example; None for regression or models saved before they were kept."""
   split = rounds[0]["metric_name"].split("/", 1)[0]
   at_target = next(r for r in rounds if math.isclose(r["target_sparsity"], target))
 

@@ -52,7 +52,7 @@ def scores_and_predictions(eval_step, params, mask,
 
 def per_example(splits: list[pipeline.SplitData], outputs: dict) -> dict:
   """``{split: SplitData.per_example}`` of each split's eval outputs (``outputs``: by
-  split name), for the splits that have them (classification tasks)."""
+  split name), for the splits that have them (classification and SQuAD)."""
   found = {s.split: s.per_example(outputs[s.split]) for s in splits}
   return {split: value for split, value in found.items() if value is not None}
 
