@@ -4,11 +4,12 @@ cofi`` its structurally pruned student in ``RUN/cofi-OPT`` (``cofi.json``, ``res
 ``run.json``).
 
 Each CoFi run gives two rows, both from its ``results.json``, so that the student's change is
-measured against its teacher in the same evaluation: the teacher (compression ``none``, with
-the dev labels and predictions its ``best/`` model kept, where that folder is at hand) and
+measured against its teacher in the same evaluation: the teacher (compression ``none``) and
 the student (compression ``cofi``, ``sparsity`` the run's target, ``sparsity_reached`` what
-the deterministic gates keep, ``base`` the teacher's score). The student keeps no dev
-predictions (``flatjax cofi`` saves none), so CoFi's claim gets means but no interval.
+the deterministic gates keep, ``base`` the teacher's score), each with the dev predictions
+``flatjax cofi`` recorded. Runs made before it recorded them give the teacher the
+predictions its ``best/`` model kept, where that folder is at hand, and the student none:
+their claim gets means but no interval.
 
 ``setting`` names the configuration (``"4k-target80"``: training examples and target), so
 that runs of several configurations on one task and seed stay apart.
@@ -47,13 +48,21 @@ def cofi_rows(settings: dict, results: dict, common: dict,
   ids = {**common, "task": results["task"], "seed": run["seed"], "optimizer": optimizer,
          "rho": rho(optimizer, teacher_settings(teacher)), "setting": setting(run),
          "metric": metric}
-  kept = saved_predictions(resolve(settings["teacher_model"]), metric) if teacher else {}
+  split = metric.split("/", 1)[0]
+  kept = {model: (by_split or {}).get(split) or {}
+          for model, by_split in (results.get("predictions") or {}).items()}
+  if not kept.get("teacher") and teacher:
+    kept["teacher"] = saved_predictions(resolve(settings["teacher_model"]), metric)
+  teacher_kept, student_kept = kept.get("teacher") or {}, kept.get("pruned") or {}
   score = results["teacher"][metric]
+  student = {**ids, "compression": "cofi", "sparsity": run["target_sparsity"],
+             "sparsity_reached": round(results["sparsity"], 4),
+             "score": results["pruned"][metric], "base": score}
+  if student_kept:
+    student["predictions"] = student_kept["predictions"]
   return [{**ids, "compression": "none", "sparsity": 0.0, "score": score,
-           "labels": kept.get("labels"), "predictions": kept.get("predictions")},
-          {**ids, "compression": "cofi", "sparsity": run["target_sparsity"],
-           "sparsity_reached": round(results["sparsity"], 4),
-           "score": results["pruned"][metric], "base": score}]
+           "labels": teacher_kept.get("labels"), "predictions": teacher_kept.get("predictions")},
+          student]
 
 
 def setting(run: dict) -> str:

@@ -133,6 +133,14 @@ def test_run_exports_the_gated_student(cofi_run, tiny_model_dir):
   assert results["sparsity"] == pytest.approx(
       1 - results["encoder_params"]["pruned"] / results["encoder_params"]["teacher"])
   assert results["examples_per_s"]["pruned"] > 0 and results["teacher"][main] >= 0
+  # Dev predictions: the student's score the accuracy of its predictions; the teacher's
+  # the ones its own training run saved with its best model.
+  split = main.split("/")[0]
+  student = results["predictions"]["pruned"][split]
+  right = [a == b for a, b in zip(student["predictions"], student["labels"])]
+  assert results["pruned"][main] == pytest.approx(100 * np.mean(right))
+  saved = json.loads((tmp / "teacher" / "best" / "predictions.json").read_text())[split]
+  assert results["predictions"]["teacher"][split] == saved
 
 
 def test_stopped_run_resumes_to_the_same_result(cofi_run, tmp_path):

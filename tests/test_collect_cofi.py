@@ -87,7 +87,23 @@ def test_cofi_rows_from_a_hand_made_run(tmp_path):
   student = by[("sam", "cofi")]
   assert (student["score"], student["base"], student["sparsity"]) == (83.0, 84.75, 0.8)
   assert student["sparsity_reached"] == 0.8317 and by[("adam", "cofi")]["base"] == 84.5
-  assert "predictions" not in student         # flatjax cofi keeps no dev predictions
+  assert "predictions" not in student         # a run made before cofi recorded them
+
+
+def test_rows_take_the_predictions_the_cofi_run_recorded(tmp_path):
+  _hand_made(tmp_path, seed=0)
+  students = {"adam": "0100", "sam": "0110"}
+  for optimizer, student in students.items():
+    path = tmp_path / f"cofi-{optimizer}" / "results.json"
+    results = json.loads(path.read_text())
+    results["predictions"] = {
+        "teacher": {"validation": {"labels": LABELS, "predictions": "1110"}},
+        "pruned": {"validation": {"labels": LABELS, "predictions": student}}}
+    _write(path, results)
+  rows = collect.collect({"collect": "cofi", "scale": "tiny"}, tmp_path)
+  by = {(r["optimizer"], r["compression"]): r for r in rows}
+  assert (by[("adam", "none")]["labels"], by[("adam", "none")]["predictions"]) == (LABELS, "1110")
+  assert [by[(o, "cofi")]["predictions"] for o in students] == ["0100", "0110"]
 
 
 def test_a_teacher_out_of_reach_gives_rows_without_predictions(tmp_path):

@@ -29,7 +29,8 @@ dense BERT whose outputs equal the gated model's. The run folder::
   gates.safetensors  the gates' log-alphas and deterministic values at the end
   structure.json   what the deterministic gates keep, layer by layer
   pruned/          the exported model (Hugging Face layout, flatjax config fields)
-  results.json     teacher and pruned dev metrics, sparsity, parameter counts, inference speed
+  results.json     teacher and pruned dev metrics and predictions, sparsity, parameter counts,
+                   inference speed
 
 Defaults are the paper's (Table 2 recipe): target 95%, 20 + 20 epochs, lr 2e-5,
 fine-tuning lr 3e-5, batch 32, layer-distillation weight by task, embeddings
@@ -66,7 +67,7 @@ from flatjax.sparsity import structured
 from flatjax.train import distill, runs
 from flatjax.train.config import RunConfig
 from flatjax.train.state import DEFAULT_PRNG_IMPL
-from flatjax.train.evaluation import split_scores
+from flatjax.train.evaluation import scores_and_predictions, split_scores
 from flatjax.train.steps import make_eval_step
 from flatjax.train.trainer import (Hooks, Schedule, Trainer, check_driver_folder,
                                    device_batch)
@@ -600,7 +601,8 @@ def run_cofi(config: CofiConfig, resume: bool = False) -> dict:
   start, meta = int(state.step), trainer.meta
   teacher_eval = jax.jit(make_eval_step(m.teacher.module))
   if meta["teacher"] is None:
-    meta["teacher"] = split_scores(teacher_eval, m.teacher.params, None, data.evals)
+    meta["teacher"], meta["teacher_predictions"] = scores_and_predictions(
+        teacher_eval, m.teacher.params, None, data.evals)
     say(f"teacher ({m.info.optimizer or 'model'}): {shown(meta['teacher'])}")
   if start < phases.total:
     say(f"CoFi on {m.task.name}: {data.train.num_examples} examples, {phases.steps_per_epoch} "
@@ -637,7 +639,8 @@ def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta
 
   pruned = pretrained.from_pretrained(out / "pruned", task, dtype=DTYPES[config.dtype])
   pruned_eval = jax.jit(make_eval_step(pruned.module))
-  pruned_scores = split_scores(pruned_eval, pruned.params, None, data.evals)
+  pruned_scores, pruned_predictions = scores_and_predictions(pruned_eval, pruned.params, None,
+                                                             data.evals)
   speed = inference_speed({"teacher": (teacher_eval, teacher.params, None),
                            "pruned": (pruned_eval, pruned.params, None)}, data.evals[0])
   count = lambda tree: int(sum(np.size(x) for x in jax.tree.leaves(tree)))  # noqa: E731
@@ -650,6 +653,10 @@ def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta
                          "pruned": structured.encoder_params(pruned.config)},
       "total_params": {"teacher": count(teacher.params), "pruned": count(pruned.params)},
       "teacher": meta["teacher"], "pruned": pruned_scores, "main_metric": main,
+      # Dev labels and predictions per split (SplitData.per_example), to pair the student
+      # with its teacher example by example; a run begun before they were kept has none
+      # for the teacher.
+      "predictions": {"teacher": meta.get("teacher_predictions"), "pruned": pruned_predictions},
       "best_step": meta["best_step"], "total_steps": total,
       "examples_per_s": speed, "speedup": speed["pruned"] / speed["teacher"],
       "structure": {"hidden": len(units["hidden"]),
