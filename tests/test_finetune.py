@@ -363,3 +363,28 @@ def test_resume_after_torn_log_lines_ends_bitwise_equal(tmp_path, tiny_model_dir
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
   assert all(r["kind"] in ("train", "eval") for r in _rows(out))   # strict JSON, every line
+
+
+def test_grad_accum_takes_the_whole_batch_sam_step(tmp_path, minilm_dir):
+  # Dropout off, so the only difference K makes is the order of the sums: 44 sentences
+  # in batches of 8, the last one half padding, split into 2 and 4 micro-batches.
+  from flatjax.models import BertConfig, build_module, init_params, save_pretrained
+  config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=128,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  model = tmp_path / "model"
+  save_pretrained(model, init_params(build_module(config, None), seed=0), config,
+                  tokenizer_dir=minilm_dir)
+  data = write_sst2(tmp_path / "sst2", n_train=44)
+  final = {}
+  for k in (1, 2, 4):
+    fit(_config(data, tmp_path / f"k{k}", model, optimizer={"name": "sam"},
+                run={"grad_accum": k, "epochs": 1}))
+    final[k] = load_file(str(tmp_path / f"k{k}" / "final" / "model.safetensors"))
+  for k in (2, 4):
+    for name in final[1]:
+      np.testing.assert_allclose(final[k][name], final[1][name], atol=2e-5, err_msg=name)
+  initial = load_file(str(model / "model.safetensors"))
+  assert max(np.abs(final[1][f"bert.{n}"] - initial[n]).max() for n in initial) > 1e-3
+  with pytest.raises(FlatjaxInputError, match="does not split into 3 equal micro-batches"):
+    _config(data, tmp_path / "k3", model, run={"grad_accum": 3}).validate()

@@ -1,5 +1,6 @@
 """Optimizers: SAM and its variants as optax transforms, SWA, and the registry."""
 
+from flatjax.optim.accumulate import microbatched, weighted_rows
 from flatjax.optim.grad_fn import GradFn
 from flatjax.optim.gsam import gsam, rho_schedule_from_lr
 from flatjax.optim.looksam import looksam

@@ -325,7 +325,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   state = state_lib.create(params, tx, config.run.seed, mask=mask, prng_impl=config.run.prng_impl,
                            pruner=pruner)
   compiled = _compile(config, model, state, steps.make_train_step(
-      losses.make_loss_fn(model.module, task), tx, schedule, pruner))
+      losses.make_loss_fn(model.module, task), tx, schedule, pruner,
+      micro_batches=config.run.grad_accum))
 
   out.mkdir(parents=True, exist_ok=True)
   _write_run_files(out, config, model, mask, data, has_run)

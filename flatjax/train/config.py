@@ -22,6 +22,9 @@ class RunConfig:
   """passes over the training data (fractions allowed)"""
   batch_size: int = 32
   """training examples per step"""
+  grad_accum: int = 1
+  """split each batch into K micro-batches, taken in turn: the same step (SAM's included)
+  with one micro-batch's activations in memory"""
   eval_batch_size: int = 64
   """examples per evaluation batch"""
   eval_every: int | None = None
@@ -45,8 +48,11 @@ class RunConfig:
   def validate(self) -> None:
     if not math.isfinite(self.epochs):
       raise FlatjaxInputError(f"run.epochs must be finite, got {self.epochs}")
-    require_positive("run", self, "epochs", "batch_size", "eval_batch_size", "eval_every",
-             "save_every", "log_every", "stop_after_steps")
+    require_positive("run", self, "epochs", "batch_size", "grad_accum", "eval_batch_size",
+                     "eval_every", "save_every", "log_every", "stop_after_steps")
+    if self.batch_size % self.grad_accum:
+      raise FlatjaxInputError(f"run.batch_size {self.batch_size} does not split into "
+                              f"{self.grad_accum} equal micro-batches (run.grad_accum)")
     if self.seed < 0:
       raise FlatjaxInputError(f"run.seed must be non-negative, got {self.seed}")
     if self.mesh is not None:

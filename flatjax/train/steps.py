@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import optax
 
+from flatjax.optim.accumulate import microbatched, weighted_rows
 from flatjax.optim.grad_fn import GradFn
 from flatjax.sparsity.masks import apply_mask
 from flatjax.sparsity.pruner import Pruner
@@ -24,7 +25,7 @@ from flatjax.train.state import TrainState, step_key
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
                     schedule: optax.Schedule | None = None,
-                    pruner: Pruner | None = None) -> Callable:
+                    pruner: Pruner | None = None, micro_batches: int = 1) -> Callable:
   """A pure ``train_step(state, batch) -> (state, metrics)`` (jit it yourself).
 
   The loss sees ``apply_mask(params, state.mask)``, so pruned weights get zero
@@ -45,22 +46,31 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformationExtraArgs,
   the loss, ``learning_rate`` when ``schedule`` is given, ``perturbed_loss``
   when the optimizer records one (SAM and its variants), and ``sparsity``, the
   pruner's target for this step's mask, with a pruner.
+
+  With ``micro_batches`` K > 1 every gradient (the clean one and each one the optimizer
+  asks ``grad_fn`` for) is taken over the batch's K micro-batches in turn
+  (:func:`flatjax.optim.microbatched`, weighted by their real rows): the whole batch's
+  step, with one micro-batch's activations in memory. Micro-batch ``i``'s dropout key is
+  ``fold_in(key, i)``.
   """
+  def value_and_grad(loss):
+    return microbatched(loss, micro_batches, has_aux=True, weight_fn=weighted_rows())
+
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng = step_key(state)
 
-    def masked_loss(params, batch=batch):
+    def masked_loss(params, batch, rng):
       return loss_fn(apply_mask(params, state.mask), batch, rng)
 
-    grad_of = jax.value_and_grad(masked_loss, has_aux=True)
+    grad_of = lambda params: value_and_grad(masked_loss)(params, batch, rng)  # noqa: E731
     if pruner is None:
       (loss, aux), grads = grad_of(state.params)
     else:
       if state.mask is None or state.pruning is None:
         raise ValueError("a train step with a pruner needs a state made by "
                          "create(..., pruner=pruner)")
-      (loss, aux), dense = jax.value_and_grad(lambda w: loss_fn(w, batch, rng), has_aux=True)(
-          apply_mask(state.params, state.mask))
+      (loss, aux), dense = value_and_grad(loss_fn)(apply_mask(state.params, state.mask), batch,
+                                                   rng)
       grads = apply_mask(dense, state.mask)  # = the gradient through apply_mask
 
     grad_fn = GradFn(grad_of, base_params=state.params)
