@@ -6,6 +6,7 @@ hand from the BERT architecture; nothing is compared with flatjax's own output.
 """
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -473,7 +474,28 @@ def test_signed_zeros_are_one_value_for_ties():
 
 def test_fully_pruned_names_the_emptied_tensors():
   params = {"big": {"kernel": jnp.full((4, 4), 2.0)}, "small": {"kernel": jnp.full((2, 2), 0.1)}}
-  mask = masks.magnitude_mask(params, 0.2, scope="all_kernels")   # 4 of 20: all of "small"
+  # 4 of 20: all of "small"; the mask functions say so themselves.
+  with pytest.warns(masks.FullyPrunedWarning, match="20% prunes all of small/kernel"):
+    mask = masks.magnitude_mask(params, 0.2, scope="all_kernels")
   assert masks.fully_pruned(masks.sparsity_report(mask)) == ["small/kernel"]
-  assert masks.fully_pruned(masks.sparsity_report(masks.magnitude_mask(
-      params, 0.1, scope="all_kernels"))) == []
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    assert masks.fully_pruned(masks.sparsity_report(masks.magnitude_mask(
+        params, 0.1, scope="all_kernels"))) == []
+
+
+def test_boolean_tree_scoped_mask_and_in_scope():
+  params = {"a": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}, "b": jnp.ones(2)}
+  mask = {"a": {"kernel": jnp.array([[True, False, True], [False, True, True]]), "bias": None},
+          "b": None}
+  full = masks.boolean_tree(mask, params)
+  # What a None leaf breaks: mapping over params and mask together.
+  product = jax.tree.map(lambda p, m: p * m, params, full)
+  np.testing.assert_array_equal(product["a"]["kernel"], [[1, 0, 1], [0, 1, 1]])
+  np.testing.assert_array_equal(product["a"]["bias"], [1, 1, 1])
+  assert product["b"].tolist() == [1, 1]
+  back = masks.scoped_mask(full, r"(^|/)kernel$")
+  assert back["a"]["bias"] is None and back["b"] is None
+  np.testing.assert_array_equal(back["a"]["kernel"], mask["a"]["kernel"])
+  assert masks.in_scope(mask) == {"a": {"kernel": True, "bias": False}, "b": False}
+  assert all(bool(jnp.all(m)) for m in jax.tree.leaves(masks.boolean_tree(None, params)))

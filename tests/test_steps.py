@@ -128,7 +128,7 @@ def test_train_step_applies_adam_to_pytorch_gradients(saved):
   assert float(metrics["loss"]) > 0
 
 
-def test_masked_weights_get_zero_gradient_and_do_not_move(saved):
+def test_masked_weights_are_zeroed_get_zero_gradient_and_do_not_move(saved):
   _, path = saved["rte"]
   task = get_task("rte")
   pt = from_pretrained(path, task)
@@ -139,11 +139,14 @@ def test_masked_weights_get_zero_gradient_and_do_not_move(saved):
   tx = make_optimizer(OptimizerConfig("adam", learning_rate=1e-2), total_steps=10)
   step = jax.jit(steps.make_train_step(losses.make_loss_fn(pt.module, task), tx))
   state = state_lib.create(pt.params, tx, seed=0, mask=mask)
+  created = state.params["bert"]["encoder"]["layer"]["0"]["intermediate"]["dense"]["kernel"]
+  assert np.all(np.asarray(created)[~keep] == 0.0)    # the state zeros pruned weights
+  np.testing.assert_array_equal(np.asarray(created)[keep], np.asarray(kernel)[keep])
   for i in range(3):
     state, _ = step(state, _batch(np.random.default_rng(10 + i)))
   after = np.asarray(state.params["bert"]["encoder"]["layer"]["0"]["intermediate"]["dense"][
       "kernel"])
-  np.testing.assert_array_equal(after[~keep], np.asarray(kernel)[~keep])
+  np.testing.assert_array_equal(after[~keep], 0.0)
   assert np.abs(after[keep] - np.asarray(kernel)[keep]).max() > 1e-4
 
 
@@ -207,7 +210,7 @@ def test_eval_step_returns_logits_of_the_deterministic_model(saved):
 
 def test_sam_train_step_matches_pytorch_sam_with_a_pruning_mask(saved):
   # PyTorch SAM by hand: g at w (masked forward), e = rho g/||g||, g_adv at w + e,
-  # then SGD. The pruned entries of one kernel stay put and are not perturbed.
+  # then SGD. The pruned entries of one kernel stay at 0 and are not perturbed.
   model, path = saved["rte"]
   task = get_task("rte")
   pt = from_pretrained(path, task)
@@ -254,8 +257,9 @@ def test_sam_train_step_matches_pytorch_sam_with_a_pruning_mask(saved):
   got = np.asarray(new_state.params["bert"]["encoder"]["layer"]["1"]["output"]["dense"][
       "kernel"])
   want = (original[torch_name] - lr * g_adv[torch_name]).numpy().T
+  want[~keep] = 0.0                     # zeroed when the state was created, then not moved
   np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-4)
-  np.testing.assert_array_equal(got[~keep], np.asarray(kernel)[~keep])
+  np.testing.assert_array_equal(got[~keep], 0.0)
   q = "bert.encoder.layer.0.attention.self.query.weight"
   np.testing.assert_allclose(
       np.asarray(new_state.params["bert"]["encoder"]["layer"]["0"]["attention"]["self"][

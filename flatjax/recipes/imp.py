@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 from flatjax import files, jsonl, provenance
@@ -146,16 +147,16 @@ def _prune(config: IMPConfig, run: Path, round_: int, log) -> None:
   trained = finetune.load_model(config.train.replace(model={"name": str(previous_dir / "final")}))
   previous = (None if round_ == 1 else
               masks_lib.load_mask(mask_path(run, config.target(round_ - 1)), trained.params))
-  mask = prune_once(methods.untrained_scoring(config.method), trained.params, target,
-                    scope=config.scope, granularity=config.granularity, previous=previous)
+  with warnings.catch_warnings():   # said below, in the run's log and round file
+    warnings.simplefilter("ignore", masks_lib.FullyPrunedWarning)
+    mask = prune_once(methods.untrained_scoring(config.method), trained.params, target,
+                      scope=config.scope, granularity=config.granularity, previous=previous)
   scores = finetune.evaluate_params(config.train, trained,
                                     masks_lib.apply_mask(trained.params, mask))
   path.parent.mkdir(parents=True, exist_ok=True)
   report = masks_lib.sparsity_report(mask)
   emptied = masks_lib.fully_pruned(report)
-  if emptied:
-    # Global magnitude ranking removes a tensor whose weights are all small (e.g. an
-    # untrained pooler) first; once it is gone, the model may be constant.
+  if emptied:   # see masks_lib.warn_fully_pruned
     log(f"warning: sparsity {target:.0%} prunes all of {', '.join(emptied)}")
   files.write_json(path.with_suffix(".json"), {
       "round": round_, "sparsity": report["overall"]["sparsity"],

@@ -7,9 +7,11 @@ The drivers that train or write files with these (IMP, tickets, one-shot
 curves, CoFi) are in :mod:`flatjax.recipes`.
 """
 
-from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, apply_mask, format_report, load_mask,
+from flatjax.sparsity.keep_pruned import KeepPrunedState, keep_pruned
+from flatjax.sparsity.masks import (BERT_SCOPE, SCOPES, FullyPrunedWarning, apply_mask,
+                                    boolean_tree, format_report, in_scope, load_mask,
                                     magnitude_mask, random_mask, save_mask, scope_mask,
-                                    sparsity, sparsity_report, top_k_mask)
+                                    scoped_mask, sparsity, sparsity_report, top_k_mask)
 from flatjax.sparsity.methods import (SCORINGS, get_scoring, make_pruner, movement_pruning,
                                       register)
 from flatjax.sparsity.pruner import (Pruner, Scoring, cubic_sparsity_schedule, prune_once,

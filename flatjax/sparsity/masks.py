@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -101,6 +102,48 @@ def scope_mask(params: Any, scope: str | Iterable[str] | None = None) -> Any:
   if not jax.tree.leaves(mask):
     raise FlatjaxInputError(f"pruning scope {resolve_scope(scope)} matches no parameter")
   return mask
+
+
+def boolean_tree(mask: Any | None, params: Any) -> Any:
+  """``mask`` as a bool array for every param (True: kept; all True outside the scope
+  and for ``mask=None``), for code that maps over params and mask together
+  (``jax.tree.map(lambda p, m: p * m, params, boolean_tree(mask, params))``), which a
+  None leaf would break."""
+  if mask is None:
+    return jax.tree.map(lambda p: jnp.ones(jnp.shape(p), bool), params)
+  return jax.tree.map(lambda m, p: jnp.ones(jnp.shape(p), bool) if m is None
+                      else jnp.asarray(m, bool), mask, params, is_leaf=is_none)
+
+
+def scoped_mask(tree: Any, scope: str | Iterable[str] | None = None) -> Any:
+  """A full bool tree (one leaf per param) as a mask: its leaves in ``scope`` (see
+  :func:`resolve_scope`), None elsewhere; :func:`boolean_tree`'s inverse on the scope."""
+  selection = scope_mask(tree, scope)
+  return jax.tree.map(lambda s, m: None if s is None else jnp.asarray(m, bool), selection,
+                      tree, is_leaf=is_none)
+
+
+def in_scope(mask: Any) -> Any:
+  """One Python bool per param: whether ``mask`` prunes in it (a bool leaf) or not (None),
+  the per-leaf selection ``optax.masked`` takes: ``optax.masked(tx, in_scope(mask))``."""
+  return jax.tree.map(lambda m: m is not None, mask, is_leaf=is_none)
+
+
+class FullyPrunedWarning(UserWarning):
+  """A mask removes every weight of a tensor (the model may have become constant)."""
+
+
+def warn_fully_pruned(mask: Any, sparsity: float) -> None:
+  """Warns (:class:`FullyPrunedWarning`) naming the tensors ``mask`` empties; silent under
+  ``jit``, where the mask's values are not known."""
+  if any(isinstance(m, jax.core.Tracer) for m in jax.tree.leaves(mask)):
+    return
+  emptied = fully_pruned(sparsity_report(mask))
+  if emptied:
+    # Global magnitude ranking removes a tensor whose weights are all small (e.g. an
+    # untrained pooler) first; once it is gone, the model may be constant.
+    warnings.warn(f"sparsity {sparsity:.0%} prunes all of {', '.join(emptied)}",
+                  FullyPrunedWarning, stacklevel=3)
 
 
 def apply_mask(params: Any, mask: Any | None) -> Any:
@@ -238,12 +281,15 @@ def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
   if granularity == "global":
     total = sum(int(np.size(leaves[i])) for i in present)
     k = keep_count(total, sum(kept(i) for i in present), "")
-    return _top_k_mask_jit(scores, k, previous)
-  full = list(leaves)
-  for i in present:
-    k = keep_count(int(np.size(leaves[i])), kept(i), f" in {names[i]}")
-    full[i] = _top_k_mask_jit(leaves[i], k, None if prev is None else prev[i])
-  return jax.tree.unflatten(treedef, full)
+    mask = _top_k_mask_jit(scores, k, previous)
+  else:
+    full = list(leaves)
+    for i in present:
+      k = keep_count(int(np.size(leaves[i])), kept(i), f" in {names[i]}")
+      full[i] = _top_k_mask_jit(leaves[i], k, None if prev is None else prev[i])
+    mask = jax.tree.unflatten(treedef, full)
+  warn_fully_pruned(mask, sparsity)
+  return mask
 
 
 def magnitude_mask(params: Any, sparsity: float, *, scope: str | Iterable[str] | None = None,
@@ -262,7 +308,8 @@ def magnitude_mask(params: Any, sparsity: float, *, scope: str | Iterable[str] |
       pruning only ever removes more (IMP).
 
   Returns:
-    A mask: bool leaves in scope, None elsewhere.
+    A mask: bool leaves in scope, None elsewhere. A tensor it empties entirely is named
+    in a :class:`FullyPrunedWarning`.
   """
   selection = scope_mask(params, scope) if previous is None else previous
   scores = jax.tree.map(lambda m, p: None if m is None else jnp.abs(p), selection, params,

@@ -10,6 +10,7 @@ import optax
 from flax import struct
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.sparsity.masks import apply_mask
 
 
 def _available(impl: str) -> bool:
@@ -54,9 +55,11 @@ class TrainState:
 
 def create(params: Any, tx: optax.GradientTransformation, seed: int, mask: Any = None,
            prng_impl: str = DEFAULT_PRNG_IMPL, pruner: Any = None) -> TrainState:
-  """The state at step 0. With a ``pruner`` (a :class:`flatjax.sparsity.pruner.Pruner`)
-  its state is initialised and ``mask`` defaults to keeping every weight in the
-  pruner's scope; a given ``mask`` must cover the same params."""
+  """The state at step 0, its params with the weights ``mask`` prunes set to 0 (so that
+  they are 0 in every checkpoint and to any optimizer, not only in the masked forward
+  pass). With a ``pruner`` (a :class:`flatjax.sparsity.pruner.Pruner`) its state is
+  initialised and ``mask`` defaults to keeping every weight in the pruner's scope; a
+  given ``mask`` must cover the same params."""
   key = jax.random.key(seed, impl=prng_impl)
   pruning = None
   if pruner is not None:
@@ -66,6 +69,7 @@ def create(params: Any, tx: optax.GradientTransformation, seed: int, mask: Any =
       mask = start
     elif jax.tree.structure(mask) != jax.tree.structure(start):
       raise FlatjaxInputError("the mask does not cover the same params as the pruner's scope")
+  params = apply_mask(params, mask)
   return TrainState(params=params, opt_state=tx.init(params), mask=mask,
                     step=jnp.zeros((), jnp.int32), rng=jax.random.key_data(key),
                     pruning=pruning, prng_impl=prng_impl)
