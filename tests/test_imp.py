@@ -177,6 +177,10 @@ def test_bad_settings_are_input_errors_before_anything_is_written(tmp_path, tiny
                   (dict(method="l0"), "unknown pruning method")):
     with pytest.raises(FlatjaxInputError, match=msg):
       imp.run_imp(_config(data, tmp_path / "bad", tiny_model_dir, **kw))
+  # 2:4 removes a quarter of every group of 4 at a time: rounds of 0.1 cannot be 2:4.
+  config = _config(data, tmp_path / "bad", tiny_model_dir, rounds=2, rate=0.1)
+  with pytest.raises(FlatjaxInputError, match="one of 0.25, 0.5, got 0.1"):
+    imp.run_imp(dataclasses.replace(config, granularity="2:4"))
   assert not (tmp_path / "bad").exists()
   with pytest.raises(FlatjaxInputError, match="nothing to resume"):
     imp.run_imp(_config(data, tmp_path / "bad", tiny_model_dir), resume=True)

@@ -499,3 +499,68 @@ def test_boolean_tree_scoped_mask_and_in_scope():
   np.testing.assert_array_equal(back["a"]["kernel"], mask["a"]["kernel"])
   assert masks.in_scope(mask) == {"a": {"kernel": True, "bias": False}, "b": False}
   assert all(bool(jnp.all(m)) for m in jax.tree.leaves(masks.boolean_tree(None, params)))
+
+
+def _n_m_reference(scores: np.ndarray, n: int, m: int) -> np.ndarray:
+  """numpy: in every group of m consecutive rows (inputs) of each column, the n largest
+  (a stable sort of the negated scores: ties keep the earlier row)."""
+  keep = np.zeros(scores.shape, bool)
+  for g in range(scores.shape[0] // m):
+    for j in range(scores.shape[1]):
+      order = np.argsort(-scores[g * m:(g + 1) * m, j], kind="stable")
+      keep[g * m + order[:n], j] = True
+  return keep
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
+def test_n_m_masks_keep_the_n_largest_of_every_m_inputs(n, m):
+  rng = np.random.default_rng(0)
+  kernel = rng.normal(size=(32, 6)).astype(np.float32)
+  kernel[4:8, 0] = 0.5          # a group of ties
+  kernel[9, 1] = kernel[10, 1]  # a tie inside another
+  params = {"dense": {"kernel": jnp.asarray(kernel), "bias": jnp.ones(6)}}
+  sparsity = 1 - n / m
+  mask = masks.magnitude_mask(params, sparsity, scope=r"kernel$", granularity=f"{n}:{m}")
+  got = np.asarray(mask["dense"]["kernel"])
+  np.testing.assert_array_equal(got, _n_m_reference(np.abs(kernel), n, m))
+  assert got.reshape(32 // m, m, 6).sum(axis=1).tolist() == [[n] * 6] * (32 // m)
+  assert mask["dense"]["bias"] is None
+  assert masks.sparsity(mask) == pytest.approx(sparsity)
+
+
+def test_n_m_on_the_way_and_after_a_previous_mask():
+  rng = np.random.default_rng(1)
+  params = {"k": jnp.asarray(rng.normal(size=(16, 5)), jnp.float32)}
+  first = masks.magnitude_mask(params, 0.25, scope="k", granularity="2:4")   # 3 of 4
+  assert np.asarray(first["k"]).reshape(4, 4, 5).sum(axis=1).min() == 3
+  second = masks.magnitude_mask(params, 0.5, granularity="2:4", previous=first)
+  assert np.all(np.asarray(second["k"]) <= np.asarray(first["k"]))          # only removes
+  np.testing.assert_array_equal(np.asarray(second["k"]),
+                                _n_m_reference(np.abs(np.asarray(params["k"])), 2, 4))
+
+
+def test_n_m_staircase_under_jit():
+  # The train step's gradual pruner: keep m - round(s m) of every group, at least n.
+  from flatjax.sparsity.pruner import _choose
+  scores = {"k": jnp.asarray(np.random.default_rng(2).normal(size=(8, 3)), jnp.float32)}
+  choose = jax.jit(lambda s: _choose(scores, s, "2:4"))
+  for s, keep in ((0.1, 4), (0.3, 3), (0.5, 2), (0.9, 2)):
+    kept = np.asarray(choose(jnp.float32(s))["k"]).reshape(2, 4, 3).sum(axis=1)
+    assert kept.tolist() == [[keep] * 3] * 2, s
+
+
+@pytest.mark.parametrize("granularity,sparsity,message", [
+    ("2:4", 0.6, "one of 0.25, 0.5, got 0.6"),
+    ("2:4", 0.3, "one of 0.25, 0.5, got 0.3"),
+    ("4:2", 0.5, "0 < N < M"),
+    ("two:four", 0.5, "global, per_tensor or N:M"),
+])
+def test_bad_n_m_requests_are_one_line_errors(granularity, sparsity, message):
+  params = {"k": jnp.ones((8, 2))}
+  with pytest.raises(FlatjaxInputError, match=message):
+    masks.magnitude_mask(params, sparsity, scope="k", granularity=granularity)
+
+
+def test_n_m_needs_inputs_that_split_into_groups():
+  with pytest.raises(FlatjaxInputError, match=r"groups of 4, got shape \(6, 2\)"):
+    masks.magnitude_mask({"k": jnp.ones((6, 2))}, 0.5, scope="k", granularity="2:4")

@@ -98,6 +98,43 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
                  {"data": data, "eval_data": None, "model a": model_dir}, resumed=1)
 
 
+def _torch_pearson_2_4(model_dir, folder):
+  """Dev Pearson (x100) of the PyTorch model with, in every row of each weight in scope
+  ([out, in]), the 2 smallest |w| of each 4 consecutive inputs zeroed (numpy)."""
+  from scipy.stats import pearsonr
+  tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+  model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
+  with torch.no_grad():
+    for n, p in model.named_parameters():
+      if (n.startswith("bert.encoder.layer.") and n.endswith(_SCOPE)) or \
+         n == "bert.pooler.dense.weight":
+        w = p.numpy()
+        groups = np.abs(w).reshape(w.shape[0], w.shape[1] // 4, 4)
+        smallest = np.argsort(groups, axis=-1, kind="stable")[..., :2]
+        keep = np.ones_like(groups, bool)
+        np.put_along_axis(keep, smallest, False, axis=-1)
+        p.copy_(torch.tensor(w * keep.reshape(w.shape)))
+  rows = [json.loads(l) for l in (folder / "validation.jsonl").read_text().splitlines()]
+  enc = tok([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
+            truncation=True, max_length=32, return_tensors="pt")
+  with torch.no_grad():
+    pred = model(**enc).logits[:, 0].numpy()
+  return 100.0 * pearsonr(pred, [r["label"] for r in rows])[0]
+
+
+def test_2_4_curve_matches_pytorch_pruned_2_of_every_4_by_numpy(trained, tmp_path):
+  model_dir, data = trained
+  base = TrainConfig.from_dict({"data": {"task": "stsb", "source": str(data), "max_length": 32},
+                                "run": {"output": str(tmp_path), "progress": False}})
+  rows = oneshot.run_oneshot(base, {"a": str(model_dir)}, tmp_path / "out", step=0.5,
+                             maximum=0.5, granularity="2:4", log=lambda _: None)["a"]
+  assert [r["sparsity"] for r in rows] == [0.0, 0.5]
+  assert rows[1]["metric"] == pytest.approx(_torch_pearson_2_4(model_dir, data), abs=1e-3)
+  with pytest.raises(FlatjaxInputError, match="one of 0.25, 0.5, got 0.3"):
+    oneshot.run_oneshot(base, {"a": str(model_dir)}, tmp_path / "bad", step=0.3, maximum=0.6,
+                        granularity="2:4")
+
+
 def test_random_method_prunes_the_exact_count_and_is_recorded(trained, tmp_path):
   model_dir, data = trained
   base = TrainConfig.from_dict({"data": {"task": "stsb", "source": str(data), "max_length": 32},

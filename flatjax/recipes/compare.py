@@ -107,7 +107,8 @@ class CompareConfig:
   """prunable params: a scope name (bert: Chen et al.'s encoder kernels and the pooler; encoder)
   or a regex on param paths"""
   granularity: str = "global"
-  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
+  """rank scores over the whole scope (global), within each tensor (per_tensor), or keep N of
+  every M inputs of each kernel (N:M, e.g. 2:4 at sparsity 0.5)"""
   method: str = "magnitude"
   """the scores IMP and one-shot prune by: magnitude, random, or a registered method needing no
   training"""
@@ -146,8 +147,11 @@ class CompareConfig:
     if not 0.0 < self.oneshot_step <= s:
       raise FlatjaxInputError(f"oneshot-step must be in (0, sparsity], got {self.oneshot_step}")
     int8.get_config(self.quant_scheme)
-    if self.granularity not in masks.GRANULARITIES:
-      raise FlatjaxInputError(f"granularity must be one of {masks.GRANULARITIES}")
+    if masks.n_m(self.granularity) is not None:    # else global or per_tensor
+      rounds = self.rounds()                       # IMP's rounds and the one-shot curve's
+      for point in ([s * k / rounds for k in range(1, rounds + 1)]  # points: whole N:M steps
+                    + oneshot.sparsity_grid(self.oneshot_step, s)):
+        masks.n_m_keep(self.granularity, point)
     methods.untrained_scoring(self.method)
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")

@@ -65,7 +65,8 @@ class IMPConfig:
   rounds: int = 9
   """pruning rounds after the full model (9: up to 90 percent sparsity)"""
   granularity: str = "global"
-  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
+  """rank scores over the whole scope (global), within each tensor (per_tensor), or keep N
+  of every M inputs of each kernel (N:M, e.g. 2:4 with rate 0.25 or 0.5)"""
   scope: str = "bert"
   """prunable params: a scope name (bert: Chen et al.'s encoder kernels and the pooler) or a
   regex on param paths"""
@@ -88,8 +89,9 @@ class IMPConfig:
     if self.rounds < 1 or self.rounds * self.rate > 1.0 + 1e-9:
       raise FlatjaxInputError(f"{self.rounds} rounds of {self.rate} exceed 100% sparsity"
                               if self.rounds >= 1 else "rounds must be positive")
-    if self.granularity not in masks_lib.GRANULARITIES:
-      raise FlatjaxInputError(f"granularity must be one of {masks_lib.GRANULARITIES}")
+    if masks_lib.n_m(self.granularity) is not None:   # else global or per_tensor
+      for round_ in range(1, self.rounds + 1):       # each round a whole N:M step
+        masks_lib.n_m_keep(self.granularity, self.target(round_))
     methods.untrained_scoring(self.method)
     if self.tolerance < 0:
       raise FlatjaxInputError(f"tolerance must be non-negative, got {self.tolerance}")

@@ -48,7 +48,8 @@ class OneshotConfig:
   scope: str = "bert"
   """prunable params: a scope name or a regex on param paths"""
   granularity: str = "global"
-  """rank scores over the whole scope (global) or within each tensor (per_tensor)"""
+  """rank scores over the whole scope (global), within each tensor (per_tensor), or keep N of
+  every M inputs of each kernel (N:M, e.g. 2:4 with step 0.25 or 0.5)"""
   method: str = "magnitude"
   """the scores pruned by: magnitude, random, or a registered method needing no training"""
   eval_batch_size: int = 64
@@ -100,6 +101,9 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
   ``oneshot.jsonl`` (a row per label and sparsity; rows already there are
   reused, so an interrupted run continues), ``oneshot.md`` and ``oneshot.png``."""
   grid = sparsity_grid(step, maximum)
+  if masks_lib.n_m(granularity) is not None:       # else global or per_tensor
+    for s in grid:                                 # each point a whole N:M step
+      masks_lib.n_m_keep(granularity, s)
   methods.untrained_scoring(method)
   if not models:
     raise FlatjaxInputError("give at least one --model LABEL=FOLDER")

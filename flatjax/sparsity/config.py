@@ -29,7 +29,8 @@ class PruningConfig:
   every: int = 1
   """steps between mask updates"""
   granularity: str = "per_tensor"
-  """top-k within each tensor (per_tensor, Sanh et al.) or over the whole scope (global)"""
+  """top-k within each tensor (per_tensor, Sanh et al.), over the whole scope (global), or
+  N of every M inputs of each kernel at the end (N:M, e.g. 2:4 at sparsity 0.5)"""
   scope: str = "bert"
   """prunable params: a scope name (bert: Chen et al.'s encoder kernels and the pooler)
   or a regex on param paths"""

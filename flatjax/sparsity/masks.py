@@ -51,7 +51,55 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "encoder": BERT_SCOPE[:4],                     # without the pooler
     "all_kernels": (r"(^|/)kernel$",),             # every dense kernel, heads included
 }
-GRANULARITIES = ("global", "per_tensor")
+#: How a sparsity is counted: over the whole scope, within each tensor, or as an N:M
+#: pattern ("2:4": every group of 4 consecutive inputs of a kernel keeps 2, the pattern
+#: sparse tensor cores run; :func:`n_m_mask`).
+GRANULARITIES = ("global", "per_tensor", "N:M")
+_N_M = re.compile(r"^(\d+):(\d+)$")
+
+
+def n_m(granularity: str) -> tuple[int, int] | None:
+  """``(N, M)`` of an ``"N:M"`` granularity, None for ``global`` and ``per_tensor``;
+  anything else is a one-line error."""
+  if granularity in ("global", "per_tensor"):
+    return None
+  found = _N_M.match(str(granularity))
+  if not found or not 0 < int(found.group(1)) < int(found.group(2)):
+    raise FlatjaxInputError(f"granularity must be global, per_tensor or N:M with 0 < N < M "
+                            f"(2:4, 4:8), got {granularity!r}")
+  return int(found.group(1)), int(found.group(2))
+
+
+def n_m_keep(granularity: str, sparsity: float) -> int:
+  """Weights an N:M granularity keeps of every group of M at ``sparsity``, which must
+  remove a whole number of each group and keep at least N."""
+  n, m = n_m(granularity)
+  pruned = sparsity * m
+  if abs(pruned - round(pruned)) > 1e-6 or m - round(pruned) < n:
+    steps = ", ".join(f"{k / m:g}" for k in range(1, m - n + 1))
+    raise FlatjaxInputError(f"{granularity} sparsity removes whole weights of every group of "
+                            f"{m}: one of {steps}, got {sparsity:g}")
+  return m - int(round(pruned))
+
+
+def n_m_mask(scores: jax.Array, keep: int | jax.Array, m: int,
+             eligible: jax.Array | None = None) -> jax.Array:
+  """Keeps the ``keep`` largest ``scores`` of every group of ``m`` consecutive entries
+  along the input dimension (axis 0 of a Flax ``[in, out]`` kernel: a row of PyTorch's
+  ``[out, in]`` weight, as sparse tensor cores group them); ties keep the earlier entry.
+  ``eligible`` (bool, like ``scores``): only those can be kept. ``keep`` may be traced."""
+  if scores.ndim != 2 or scores.shape[0] % m:
+    raise FlatjaxInputError(f"an N:M mask needs a 2-D kernel whose input dimension divides "
+                            f"into groups of {m}, got shape {tuple(scores.shape)}")
+  key = _ordering_key(scores)
+  if eligible is not None:
+    key = jnp.where(eligible, key, jnp.uint32(0))
+  groups = key.reshape(scores.shape[0] // m, m, scores.shape[1])     # [G, m, out]
+  a, b = groups[:, :, None, :], groups[:, None, :, :]                # entry i vs entry j
+  earlier = (jnp.arange(m)[None, :] < jnp.arange(m)[:, None])[None, :, :, None]
+  rank = jnp.sum((b > a) | ((b == a) & earlier), axis=2)             # entries ranked above i
+  kept = (rank < keep).reshape(scores.shape)
+  return kept if eligible is None else kept & eligible
 
 
 def is_none(x: Any) -> bool:
@@ -253,15 +301,16 @@ def num_to_prune(total: int, sparsity: float) -> int:
 def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
                previous: Any | None = None) -> Any:
   """Prunes the lowest ``sparsity`` fraction of ``scores`` (a tree with None
-  outside the scope): globally over all leaves or within each leaf.
+  outside the scope): globally over all leaves, within each leaf, or in every group of
+  M inputs of each kernel (``"N:M"``, :func:`n_m_mask`; the sparsity must remove a whole
+  number of each group and keep at least N).
 
   ``sparsity`` counts all weights in scope, so a ``previous`` mask's pruned
   weights count towards it and stay pruned; asking for less sparsity than
   ``previous`` already has is an error.
   """
   _check_sparsity(sparsity)
-  if granularity not in GRANULARITIES:
-    raise FlatjaxInputError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+  pattern = n_m(granularity)
   leaves, treedef = jax.tree.flatten(scores, is_leaf=is_none)
   prev = None if previous is None else treedef.flatten_up_to(previous)
 
@@ -282,6 +331,17 @@ def score_mask(scores: Any, sparsity: float, *, granularity: str = "global",
     total = sum(int(np.size(leaves[i])) for i in present)
     k = keep_count(total, sum(kept(i) for i in present), "")
     mask = _top_k_mask_jit(scores, k, previous)
+  elif pattern is not None:
+    keep, m = n_m_keep(granularity, sparsity), pattern[1]
+    full = list(leaves)
+    for i in present:
+      before = None if prev is None else jnp.asarray(prev[i], bool)
+      full[i] = n_m_mask(jnp.asarray(leaves[i]), keep, m, before)
+      if before is not None and int(jnp.sum(full[i])) != keep * int(np.size(leaves[i])) // m:
+        raise FlatjaxInputError(f"{granularity} at sparsity {sparsity:g} keeps {keep} of every "
+                                f"{m} weights in {names[i]}, but the previous mask keeps fewer "
+                                f"in some group: masks can only remove more")
+    mask = jax.tree.unflatten(treedef, full)
   else:
     full = list(leaves)
     for i in present:
@@ -303,7 +363,7 @@ def magnitude_mask(params: Any, sparsity: float, *, scope: str | Iterable[str] |
       ("per_tensor"); the number removed is ``round(sparsity * n)``.
     scope: which params are prunable (see :func:`resolve_scope`); ignored
       when ``previous`` is given, whose leaves define it.
-    granularity: "global" or "per_tensor".
+    granularity: "global", "per_tensor" or "N:M" (e.g. "2:4" at sparsity 0.5).
     previous: an earlier mask; its pruned weights stay pruned, so iterative
       pruning only ever removes more (IMP).
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.errors import whole_number as _whole
-from flatjax.sparsity.masks import (GRANULARITIES, apply_mask, is_none, score_mask,
+from flatjax.sparsity.masks import (apply_mask, is_none, n_m, n_m_keep, n_m_mask, score_mask,
                                     scope_mask, top_k_mask)
 
 
@@ -157,6 +157,13 @@ def _keep_count(size: int, sparsity: jax.Array) -> jax.Array:
 
 
 def _choose(scores: Any, sparsity: jax.Array, granularity: str) -> Any:
+  pattern = n_m(granularity)
+  if pattern is not None:
+    # On the way to the final N:M, every group of M drops a weight at each 1/M of sparsity.
+    n, m = pattern
+    keep = jnp.clip(m - jnp.round(sparsity * m).astype(jnp.int32), n, m)
+    return jax.tree.map(lambda x: None if x is None else n_m_mask(x, keep, m), scores,
+                        is_leaf=is_none)
   if granularity == "global":
     total = sum(int(x.size) for x in jax.tree.leaves(scores))
     return top_k_mask(scores, _keep_count(total, sparsity))
@@ -180,7 +187,9 @@ def scheduled(scoring: Scoring, sparsity: float, *, begin_step: int, end_step: i
       None: BERT's encoder and pooler kernels).
     granularity: "per_tensor" (default) keeps ``size - round(s * size)``
       weights of every tensor, as Sanh et al. do (their TopK is taken within
-      each weight matrix); "global" ranks all scores in scope together.
+      each weight matrix); "global" ranks all scores in scope together; "N:M"
+      ends at N of every M inputs, dropping one weight of each group per 1/M
+      of the schedule's sparsity on the way.
     update_every: re-choose the mask after steps ``t`` with ``(t + 1) %
       update_every == 0`` and after ``t + 1 == end_step`` (so the final
       sparsity is reached on time); other steps keep the mask and skip the
@@ -193,8 +202,8 @@ def scheduled(scoring: Scoring, sparsity: float, *, begin_step: int, end_step: i
   and a weight whose score recovers comes back.
   """
   schedule = cubic_sparsity_schedule(sparsity, begin_step, end_step, initial_sparsity)
-  if granularity not in GRANULARITIES:
-    raise FlatjaxInputError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+  if n_m(granularity) is not None:
+    n_m_keep(granularity, sparsity)     # the final pattern must be a whole N:M
   update_every = _whole("update_every", update_every, 1)
 
   def init_mask(params):
