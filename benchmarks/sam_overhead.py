@@ -3,8 +3,11 @@
 One process builds flatjax's jitted train step (``make_train_step``, dropout on,
 the same MiniLM weights and batch) for each optimizer:
 
-* ``adam``, and flatjax's ``sam``, ``asam``, ``gsam``, ``looksam`` (k = 5) from
-  the registry, all on Adam;
+* ``adam``, and flatjax's ``sam``, ``asam``, ``gsam``, ``looksam`` (k = 5), and the
+  cheap variants ``msam`` (Momentum-SAM), ``samon`` (SAM-ON) and ``latesam``
+  (late-phase SAM) from the registry, all on Adam. ``latesam`` is timed in its Adam
+  phase (before SAM starts); its cost over a run, ``start * latesam + (1 - start) *
+  sam`` with the registry's start (0.8), is printed beside it;
 * ``optax.contrib.sam`` in opaque mode with the same Adam and rho, the
   drop-in SAM that optax ships.
 
@@ -32,7 +35,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from step_time import make_batch  # noqa: E402  (the same synthetic batch)
 
-OPTIMIZERS = ("adam", "sam", "asam", "gsam", "looksam", "optax.contrib.sam")
+OPTIMIZERS = ("adam", "sam", "asam", "gsam", "looksam", "msam", "samon", "latesam",
+              "optax.contrib.sam")
+#: latesam's default start (flatjax.optim.registry.LateSAMSettings), for its cost over a run.
+LATE_START = 0.8
 
 
 def parse_args(argv=None):
@@ -65,8 +71,9 @@ def build_tx(name, args, total_steps):
     adv = optax.chain(optax.contrib.normalize(), optax.sgd(args.rho))
     return optax.contrib.sam(optax.adam(linear_schedule(config, total_steps)), adv,
                              sync_period=2, opaque_mode=True)
-  extra = {"sam": {"rho": args.rho}, "gsam": {"rho": args.rho},
-           "looksam": {"rho": args.rho, "k": args.k}}.get(name, {})
+  extra = {"sam": {"rho": args.rho}, "gsam": {"rho": args.rho}, "msam": {"rho": args.rho},
+           "looksam": {"rho": args.rho, "k": args.k},
+           "latesam": {"rho": args.rho, "start": 0.999}}.get(name, {})   # its Adam phase
   return make_optimizer(OptimizerConfig(name, 2e-5, settings=extra), total_steps)
 
 
@@ -127,6 +134,11 @@ def main(argv=None):
   for n in names:
     ratio = f"{med[n] / base:14.3f}" if base else f"{'-':>14s}"
     print(f"{n:20s} {med[n]:8.3f} {min(times[n]):8.3f} {ratio}")
+  late_run = None
+  if base and "latesam" in med and "sam" in med:
+    late_run = (LATE_START * med["latesam"] + (1 - LATE_START) * med["sam"]) / base
+    print(f"{'latesam over a run':20s} {'':8s} {'':8s} {late_run:14.3f}  "
+          f"(Adam phase {LATE_START:.0%} of the steps, then SAM)")
   if "sam" in med and "optax.contrib.sam" in med:
     print(f"flatjax sam / optax.contrib.sam: {med['sam'] / med['optax.contrib.sam']:.3f}")
   load = os.getloadavg()[0]
@@ -141,6 +153,7 @@ def main(argv=None):
               "seconds_per_step": med, "min_seconds_per_step": {n: min(t) for n, t in
                                                                 times.items()},
               "ratio_to_adam": {n: med[n] / base for n in names} if base else None,
+              "latesam_run_ratio_to_adam": late_run, "latesam_start": LATE_START,
               "compile_s": compile_s, "load_average_1m": load}
     from flatjax import jsonl
     jsonl.append(args.output, record)

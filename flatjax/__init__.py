@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from flatjax.optim import gsam, looksam, sam, swa  # noqa: E402  the optax transforms
+from flatjax.optim import gsam, looksam, msam, sam, swa  # noqa: E402  the optax transforms

@@ -157,3 +157,27 @@ def test_a_new_variant_is_one_register_call_with_its_settings():
       make_optimizer(OptimizerConfig("sam_sgd", settings={"eta": 1.0}), 10)
   finally:
     del registry._REGISTRY["sam_sgd"], registry.SETTINGS["sam_sgd"]
+
+
+def test_latesam_turns_sam_on_for_the_last_fifth_and_samon_perturbs_layernorms():
+  import jax
+  params = {"w": jnp.asarray([3.0, -4.0])}
+  vg = jax.value_and_grad(lambda p: 0.5 * jnp.sum(p["w"] ** 2))
+  tx = make_optimizer(OptimizerConfig("latesam", learning_rate=0.1), 10)
+  state = tx.init(params)
+  on = []
+  for _ in range(10):
+    _, state = tx.update(params, state, params, grad_fn=vg)
+    on.append(not np.isnan(float(state[0].perturbed_loss)))
+  assert on == [False] * 8 + [True] * 2          # start 0.8 of 10 steps
+  tree = {"bert": {"embeddings": {"LayerNorm": {"scale": 1.0, "bias": 0.0},
+                                  "word_embeddings": {"embedding": 0.0}}},
+          "classifier": {"kernel": 0.0}}
+  assert registry.normalization_leaves(tree) == {
+      "bert": {"embeddings": {"LayerNorm": {"scale": True, "bias": True},
+                              "word_embeddings": {"embedding": False}}},
+      "classifier": {"kernel": False}}
+  assert (registry.settings("msam"), registry.settings("samon")) == ({"rho": 0.05},
+                                                                     {"rho": 0.5})
+  with pytest.raises(FlatjaxInputError, match="start must be in"):
+    make_optimizer(OptimizerConfig("latesam", settings={"start": 1.0}), 10)

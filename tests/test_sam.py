@@ -324,3 +324,36 @@ def test_m_sharpness_under_shard_map_on_two_devices(tmp_path):
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("ok")
+
+
+def test_sam_on_perturbs_only_the_selected_leaves_and_returns_every_gradient():
+  # SAM-ON by hand: e from leaf a's gradient alone, zero on b; every leaf gets grad(w + e).
+  rho = 0.3
+  params = _split(W0)
+  g = _quad_grad_np(W0)
+  e = np.zeros(3)
+  e[:2] = rho * g[:2] / np.linalg.norm(g[:2])
+  tx = sam(rho, perturb=lambda p: {"a": True, "b": False})
+  got, _ = tx.update(_split(g), tx.init(params), params, grad_fn=_grad_fn(_quad_loss))
+  np.testing.assert_allclose(_flat(got), _quad_grad_np(W0 + e), rtol=1e-5)
+
+
+def test_late_sam_passes_the_gradient_through_until_it_is_active():
+  # active from update 2: updates 0 and 1 return the clean gradient (no extra pass,
+  # perturbed loss NaN), update 2 the SAM gradient.
+  rho = 0.2
+  params = _split(W0)
+  g = _quad_grad_np(W0)
+  calls = []
+
+  def counting(p):
+    calls.append(1)
+    return jax.grad(_quad_loss)(p)
+  tx = sam(rho, active=lambda count: count >= 2)
+  step = jax.jit(lambda s: tx.update(_split(g), s, params, grad_fn=counting))
+  state = tx.init(params)
+  for i in range(3):
+    got, state = step(state)
+    want = g if i < 2 else _quad_grad_np(W0 + rho * g / np.linalg.norm(g))
+    np.testing.assert_allclose(_flat(got), want, rtol=1e-5)
+  assert np.isnan(float(state.perturbed_loss)) and len(calls) == 1   # traced once

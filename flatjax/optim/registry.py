@@ -14,6 +14,7 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+import jax
 import optax
 
 from flatjax.errors import FlatjaxInputError
@@ -21,6 +22,7 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.optim.gsam import gsam as gsam_transform
 from flatjax.optim.gsam import rho_schedule_from_lr
 from flatjax.optim.looksam import looksam as looksam_transform
+from flatjax.optim.msam import msam as msam_transform
 from flatjax.optim.sam import sam as sam_transform
 from flatjax.optim.swa import SWAConfig, parse_swa
 
@@ -239,6 +241,48 @@ class LookSAMSettings:
     _non_negative("looksam", self, "alpha")
 
 
+@dataclasses.dataclass(frozen=True)
+class MSAMSettings:
+  """Momentum-SAM's (Becker et al. 2024)."""
+  rho: float = 0.05
+  """length of the perturbation along the step (SAM's radius, for a like-for-like
+  comparison; its authors tune it per task)"""
+
+  def __post_init__(self):
+    _positive("msam", self, "rho")
+
+
+@dataclasses.dataclass(frozen=True)
+class LateSAMSettings:
+  """Late-phase SAM's (Zhou et al. 2024)."""
+  rho: float = 0.05
+  """neighbourhood radius once SAM is on"""
+  start: float = 0.8
+  """SAM from this fraction of the run's steps on, plain Adam before"""
+
+  def __post_init__(self):
+    _positive("latesam", self, "rho")
+    if not 0 <= self.start < 1:
+      raise FlatjaxInputError(f"latesam: start must be in [0, 1), got {self.start}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SAMONSettings:
+  """SAM-ON's (Mueller et al. 2023): only the normalization layers are perturbed."""
+  rho: float = 0.5
+  """neighbourhood radius in the normalization params (a tiny subspace: its authors'
+  radii are larger than SAM's)"""
+
+  def __post_init__(self):
+    _positive("samon", self, "rho")
+
+
+def normalization_leaves(params: Any) -> Any:
+  """True for every param of a LayerNorm (its scale and bias), False elsewhere."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: "LayerNorm" in jax.tree_util.keystr(path), params)
+
+
 @register("adamw")
 def adamw(config: OptimizerConfig, settings: NoSettings,
           total_steps: int) -> optax.GradientTransformationExtraArgs:
@@ -285,6 +329,33 @@ def looksam(config: OptimizerConfig, settings: LookSAMSettings,
             total_steps: int) -> optax.GradientTransformationExtraArgs:
   """LookSAM (Liu et al. 2022) on Adam: exact SAM (rho 0.05) every k = 5 steps, alpha 0.7."""
   return optax.chain(looksam_transform(settings.rho, settings.k, settings.alpha),
+                     base_optimizer(config, total_steps))
+
+
+@register("msam", MSAMSettings)
+def msam(config: OptimizerConfig, settings: MSAMSettings,
+         total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """Momentum-SAM (Becker et al. 2024) around Adam: the held weights are perturbed by rho
+  along Adam's last step, so the step's one gradient is the perturbed one."""
+  return msam_transform(base_optimizer(config, total_steps), settings.rho)
+
+
+@register("latesam", LateSAMSettings)
+def latesam(config: OptimizerConfig, settings: LateSAMSettings,
+            total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """Late-phase SAM (Zhou et al. 2024) on Adam: plain Adam, then SAM (rho 0.05) for the
+  last 20% of the steps."""
+  begin = int(round(settings.start * total_steps))
+  return optax.chain(sam_transform(settings.rho, active=lambda count: count >= begin),
+                     base_optimizer(config, total_steps))
+
+
+@register("samon", SAMONSettings)
+def samon(config: OptimizerConfig, settings: SAMONSettings,
+          total_steps: int) -> optax.GradientTransformationExtraArgs:
+  """SAM-ON (Mueller et al. 2023) on Adam: SAM's ascent step moves only the LayerNorm
+  params (rho 0.5 there); every param descends along the perturbed gradient."""
+  return optax.chain(sam_transform(settings.rho, perturb=normalization_leaves),
                      base_optimizer(config, total_steps))
 
 

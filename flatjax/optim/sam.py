@@ -75,22 +75,28 @@ def sam_perturbation(grads: Any, params: Any, rho: ScalarOrSchedule | jax.Array,
 
 
 def perturbed_gradient(grads: Any, params: Any, grad_fn: Callable, rho, *,
-                       adaptive: bool = False, eta: float = 0.01,
-                       eps: float = 1e-12) -> tuple[Any, jax.Array]:
+                       adaptive: bool = False, eta: float = 0.01, eps: float = 1e-12,
+                       perturb: Any = None) -> tuple[Any, jax.Array]:
   """``(grad L(w + e), L(w + e))`` with ``e`` from :func:`sam_perturbation`.
 
-  The loss is NaN where ``grad_fn`` does not report it. The gradient has
-  ``grads``' structure (partial under ``optax.masked``).
+  ``perturb``: a bool per leaf; only those leaves are perturbed, ``e`` computed from
+  their gradient alone (SAM-ON), while the perturbed gradient is taken for every leaf.
+  The loss is NaN where ``grad_fn`` does not report it. The gradient has ``grads``'
+  structure (partial under ``optax.masked``).
   """
-  e = sam_perturbation(grads, params, rho, adaptive=adaptive, eta=eta, eps=eps)
+  ascent = grads if perturb is None else jax.tree.map(
+      lambda g, on: g if on else jnp.zeros_like(g), grads, perturb)
+  e = sam_perturbation(ascent, params, rho, adaptive=adaptive, eta=eta, eps=eps)
   loss, g_adv = loss_and_grads(grad_fn, optax.tree.add(params, e))
   loss = jnp.full((), jnp.nan, jnp.float32) if loss is None else loss.astype(jnp.float32)
   return restrict_like(grads, g_adv), loss
 
 
 def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.01,
-        eps: float = 1e-12,
-        batch_axis_name: str | None = None) -> optax.GradientTransformationExtraArgs:
+        eps: float = 1e-12, batch_axis_name: str | None = None,
+        perturb: Any | Callable[[Any], Any] | None = None,
+        active: Callable[[jax.Array], jax.Array] | None = None,
+        ) -> optax.GradientTransformationExtraArgs:
   """SAM (or ASAM with ``adaptive=True``): replaces the gradient by ``grad L(w + e)``.
 
   Args:
@@ -106,6 +112,13 @@ def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.
       averaged with ``lax.pmean`` over the axis. Under ``shard_map``, params
       replicated over the axis get their gradient summed over it: differentiate
       at ``jax.lax.pcast(params, axis, to="varying")`` to keep it local.
+    perturb: SAM-ON (Mueller et al. 2023): which leaves the ascent step moves, a bool
+      per leaf or ``params -> that`` (e.g. the normalization layers'); ``e`` is
+      computed from their gradient alone, and the perturbed gradient of every leaf
+      is returned. None: every leaf.
+    active: late-phase SAM (Zhou et al. 2024): ``count -> bool``, on which updates
+      SAM runs; on the others the gradient passes through and, under ``jit``, the
+      extra pass is skipped (a ``lax.cond``). None: every update.
 
   ``update(grads, state, params, *, grad_fn)`` needs ``params`` and ``grad_fn``
   (see :mod:`flatjax.optim.grad_fn`); it evaluates ``grad_fn`` once.
@@ -115,14 +128,28 @@ def sam(rho: ScalarOrSchedule = 0.05, *, adaptive: bool = False, eta: float = 0.
     Generalization*, ICLR 2021. Kwon et al., *ASAM: Adaptive Sharpness-Aware
     Minimization for Scale-Invariant Learning of Deep Neural Networks*, ICML
     2021. Na et al., *Train Flat, Then Compress*, Findings of EMNLP 2022.
+    Mueller et al., *Normalization Layers Are All That Sharpness-Aware Minimization
+    Needs*, NeurIPS 2023. Zhou et al., *Sharpness-Aware Minimization Efficiently
+    Selects Flatter Minima Late in Training*, 2024.
   """
   def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError("sam needs params: tx.update(grads, state, params, grad_fn=...)")
     r = resolve(rho, state.count)
-    g_adv, loss = perturbed_gradient(updates, params, grad_fn, r, adaptive=adaptive,
-                                     eta=eta, eps=eps)
+    selection = perturb(params) if callable(perturb) else perturb
+
+    def on(_):
+      g_adv, loss = perturbed_gradient(updates, params, grad_fn, r, adaptive=adaptive,
+                                       eta=eta, eps=eps, perturb=selection)
+      return jax.tree.map(lambda g, u: g.astype(u.dtype), g_adv, updates), loss
+
+    def off(_):
+      return updates, jnp.full((), jnp.nan, jnp.float32)
+    if active is None:
+      g_adv, loss = on(None)
+    else:
+      g_adv, loss = jax.lax.cond(active(state.count), on, off, None)
     if batch_axis_name is not None:
       g_adv = jax.lax.pmean(g_adv, batch_axis_name)
       loss = jax.lax.pmean(loss, batch_axis_name)

@@ -40,6 +40,7 @@ from flatjax.errors import FlatjaxInputError
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES
 from flatjax.optim import registry
+from flatjax.optim.msam import unperturbed
 from flatjax.optim.swa import averaged_params
 from flatjax.data.config import DataConfig
 from flatjax.models.config import ModelConfig
@@ -291,8 +292,8 @@ def _hooks(config: TrainConfig, out: Path, model, data: RunData, compiled: _Comp
   latest = {}   # the last evaluation's dev predictions, saved with the best model
 
   def evaluate(state, step):
-    row, latest["predictions"] = scores_and_predictions(compiled.eval_step, state.params,
-                                                        state.mask, data.evals)
+    row, latest["predictions"] = scores_and_predictions(
+        compiled.eval_step, unperturbed(state.params, state.opt_state), state.mask, data.evals)
     if state.mask is not None:
       row["sparsity"] = masks_lib.sparsity(parallel.gather_to_host(state.mask))
     return row
@@ -385,7 +386,9 @@ def _save_model(folder: Path, state: state_lib.TrainState, model: pretrained.Pre
   weights zeroed), with their mask beside them in pruned runs and the dev
   predictions they scored (``PREDICTIONS_FILE``) when given. On several hosts
   every process gathers the sharded params and the first one writes."""
-  params, mask = parallel.gather_to_host((state.params, state.mask))
+  # Momentum-SAM holds perturbed weights: the model is the weights behind them.
+  params, mask = parallel.gather_to_host((unperturbed(state.params, state.opt_state),
+                                          state.mask))
   if jax.process_index() != 0:
     return
 
