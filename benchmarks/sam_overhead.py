@@ -65,11 +65,11 @@ def parse_args(argv=None):
 
 def build_tx(name, args, total_steps):
   import optax
-  from flatjax.optim import OptimizerConfig, linear_schedule, make_optimizer
+  from flatjax.optim import OptimizerConfig, lr_schedule, make_optimizer
   config = OptimizerConfig(name if name != "optax.contrib.sam" else "adam", 2e-5)
   if name == "optax.contrib.sam":
     adv = optax.chain(optax.contrib.normalize(), optax.sgd(args.rho))
-    return optax.contrib.sam(optax.adam(linear_schedule(config, total_steps)), adv,
+    return optax.contrib.sam(optax.adam(lr_schedule(config, total_steps)), adv,
                              sync_period=2, opaque_mode=True)
   extra = {"sam": {"rho": args.rho}, "gsam": {"rho": args.rho}, "msam": {"rho": args.rho},
            "looksam": {"rho": args.rho, "k": args.k},

@@ -388,3 +388,21 @@ def test_grad_accum_takes_the_whole_batch_sam_step(tmp_path, minilm_dir):
   assert max(np.abs(final[1][f"bert.{n}"] - initial[n]).max() for n in initial) > 1e-3
   with pytest.raises(FlatjaxInputError, match="does not split into 3 equal micro-batches"):
     _config(data, tmp_path / "k3", model, run={"grad_accum": 3}).validate()
+
+
+def test_patience_stops_a_run_whose_dev_score_stops_improving(tmp_path, tiny_model_dir):
+  # A learning rate too small to change a prediction: the dev accuracy of step 2 is never
+  # beaten, so with patience 2 the evaluations at steps 4 and 6 end the run at step 6.
+  data = write_sst2(tmp_path / "sst2", n_train=44)
+  config = _config(data, tmp_path / "run", tiny_model_dir, optimizer={"learning_rate": 1e-12},
+                   run={"eval_every": 2, "patience": 2})
+  results = fit(config)
+  assert (results["finished"], results["step"], results["stopped_early"]) == (True, 6, 6)
+  assert results["best"]["step"] == 2
+  evals = [r["step"] for r in _rows(tmp_path / "run") if r["kind"] == "eval"]
+  assert evals == [2, 4, 6]
+  assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+  again = fit(config, resume=True)               # a resumed run stays stopped
+  assert (again["step"], again["stopped_early"]) == (6, 6)
+  with pytest.raises(FlatjaxInputError, match="run.patience must be positive"):
+    _config(data, tmp_path / "x", tiny_model_dir, run={"patience": 0}).validate()

@@ -6,22 +6,36 @@ import optax
 import pytest
 
 from flatjax.errors import FlatjaxInputError
-from flatjax.optim import OptimizerConfig, linear_schedule, make_optimizer, names, register
+from flatjax.optim import OptimizerConfig, lr_schedule, make_optimizer, names, register
 from flatjax.optim import registry
 
 
 def test_linear_decay_to_zero_without_warmup():
-  sched = linear_schedule(OptimizerConfig(learning_rate=2e-5), total_steps=100)
+  sched = lr_schedule(OptimizerConfig(learning_rate=2e-5), total_steps=100)
   # lr_t = 2e-5 * (1 - t/100)
   for t, want in [(0, 2e-5), (25, 1.5e-5), (50, 1e-5), (99, 2e-7), (100, 0.0)]:
     assert float(sched(t)) == pytest.approx(want, rel=1e-5, abs=1e-12)
 
 
 def test_warmup_then_linear_decay():
-  sched = linear_schedule(OptimizerConfig(learning_rate=1.0, warmup_steps=10), total_steps=110)
+  sched = lr_schedule(OptimizerConfig(learning_rate=1.0, warmup_steps=10), total_steps=110)
   # rises 0 -> 1 over 10 steps, then falls 1 -> 0 over the remaining 100.
   for t, want in [(0, 0.0), (5, 0.5), (10, 1.0), (60, 0.5), (110, 0.0)]:
     assert float(sched(t)) == pytest.approx(want, abs=1e-6)
+
+
+def test_warmup_then_cosine_or_constant():
+  cosine = lr_schedule(OptimizerConfig(learning_rate=1.0, warmup_steps=10, schedule="cosine"),
+                       total_steps=110)
+  # 0 -> 1 over 10 steps, then (1 + cos(pi t / 100)) / 2 over the remaining 100.
+  for t, want in [(5, 0.5), (10, 1.0), (35, (1 + np.cos(np.pi / 4)) / 2), (60, 0.5),
+                  (85, (1 + np.cos(3 * np.pi / 4)) / 2), (110, 0.0)]:
+    assert float(cosine(t)) == pytest.approx(want, abs=1e-6), t
+  constant = lr_schedule(OptimizerConfig(learning_rate=0.3, warmup_steps=4,
+                                         schedule="constant"), total_steps=50)
+  assert [round(float(constant(t)), 6) for t in (0, 2, 4, 30, 50)] == [0.0, 0.15, 0.3, 0.3, 0.3]
+  with pytest.raises(FlatjaxInputError, match="unknown schedule 'step'"):
+    make_optimizer(OptimizerConfig("adam", schedule="step"), 10)
 
 
 def test_adam_step_matches_hand_computed_update():
@@ -142,7 +156,7 @@ def test_a_new_variant_is_one_register_call_with_its_settings():
   @register("sam_sgd", SAMSGDSettings)
   def sam_sgd(config, settings, total_steps):
     return optax.chain(flatjax.sam(settings.rho),
-                       optax.sgd(linear_schedule(config, total_steps)))
+                       optax.sgd(lr_schedule(config, total_steps)))
   try:
     assert registry.settings("sam_sgd") == {"rho": 0.5} and "sam_sgd" in names()
     w = np.array([3.0, -4.0])

@@ -42,6 +42,9 @@ class OptimizerConfig:
   """decoupled weight decay (adamw and the SAM variants; adam takes none)"""
   warmup_steps: int = 0
   """steps of linear warmup from 0"""
+  schedule: str = "linear"
+  """the learning rate after the warmup: linear (decay to 0), cosine (decay to 0) or
+  constant"""
   clip_norm: float | None = None
   """clip the gradient to this global norm (null: no clipping)"""
   b1: float = 0.9
@@ -62,6 +65,9 @@ class OptimizerConfig:
           f"unknown optimizer {self.name!r}; registered: {', '.join(names())}")
     if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
       raise FlatjaxInputError(f"learning rate must be positive, got {self.learning_rate}")
+    if self.schedule not in SCHEDULES:
+      raise FlatjaxInputError(f"unknown schedule {self.schedule!r}; known: "
+                              f"{', '.join(SCHEDULES)}")
     if self.warmup_steps < 0:
       raise FlatjaxInputError(f"warmup steps must be non-negative, got {self.warmup_steps}")
     if self.clip_norm is not None and not self.clip_norm > 0:
@@ -110,23 +116,33 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def linear_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 over ``warmup_steps``, then linear decay to 0 at ``total_steps``."""
+#: The learning-rate schedules after the warmup, by name (OptimizerConfig.schedule).
+SCHEDULES = ("linear", "cosine", "constant")
+
+
+def lr_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
+  """Linear warmup from 0 over ``warmup_steps`` to the peak ``learning_rate``, then
+  ``config.schedule`` to ``total_steps``: ``linear`` decay to 0 (the paper's),
+  ``cosine`` decay to 0, ``lr (1 + cos(pi t / T)) / 2`` over the ``T`` steps after the
+  warmup, or ``constant``."""
   if total_steps <= 0:
     raise FlatjaxInputError(f"total_steps must be positive, got {total_steps}")
   warmup = min(config.warmup_steps, total_steps)
-  decay = optax.linear_schedule(config.learning_rate, 0.0, max(total_steps - warmup, 1))
+  rest, peak = max(total_steps - warmup, 1), config.learning_rate
+  after = {"linear": lambda: optax.linear_schedule(peak, 0.0, rest),
+           "cosine": lambda: optax.cosine_decay_schedule(peak, rest),
+           "constant": lambda: optax.constant_schedule(peak)}[config.schedule]()
   if warmup == 0:
-    return decay
-  rise = optax.linear_schedule(0.0, config.learning_rate, warmup)
-  return optax.join_schedules([rise, decay], [warmup])
+    return after
+  rise = optax.linear_schedule(0.0, peak, warmup)
+  return optax.join_schedules([rise, after], [warmup])
 
 
 def base_optimizer(config: OptimizerConfig, total_steps: int,
                    adamw: bool = False) -> optax.GradientTransformation:
-  """Adam on the linear schedule (AdamW when ``adamw`` or ``weight_decay`` is
+  """Adam on the run's learning-rate schedule (AdamW when ``adamw`` or ``weight_decay`` is
   set), after optional global-norm clipping."""
-  lr = linear_schedule(config, total_steps)
+  lr = lr_schedule(config, total_steps)
   if adamw or config.weight_decay:
     base = optax.adamw(lr, b1=config.b1, b2=config.b2, eps=config.eps,
                        weight_decay=config.weight_decay)
@@ -286,7 +302,7 @@ def normalization_leaves(params: Any) -> Any:
 @register("adamw")
 def adamw(config: OptimizerConfig, settings: NoSettings,
           total_steps: int) -> optax.GradientTransformationExtraArgs:
-  """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the linear schedule."""
+  """AdamW (decoupled weight decay, Loshchilov & Hutter 2019) on the run's schedule."""
   return base_optimizer(config, total_steps, adamw=True)
 
 
@@ -319,7 +335,7 @@ def gsam(config: OptimizerConfig, settings: GSAMSettings,
          total_steps: int) -> optax.GradientTransformationExtraArgs:
   """GSAM (Zhuang et al. 2022) on Adam: alpha 0.1, rho following the lr from
   ``rho`` (0.05, at the peak lr) down to ``rho_min`` (0.0, at lr 0)."""
-  rho = rho_schedule_from_lr(linear_schedule(config, total_steps), rho_max=settings.rho,
+  rho = rho_schedule_from_lr(lr_schedule(config, total_steps), rho_max=settings.rho,
                              rho_min=settings.rho_min, lr_max=config.learning_rate)
   return optax.chain(gsam_transform(rho, settings.alpha), base_optimizer(config, total_steps))
 

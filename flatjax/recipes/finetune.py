@@ -321,7 +321,7 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
   steps_per_epoch = data.train.batcher.num_batches
   total_steps = max(1, math.ceil(config.run.epochs * steps_per_epoch))
   tx = registry.make_optimizer(config.optimizer, total_steps, steps_per_epoch)
-  schedule = registry.linear_schedule(config.optimizer, total_steps)
+  schedule = registry.lr_schedule(config.optimizer, total_steps)
   pruner = config.pruning.pruner(total_steps)
   state = state_lib.create(params, tx, config.run.seed, mask=mask, prng_impl=config.run.prng_impl,
                            pruner=pruner)
@@ -335,13 +335,13 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                   save_every=config.run.save_every, log_every=config.run.log_every,
                   stop_after_steps=config.run.stop_after_steps)
   trainer = Trainer(out, plan, f"{data.evals[0].split}/{task.main_metric}",
-                    progress=config.run.progress)
+                    progress=config.run.progress, patience=config.run.patience)
   state = trainer.restore(compiled.state, resume)
   _announce(config, model, data, plan, int(state.step), compiled.mesh)
   # With a learned mask, only models at the final sparsity compete for "best".
   hooks = _hooks(config, out, model, data, compiled, config.pruning.end_step(total_steps))
   state, step = trainer.run(state, data.train.batcher, hooks)
-  if step < total_steps:
+  if step < total_steps and trainer.meta.get("stopped_early") is None:
     return {"step": step, "total_steps": total_steps, "finished": False}
   return _finish(config, out, model, data, compiled, trainer, state, step)
 
@@ -359,7 +359,7 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
   final_row = last_eval(out / "metrics.jsonl")
   results = {"task": task.name, "optimizer": config.optimizer.name, "finished": True,
              "step": step, "total_steps": trainer.schedule.total_steps,
-             "main_metric": task.main_metric,
+             "stopped_early": meta.get("stopped_early"), "main_metric": task.main_metric,
              "best": {"step": meta["best_step"], trainer.main_metric: meta["best_metric"]},
              "final": {k: v for k, v in final_row.items() if "/" in k},
              "train_examples": data.train.num_examples,

@@ -33,6 +33,8 @@ class RunConfig:
   """also checkpoint every N steps (checkpoints are saved at every evaluation)"""
   log_every: int = 20
   """steps between training-metric rows"""
+  patience: int | None = None
+  """stop after N evaluations in a row without a new best dev score (null: never)"""
   keep_best: bool = True
   """save the best model on the validation metric in best/"""
   stop_after_steps: int | None = None
@@ -49,7 +51,7 @@ class RunConfig:
     if not math.isfinite(self.epochs):
       raise FlatjaxInputError(f"run.epochs must be finite, got {self.epochs}")
     require_positive("run", self, "epochs", "batch_size", "grad_accum", "eval_batch_size",
-                     "eval_every", "save_every", "log_every", "stop_after_steps")
+                     "eval_every", "save_every", "log_every", "stop_after_steps", "patience")
     if self.batch_size % self.grad_accum:
       raise FlatjaxInputError(f"run.batch_size {self.batch_size} does not split into "
                               f"{self.grad_accum} equal micro-batches (run.grad_accum)")

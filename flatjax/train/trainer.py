@@ -291,14 +291,19 @@ class Trainer:
   ``meta`` (JSON) is saved with every checkpoint: the best metric and step,
   the number of evaluations, the training seconds, and any driver fields given
   at construction (restored with the state).
+
+  With ``patience``, the run stops early after that many evaluations in a row that
+  could have been the best (from ``hooks.best_from`` on) and were not; ``meta``
+  records the step as ``stopped_early`` and a resumed run stays stopped.
   """
 
   def __init__(self, out: Path, schedule: Schedule, main_metric: str, *,
-               progress: bool = True, meta: dict | None = None):
+               progress: bool = True, meta: dict | None = None, patience: int | None = None):
     self.out, self.schedule, self.main_metric, self.progress = out, schedule, main_metric, progress
+    self.patience = patience
     self.ckpt = Checkpointer(out / "checkpoints")
     self.meta = {"best_metric": None, "best_step": None, "evals": 0, "train_seconds": 0.0,
-                 **(meta or {})}
+                 "evals_without_best": 0, "stopped_early": None, **(meta or {})}
     self.log: MetricsLog | None = None
 
   def restore(self, state: Any, resume: bool) -> Any:
@@ -323,7 +328,7 @@ class Trainer:
       self.ckpt.save(at, state, meta)
 
     try:
-      while step < plan.stop_at:
+      while step < plan.stop_at and meta.get("stopped_early") is None:
         epoch, offset = divmod(step, plan.steps_per_epoch)
         for batch in batcher.epoch(epoch, start=offset):
           if hooks.before_step is not None:
@@ -339,9 +344,11 @@ class Trainer:
             bar.update(1)
           if plan.evaluates(step):
             self.evaluate(state, step, hooks)
+            if self.patience and meta.get("evals_without_best", 0) >= self.patience:
+              meta["stopped_early"] = step
           if plan.saves(step):
             save(step)
-          if step >= plan.stop_at:
+          if step >= plan.stop_at or meta.get("stopped_early") is not None:
             break
     except KeyboardInterrupt:
       save(step)
@@ -357,7 +364,10 @@ class Trainer:
         bar.close()
     save(step)
     self.ckpt.close()
-    if step < plan.total_steps:
+    if meta.get("stopped_early") is not None:
+      say(f"stopped early at step {step} of {plan.total_steps}: {self.main_metric} not above "
+          f"its best (step {meta['best_step']}) in {self.patience} evaluations")
+    elif step < plan.total_steps:
       say(f"stopped at step {step} of {plan.total_steps}; continue with --resume")
     return state, step
 
@@ -401,9 +411,11 @@ class Trainer:
     last_chance = step == self.schedule.total_steps and best is None
     improved = last_chance or (step >= hooks.best_from and (best is None or value > best))
     if improved:
-      meta.update(best_metric=value, best_step=step)
+      meta.update(best_metric=value, best_step=step, evals_without_best=0)
       if hooks.save_best is not None:
         hooks.save_best(state, step)
+    elif step >= hooks.best_from:
+      meta["evals_without_best"] = meta.get("evals_without_best", 0) + 1
     meta["evals"] = meta.get("evals", 0) + 1
     row["best"] = improved
     self.log.write(row)
