@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 
-from flatjax import files, parallel, provenance
+from flatjax import files, jsonl, parallel, provenance
 from flatjax.console import say, shown
 from flatjax.data import pipeline
 from flatjax.data.tasks import TaskSpec, get_task
@@ -46,7 +46,7 @@ from flatjax.data.config import DataConfig
 from flatjax.models.config import ModelConfig
 from flatjax.sparsity import masks as masks_lib
 from flatjax.sparsity.config import PruningConfig
-from flatjax.train import losses, state as state_lib, steps
+from flatjax.train import losses, reports, state as state_lib, steps
 from flatjax.train.config import RunConfig
 from flatjax.train.evaluation import PREDICTIONS_FILE, scores_and_predictions, split_scores
 from flatjax.train.trainer import (Hooks, Schedule, Trainer, check_writable, device_batch,
@@ -335,7 +335,8 @@ def fit(config: TrainConfig, resume: bool = False) -> dict:
                   save_every=config.run.save_every, log_every=config.run.log_every,
                   stop_after_steps=config.run.stop_after_steps)
   trainer = Trainer(out, plan, f"{data.evals[0].split}/{task.main_metric}",
-                    progress=config.run.progress, patience=config.run.patience)
+                    progress=config.run.progress, patience=config.run.patience,
+                    report_to=tuple(config.run.report_to))
   state = trainer.restore(compiled.state, resume)
   _announce(config, model, data, plan, int(state.step), compiled.mesh)
   # With a learned mask, only models at the final sparsity compete for "best".
@@ -376,6 +377,8 @@ def _finish(config: TrainConfig, out: Path, model, data: RunData, compiled: _Com
   if host_mask is not None:
     results["sparsity"] = masks_lib.sparsity(host_mask)
   if is_main:
+    reports.plot_curves(jsonl.read(out / "metrics.jsonl"), trainer.main_metric,
+                        out / "curves.png")
     files.write_json(out / "results.json", results)
   return results
 

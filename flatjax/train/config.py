@@ -8,6 +8,7 @@ import math
 
 from flatjax import parallel
 from flatjax.errors import FlatjaxInputError, require_positive
+from flatjax.train import reports
 from flatjax.train.state import DEFAULT_PRNG_IMPL
 
 
@@ -33,6 +34,9 @@ class RunConfig:
   """also checkpoint every N steps (checkpoints are saved at every evaluation)"""
   log_every: int = 20
   """steps between training-metric rows"""
+  report_to: list[str] = dataclasses.field(default_factory=list)
+  """also write the metrics as tensorboard event files and/or a csv table (metrics.jsonl is
+  always written)"""
   patience: int | None = None
   """stop after N evaluations in a row without a new best dev score (null: never)"""
   keep_best: bool = True
@@ -59,3 +63,4 @@ class RunConfig:
       raise FlatjaxInputError(f"run.seed must be non-negative, got {self.seed}")
     if self.mesh is not None:
       parallel.MeshConfig.parse(self.mesh)
+    reports.check(self.report_to)

@@ -23,7 +23,7 @@ from flatjax import files, jsonl
 from flatjax.console import progress_bar, say, shown
 from flatjax.data import pipeline
 from flatjax.errors import FlatjaxInputError, TrainingDiverged
-from flatjax.train import state as state_lib
+from flatjax.train import reports, state as state_lib
 
 
 def device_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -150,12 +150,14 @@ def check_driver_folder(out: Path, marker: str, settings: dict, resume: bool,
 
 
 class MetricsLog:
-  """``metrics.jsonl``: one JSON row per write. Resuming from a checkpoint at
-  ``keep_until_step`` drops the rows logged after it (they are redone)."""
+  """``metrics.jsonl``: one JSON row per write, and the ``report_to`` reporters
+  (:mod:`flatjax.train.reports`). Resuming from a checkpoint at ``keep_until_step``
+  drops the rows logged after it (they are redone)."""
 
-  def __init__(self, path: Path, keep_until_step: int | None):
+  def __init__(self, path: Path, keep_until_step: int | None, report_to: tuple[str, ...] = ()):
     self.path = path
     self.enabled = jax.process_index() == 0  # on several hosts, the first one logs
+    self.reports = None
     if not self.enabled:
       return
     rows = []
@@ -164,11 +166,24 @@ class MetricsLog:
       # row a kill cut short).
       rows = [r for r in jsonl.read(path) if r.get("step", 0) <= keep_until_step]
     jsonl.rewrite(path, rows)
+    if report_to:
+      self.reports = reports.Reports(path.parent, path, report_to, keep_until_step)
 
   def write(self, row: dict) -> None:
     if not self.enabled:
       return
     jsonl.append(self.path, row)
+    if self.reports is not None:
+      self.reports.write(row)
+
+  def flush(self) -> None:
+    if self.reports is not None:
+      self.reports.flush()
+
+  def close(self) -> None:
+    if self.reports is not None:
+      self.reports.close()
+      self.reports = None
 
 
 def last_eval(path: Path) -> dict:
@@ -298,9 +313,10 @@ class Trainer:
   """
 
   def __init__(self, out: Path, schedule: Schedule, main_metric: str, *,
-               progress: bool = True, meta: dict | None = None, patience: int | None = None):
+               progress: bool = True, meta: dict | None = None, patience: int | None = None,
+               report_to: tuple[str, ...] = ()):
     self.out, self.schedule, self.main_metric, self.progress = out, schedule, main_metric, progress
-    self.patience = patience
+    self.patience, self.report_to = patience, tuple(report_to)
     self.ckpt = Checkpointer(out / "checkpoints")
     self.meta = {"best_metric": None, "best_step": None, "evals": 0, "train_seconds": 0.0,
                  "evals_without_best": 0, "stopped_early": None, **(meta or {})}
@@ -313,7 +329,8 @@ class Trainer:
     restored = self.ckpt.restore_latest(state) if resume else None
     if restored is not None:
       state, self.meta = restored
-    self.log = MetricsLog(self.out / "metrics.jsonl", int(state.step) if resume else None)
+    self.log = MetricsLog(self.out / "metrics.jsonl", int(state.step) if resume else None,
+                          self.report_to)
     return state
 
   def run(self, state: Any, batcher: Any, hooks: Hooks) -> tuple[Any, int]:
@@ -326,6 +343,7 @@ class Trainer:
     def save(at: int) -> None:
       meta["train_seconds"] = round(seconds_before + time.time() - t0, 1)
       self.ckpt.save(at, state, meta)
+      self.log.flush()
 
     try:
       while step < plan.stop_at and meta.get("stopped_early") is None:
@@ -364,6 +382,7 @@ class Trainer:
         bar.close()
     save(step)
     self.ckpt.close()
+    self.log.close()
     if meta.get("stopped_early") is not None:
       say(f"stopped early at step {step} of {plan.total_steps}: {self.main_metric} not above "
           f"its best (step {meta['best_step']}) in {self.patience} evaluations")
