@@ -29,7 +29,7 @@ from experiments import collect
 from paper import numbers, stats
 
 COMPRESSIONS = {"imp": "IMP", "std": "Std", "oneshot": "one-shot", "int8": "int8",
-                "cofi": "CoFi", "movement": "movement pruning"}
+                "cofi": "CoFi", "movement": "movement pruning", "2:4": "one-shot 2:4"}
 
 
 def _table5(kind: str, task: str) -> str:
