@@ -15,7 +15,9 @@ a dev score (``"sharpness/epsilon_0.001"``); ``predictions`` (the predicted clas
 dev example, a digit string; for SQuAD, each question's F1 in points, a list) is there for
 the models a claim compares, so that an analysis can pair them example by example.
 ``revision`` is the commit recorded in the run's ``run.json`` (``-dirty`` when the checkout
-had changes; several joined by ``+`` when the run was resumed under another).
+had changes; several joined by ``+`` when the run was resumed under another); ``machine`` the
+device it recorded (a CPU's model and vector instruction set: int8 scores are reproducible on
+the same set only, see flatjax.provenance.cpu).
 """
 
 from __future__ import annotations
@@ -59,11 +61,26 @@ def revision(folder: Path) -> str:
   return "+".join(names)
 
 
+def machine(folder: Path) -> str | None:
+  """The machine(s) the runs under ``folder`` recorded in their ``run.json``
+  (``"cpu: AMD EPYC, avx512_vnni"``), joined by `` + `` where they differ; None where
+  none recorded one."""
+  from flatjax.provenance import machine as of   # here: the report does not load jax
+  found = []
+  for path in sorted(Path(folder).rglob("run.json")):
+    name = of(json.loads(path.read_text()))
+    if name and name not in found:
+      found.append(name)
+  return " + ".join(found) or None
+
+
 def collect(config: dict, folder: Path) -> list[dict]:
   """The rows of one finished run folder of ``config``'s item, by its collector
-  (``collect: NAME`` in the config: ``experiments/collect_NAME.py``'s ``rows``)."""
+  (``collect: NAME`` in the config: ``experiments/collect_NAME.py``'s ``rows``), each
+  with the ``machine`` its runs recorded."""
   module = importlib.import_module(f"experiments.collect_{config['collect']}")
-  return [{k: v for k, v in row.items() if v is not None or k in KEY}
+  where = machine(Path(folder))
+  return [{k: v for k, v in {**row, "machine": where}.items() if v is not None or k in KEY}
           for row in module.rows(config, Path(folder))]
 
 

@@ -16,6 +16,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,44 @@ def _invocation() -> dict[str, Any]:
           "flatjax": git_state()}
 
 
+#: x86 vector instruction sets, best first: XLA's CPU code (its exp, tanh, erf, reductions)
+#: differs between them in the last bits, which int8 quantization's rounding can turn into
+#: other predictions, so an int8 score is reproducible on the same set only.
+_ISAS = ("avx512_vnni", "avx512f", "avx2", "avx", "sse4_2")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu() -> dict[str, Any]:
+  """The host CPU: ``{"model", "isa", "xla_flags"}`` (``isa``: the best vector set in
+  :data:`_ISAS` the CPU has, or the architecture off x86; ``xla_flags``: ``XLA_FLAGS``,
+  which may cap it with ``--xla_cpu_max_isa``)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      key, _, value = line.partition(":")
+      if key.strip() == "model name":
+        model = value.strip()
+      elif key.strip() == "flags":
+        flags = set(value.split())
+  except OSError:
+    pass
+  isa = next((name for name in _ISAS if name in flags), platform.machine())
+  return {"model": model, "isa": isa, "xla_flags": os.environ.get("XLA_FLAGS")}
+
+
+def machine(run: dict[str, Any]) -> str | None:
+  """A run.json's device in a few words (``"cpu: AMD EPYC, avx512_vnni"``), None for a
+  run recorded before CPUs were."""
+  device = run.get("device") or {}
+  host = device.get("cpu")
+  if device.get("platform") != "cpu":
+    return device.get("kind") if device else None
+  if not host:
+    return None
+  capped = f", XLA_FLAGS {host['xla_flags']}" if host.get("xla_flags") else ""
+  return f"cpu: {host['model']}, {host['isa']}{capped}"
+
+
 def record(config: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
   """The contents of a new run's ``run.json``: ``config`` (a dataclass or a
   JSON-able dict, stored resolved), the command line, flatjax's git revision and
@@ -132,7 +171,8 @@ def record(config: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
   import jax
   return {"config": _jsonable(config), **_invocation(), "versions": versions(),
           "device": {"platform": jax.default_backend(), "kind": jax.devices()[0].device_kind,
-                     "count": jax.device_count(), "processes": jax.process_count()},
+                     "count": jax.device_count(), "processes": jax.process_count(),
+                     "cpu": cpu()},
           "data": {name: fingerprint(src) for name, src in (data or {}).items()},
           "resumed": []}
 

@@ -122,12 +122,22 @@ def test_merge_replaces_a_task_and_seed_and_check_names_differences():
          {"task": "rte", "seed": 1, "compression": "none", "score": 2.0}]
   new = [{"task": "rte", "seed": 1, "compression": "none", "score": 3.0}]
   assert [r["score"] for r in collect.merge(old, new)] == [1.0, 3.0]
-  assert runner.check(new, [dict(new[0])]) == []
-  assert "score 3.0000, committed 2.0000" in runner.check(new, old)[0]
-  assert "no committed row" in runner.check(new, [])[0]
+  assert runner.check(new, [dict(new[0])]) == ([], [])
+  assert "score 3.0000, committed 2.0000" in runner.check(new, old)[0][0]
+  assert "no committed row" in runner.check(new, [])[0][0]
   with_predictions = [{**new[0], "predictions": "01"}]
   assert "other predictions" in runner.check(with_predictions,
-                                             [{**new[0], "predictions": "11"}])[0]
+                                             [{**new[0], "predictions": "11"}])[0][0]
+  # An int8 row made on another CPU instruction set may differ: a note, not a failure;
+  # on the same machine it must be equal.
+  int8 = {"task": "rte", "seed": 1, "compression": "int8", "score": 3.0, "machine": "cpu: A, avx2"}
+  problems, notes = runner.check([int8], [{**int8, "score": 2.5, "machine": "cpu: B, avx512f"}])
+  assert problems == [] and "committed from cpu: B, avx512f, this is cpu: A, avx2" in notes[0]
+  unrecorded = {k: v for k, v in int8.items() if k != "machine"} | {"score": 2.5}
+  problems, notes = runner.check([int8], [unrecorded])
+  assert problems == [] and "score 3.0000, committed 2.5000" in notes[0]
+  assert "an unrecorded machine" in notes[0]
+  assert runner.check([int8], [{**int8, "score": 2.5}])[0]          # the same machine
 
 
 def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
