@@ -220,7 +220,8 @@ def test_a_config_file_with_dotted_keys_and_short_forms_over_it(tmp_path, tiny_m
                    "--rho", "0.1", "--output", str(out)]) == 0
   saved = json.loads((out / "run.json").read_text())["config"]
   assert saved["optimizer"] == {"name": "sam", "learning_rate": 1e-3, "weight_decay": 0.0,
-                                "warmup_steps": 0, "clip_norm": None, "b1": 0.9, "b2": 0.999,
+                                "warmup_steps": 0, "schedule": "linear", "clip_norm": None,
+                                "b1": 0.9, "b2": 0.999,
                                 "eps": 1e-8, "settings": {"rho": 0.1}, "swa": None}
   assert saved["data"] == {"task": "sst2", "source": str(data), "eval_source": None,
                            "max_length": 32, "doc_stride": 128, "pad_to": "longest",
