@@ -33,28 +33,46 @@ def _write_stsb(folder, seed=0):
   return folder
 
 
-def _torch_pearson(model_dir, folder, sparsity):
-  """Dev Pearson (x100) of the PyTorch model with the smallest |w| of the scope zeroed."""
+def _torch_pearson(model_dir, folder, prune):
+  """Dev Pearson (x100) of the PyTorch model after ``prune`` zeroed weights in place in
+  the scope's weights (``{name: [out, in] tensor}``, encoder kernels and pooler)."""
   from scipy.stats import pearsonr
   tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
   model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
-  params = {n: p for n, p in model.named_parameters()
-            if (n.startswith("bert.encoder.layer.") and n.endswith(_SCOPE))
-            or n == "bert.pooler.dense.weight"}
-  flat = np.concatenate([np.abs(p.detach().numpy()).ravel() for p in params.values()])
-  k = int(round(sparsity * flat.size))
-  if k:
-    threshold = np.sort(flat)[k - 1]
-    assert (flat == threshold).sum() == 1   # random floats: no tie at the cut
-    with torch.no_grad():
-      for p in params.values():
-        p[p.abs() <= threshold] = 0.0
+  with torch.no_grad():
+    prune({n: p for n, p in model.named_parameters()
+           if (n.startswith("bert.encoder.layer.") and n.endswith(_SCOPE))
+           or n == "bert.pooler.dense.weight"})
   rows = [json.loads(l) for l in (folder / "validation.jsonl").read_text().splitlines()]
   enc = tok([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
             truncation=True, max_length=32, return_tensors="pt")
   with torch.no_grad():
     pred = model(**enc).logits[:, 0].numpy()
   return 100.0 * pearsonr(pred, [r["label"] for r in rows])[0]
+
+
+def _smallest(sparsity):
+  """``prune``: the smallest |w| of the whole scope, ``round(sparsity * n)`` of them."""
+  def prune(params):
+    flat = np.concatenate([np.abs(p.detach().numpy()).ravel() for p in params.values()])
+    k = int(round(sparsity * flat.size))
+    if k:
+      threshold = np.sort(flat)[k - 1]
+      assert (flat == threshold).sum() == 1   # random floats: no tie at the cut
+      for p in params.values():
+        p[p.abs() <= threshold] = 0.0
+  return prune
+
+
+def _two_of_every_four(params):
+  """``prune``: in every row ([out, in]), the 2 smallest |w| of each 4 consecutive inputs."""
+  for p in params.values():
+    w = p.detach().numpy()
+    groups = np.abs(w).reshape(w.shape[0], w.shape[1] // 4, 4)
+    smallest = np.argsort(groups, axis=-1, kind="stable")[..., :2]
+    keep = np.ones_like(groups, bool)
+    np.put_along_axis(keep, smallest, False, axis=-1)
+    p.copy_(torch.tensor(w * keep.reshape(w.shape)))
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +98,7 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
   rows = curves["a"]
   assert [r["target_sparsity"] for r in rows] == [0.0, 0.3, 0.6, 0.9]
   for r in rows:
-    want = _torch_pearson(model_dir, data, r["target_sparsity"])
+    want = _torch_pearson(model_dir, data, _smallest(r["target_sparsity"]))
     assert r["metric"] == pytest.approx(want, abs=1e-3)
     assert r["sparsity"] == pytest.approx(r["target_sparsity"], abs=1e-4)  # round(s * n) / n
   assert len({round(r["metric"], 3) for r in rows}) == 4   # each pruning step shows
@@ -98,30 +116,6 @@ def test_curve_matches_pytorch_pruned_by_numpy(trained, tmp_path):
                  {"data": data, "eval_data": None, "model a": model_dir}, resumed=1)
 
 
-def _torch_pearson_2_4(model_dir, folder):
-  """Dev Pearson (x100) of the PyTorch model with, in every row of each weight in scope
-  ([out, in]), the 2 smallest |w| of each 4 consecutive inputs zeroed (numpy)."""
-  from scipy.stats import pearsonr
-  tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
-  model = transformers.BertForSequenceClassification.from_pretrained(str(model_dir)).eval()
-  with torch.no_grad():
-    for n, p in model.named_parameters():
-      if (n.startswith("bert.encoder.layer.") and n.endswith(_SCOPE)) or \
-         n == "bert.pooler.dense.weight":
-        w = p.numpy()
-        groups = np.abs(w).reshape(w.shape[0], w.shape[1] // 4, 4)
-        smallest = np.argsort(groups, axis=-1, kind="stable")[..., :2]
-        keep = np.ones_like(groups, bool)
-        np.put_along_axis(keep, smallest, False, axis=-1)
-        p.copy_(torch.tensor(w * keep.reshape(w.shape)))
-  rows = [json.loads(l) for l in (folder / "validation.jsonl").read_text().splitlines()]
-  enc = tok([r["sentence1"] for r in rows], [r["sentence2"] for r in rows], padding=True,
-            truncation=True, max_length=32, return_tensors="pt")
-  with torch.no_grad():
-    pred = model(**enc).logits[:, 0].numpy()
-  return 100.0 * pearsonr(pred, [r["label"] for r in rows])[0]
-
-
 def test_2_4_curve_matches_pytorch_pruned_2_of_every_4_by_numpy(trained, tmp_path):
   model_dir, data = trained
   base = TrainConfig.from_dict({"data": {"task": "stsb", "source": str(data), "max_length": 32},
@@ -129,7 +123,8 @@ def test_2_4_curve_matches_pytorch_pruned_2_of_every_4_by_numpy(trained, tmp_pat
   rows = oneshot.run_oneshot(base, {"a": str(model_dir)}, tmp_path / "out", step=0.5,
                              maximum=0.5, granularity="2:4", log=lambda _: None)["a"]
   assert [r["sparsity"] for r in rows] == [0.0, 0.5]
-  assert rows[1]["metric"] == pytest.approx(_torch_pearson_2_4(model_dir, data), abs=1e-3)
+  assert rows[1]["metric"] == pytest.approx(
+      _torch_pearson(model_dir, data, _two_of_every_four), abs=1e-3)
   with pytest.raises(FlatjaxInputError, match="one of 0.25, 0.5, got 0.3"):
     oneshot.run_oneshot(base, {"a": str(model_dir)}, tmp_path / "bad", step=0.3, maximum=0.6,
                         granularity="2:4")
@@ -145,7 +140,8 @@ def test_random_method_prunes_the_exact_count_and_is_recorded(trained, tmp_path)
   # 4 x 64x64 + 64x128 + 128x64 kernels, and the 64x64 pooler.
   n = 2 * (4 * 64 * 64 + 2 * 64 * 128) + 64 * 64
   assert [r["sparsity"] for r in rows] == [0.0, round(0.5 * n) / n]
-  assert rows[0]["metric"] == pytest.approx(_torch_pearson(model_dir, data, 0.0), abs=1e-3)
+  assert rows[0]["metric"] == pytest.approx(_torch_pearson(model_dir, data, _smallest(0.0)),
+                                             abs=1e-3)
   assert rows[1]["metric"] != rows[0]["metric"]
   check_run_json(tmp_path / "out", {"method": "random"},
                  {"data": data, "eval_data": None, "model r": model_dir})

@@ -70,6 +70,8 @@ def msam(inner: optax.GradientTransformation, rho: float = 0.05, *,
 def unperturbed(params: Any, opt_state: Any) -> Any:
   """The weights ``w`` behind the held params: ``params`` less the perturbation every
   :class:`MSAMState` in ``opt_state`` carries (``params`` itself without one)."""
-  for _, offset in optax.tree.get_all_with_path(opt_state, "offset"):
-    params = optax.tree.sub(params, offset)
+  is_msam = lambda x: isinstance(x, MSAMState)  # noqa: E731
+  for state in jax.tree.leaves(opt_state, is_leaf=is_msam):
+    if is_msam(state):
+      params = optax.tree.sub(params, state.offset)
   return params

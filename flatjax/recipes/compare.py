@@ -147,11 +147,9 @@ class CompareConfig:
     if not 0.0 < self.oneshot_step <= s:
       raise FlatjaxInputError(f"oneshot-step must be in (0, sparsity], got {self.oneshot_step}")
     int8.get_config(self.quant_scheme)
-    if masks.n_m(self.granularity) is not None:    # else global or per_tensor
-      rounds = self.rounds()                       # IMP's rounds and the one-shot curve's
-      for point in ([s * k / rounds for k in range(1, rounds + 1)]  # points: whole N:M steps
-                    + oneshot.sparsity_grid(self.oneshot_step, s)):
-        masks.n_m_keep(self.granularity, point)
+    rounds = self.rounds()                         # IMP's rounds and the one-shot curve's
+    masks.check_granularity(self.granularity, [s * k / rounds for k in range(1, rounds + 1)]
+                            + oneshot.sparsity_grid(self.oneshot_step, s))
     methods.untrained_scoring(self.method)
     if self.quant_batch_size < 1:
       raise FlatjaxInputError("the quantization batch size must be positive")

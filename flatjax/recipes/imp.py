@@ -89,9 +89,8 @@ class IMPConfig:
     if self.rounds < 1 or self.rounds * self.rate > 1.0 + 1e-9:
       raise FlatjaxInputError(f"{self.rounds} rounds of {self.rate} exceed 100% sparsity"
                               if self.rounds >= 1 else "rounds must be positive")
-    if masks_lib.n_m(self.granularity) is not None:   # else global or per_tensor
-      for round_ in range(1, self.rounds + 1):       # each round a whole N:M step
-        masks_lib.n_m_keep(self.granularity, self.target(round_))
+    masks_lib.check_granularity(self.granularity,
+                                [self.target(round_) for round_ in range(1, self.rounds + 1)])
     methods.untrained_scoring(self.method)
     if self.tolerance < 0:
       raise FlatjaxInputError(f"tolerance must be non-negative, got {self.tolerance}")

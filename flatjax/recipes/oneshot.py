@@ -101,9 +101,7 @@ def run_oneshot(base: Any, models: dict[str, str], out: str | Path, *, step: flo
   ``oneshot.jsonl`` (a row per label and sparsity; rows already there are
   reused, so an interrupted run continues), ``oneshot.md`` and ``oneshot.png``."""
   grid = sparsity_grid(step, maximum)
-  if masks_lib.n_m(granularity) is not None:       # else global or per_tensor
-    for s in grid:                                 # each point a whole N:M step
-      masks_lib.n_m_keep(granularity, s)
+  masks_lib.check_granularity(granularity, grid)
   methods.untrained_scoring(method)
   if not models:
     raise FlatjaxInputError("give at least one --model LABEL=FOLDER")

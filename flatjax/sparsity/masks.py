@@ -51,17 +51,17 @@ SCOPES: dict[str, tuple[str, ...]] = {
     "encoder": BERT_SCOPE[:4],                     # without the pooler
     "all_kernels": (r"(^|/)kernel$",),             # every dense kernel, heads included
 }
-#: How a sparsity is counted: over the whole scope, within each tensor, or as an N:M
-#: pattern ("2:4": every group of 4 consecutive inputs of a kernel keeps 2, the pattern
-#: sparse tensor cores run; :func:`n_m_mask`).
-GRANULARITIES = ("global", "per_tensor", "N:M")
+#: How a sparsity is counted: over the whole scope or within each tensor; besides these,
+#: an ``"N:M"`` pattern ("2:4": every group of 4 consecutive inputs of a kernel keeps 2,
+#: the pattern sparse tensor cores run; :func:`n_m_mask`).
+GRANULARITIES = ("global", "per_tensor")
 _N_M = re.compile(r"^(\d+):(\d+)$")
 
 
 def n_m(granularity: str) -> tuple[int, int] | None:
-  """``(N, M)`` of an ``"N:M"`` granularity, None for ``global`` and ``per_tensor``;
-  anything else is a one-line error."""
-  if granularity in ("global", "per_tensor"):
+  """``(N, M)`` of an ``"N:M"`` granularity, None for :data:`GRANULARITIES`; anything
+  else is a one-line error."""
+  if granularity in GRANULARITIES:
     return None
   found = _N_M.match(str(granularity))
   if not found or not 0 < int(found.group(1)) < int(found.group(2)):
@@ -80,6 +80,14 @@ def n_m_keep(granularity: str, sparsity: float) -> int:
     raise FlatjaxInputError(f"{granularity} sparsity removes whole weights of every group of "
                             f"{m}: one of {steps}, got {sparsity:g}")
   return m - int(round(pruned))
+
+
+def check_granularity(granularity: str, sparsities: Iterable[float] = ()) -> None:
+  """A one-line error, before anything runs, unless ``granularity`` is known and (N:M)
+  each of ``sparsities`` a whole N:M step (:func:`n_m_keep`)."""
+  if n_m(granularity) is not None:
+    for sparsity in sparsities:
+      n_m_keep(granularity, sparsity)
 
 
 def n_m_mask(scores: jax.Array, keep: int | jax.Array, m: int,

@@ -32,8 +32,8 @@ import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
 from flatjax.errors import whole_number as _whole
-from flatjax.sparsity.masks import (apply_mask, is_none, n_m, n_m_keep, n_m_mask, score_mask,
-                                    scope_mask, top_k_mask)
+from flatjax.sparsity.masks import (apply_mask, check_granularity, is_none, n_m, n_m_mask,
+                                    score_mask, scope_mask, top_k_mask)
 
 
 class Scoring(NamedTuple):
@@ -202,8 +202,7 @@ def scheduled(scoring: Scoring, sparsity: float, *, begin_step: int, end_step: i
   and a weight whose score recovers comes back.
   """
   schedule = cubic_sparsity_schedule(sparsity, begin_step, end_step, initial_sparsity)
-  if n_m(granularity) is not None:
-    n_m_keep(granularity, sparsity)     # the final pattern must be a whole N:M
+  check_granularity(granularity, [sparsity])     # an N:M run ends on a whole N:M
   update_every = _whole("update_every", update_every, 1)
 
   def init_mask(params):
