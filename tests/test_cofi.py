@@ -25,9 +25,10 @@ from flatjax.recipes import finetune
 from flatjax.train import distill
 
 
-def _tiny_state(target, steps_to_warm):
+def _tiny_state(target, steps_to_warm, micro_batches=1, dropout=0.1):
   cfg = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                   intermediate_size=48, max_position_embeddings=32)
+                   intermediate_size=48, max_position_embeddings=32,
+                   hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
   task = get_task("sst2")
   module = build_module(cfg, task)
   teacher, student = init_params(module, 1), init_params(module, 2)
@@ -43,7 +44,8 @@ def _tiny_state(target, steps_to_warm):
   tx = cofi._model_tx(optax.constant_schedule(1e-3), True, params)
   gate_tx, lambda_tx = optax.adam(0.05), optax.adam(0.05)
   steps = cofi.CofiSteps(module, module, task, dims, distill.DistillConfig(num_teacher_layers=2),
-                         [0, 1], target, 0, steps_to_warm, tx, tx, gate_tx, lambda_tx)
+                         [0, 1], target, 0, steps_to_warm, tx, tx, gate_tx, lambda_tx,
+                         micro_batches=micro_batches)
   lambdas = jnp.zeros(2)
   state = cofi.CofiState(
       params=params, log_alpha=log_alpha, lambdas=lambdas, opt_state=tx.init(params),
@@ -75,6 +77,36 @@ def test_lagrangian_drives_a_tiny_bert_to_the_target_sparsity():
   final = 1 - expected / (2 * (4 * d * 4 * hs + 2 * d * 48))
   assert abs(final - target) < 0.02
   assert abs(np.mean(history[-100:]) - target) < 0.02
+
+
+def test_micro_batched_steps_equal_the_whole_batch_step():
+  """Every phase's step (distillation, pruning with sampled gates and the Lagrangian,
+  fine-tuning under fixed gates) over 2 or 4 micro-batches gives the whole-batch step's
+  weights, gates, multipliers and losses within 1e-5 (dropout off, so the micro-batches'
+  own dropout keys do not matter), with rows of uneven length and a padding row, so the
+  batch's token and row totals differ from any micro-batch's."""
+  def one_step(micro_batches, phase):
+    steps, state, teacher, batch, _ = _tiny_state(0.5, 2, micro_batches, dropout=0.0)
+    lengths = np.array([16, 3, 9, 16, 5, 12, 7, 2])
+    batch["attention_mask"] = jnp.asarray(np.arange(16)[None] < lengths[:, None], jnp.int32)
+    batch["example_weight"] = jnp.asarray([1, 1, 1, 1, 1, 1, 1, 0], jnp.float32)
+    # Gates away from 10 so the pruning phase's gate gradients are not all ~0.
+    state = state.replace(log_alpha=jax.tree.map(lambda a: a * 0.1, state.log_alpha))
+    return getattr(steps, phase)(state, teacher, batch)
+
+  for phase in ("prepruning", "pruning", "finetune"):
+    want_state, want = one_step(1, phase)
+    for k in (2, 4):
+      state, metrics = one_step(k, phase)
+      for got, expected in zip(jax.tree.leaves((state.params, state.log_alpha, state.lambdas)),
+                               jax.tree.leaves((want_state.params, want_state.log_alpha,
+                                                want_state.lambdas))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5)
+      for name in ("loss", "layer_loss", "prediction_loss"):
+        np.testing.assert_allclose(float(metrics[name]), float(want[name]), rtol=1e-5, atol=1e-7)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)),
+                                       want_state.params, _tiny_state(0.5, 2)[1].params))
+  assert max(float(m) for m in moved) > 1e-4  # the step did change the weights
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +214,9 @@ def test_bad_settings_are_refused_before_anything_is_written(teacher_run, tmp_pa
                       (dict(gates=("head", "neuron")), "unknown gate"),
                       (dict(teacher=str(tmp_path / "none")), "not a folder"),
                       (dict(layer_weight=-1.0), "layer_weight"),
-                      (dict(gate_init=float("nan")), "gate-init")):
+                      (dict(gate_init=float("nan")), "gate-init"),
+                      (dict(grad_accum=3), "does not split into 3"),
+                      (dict(grad_accum=0), "grad_accum")):
     with pytest.raises(FlatjaxInputError, match=message):
       cofi.run_cofi(_config(tmp, out, **kw))
     assert not out.exists()

@@ -294,3 +294,54 @@ def test_distillation_loss_combines_both_terms_under_jit():
     distillation_loss(config, "classification", s_out, t_out, student_states,
                       teacher_states[:3], tw, example_weight)
   assert distill.TASK_KINDS == ("classification", "regression", "span")
+
+
+def test_micro_batch_shares_under_whole_batch_totals_and_alignment_sum_to_the_whole():
+  """Two micro-batches whose own loss matrices pick different student layers than the
+  whole batch's (built by hand: micro-batch A's layer 0 equals the teacher, B's layer 1
+  does): each one's loss under the whole batch's totals and matrix is its share, and the
+  shares' values and gradients add up to the whole batch's; under its own alignment A's
+  share does not."""
+  config = DistillConfig(num_teacher_layers=1)
+  teacher = np.zeros((1, 4, 3, 2), np.float32)
+  student = np.zeros((2, 4, 3, 2), np.float32)
+  student[1, :2] = 1.0      # A (rows 0, 1): layer 0 exact, layer 1 off by 1
+  student[0, 2:] = 3.0      # B (rows 2, 3): layer 0 off by 3, layer 1 exact
+  mask = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]], np.float32)
+  weight = np.array([1, 1, 1, 0], np.float32)  # row 3 is padding
+  rng = np.random.default_rng(4)
+  s_logits = jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)
+  t_out = {"logits": jnp.asarray(rng.normal(size=(4, 2)), jnp.float32)}
+
+  def loss(s_logits, states, rows, **whole):
+    return distillation_loss(config, "classification", {"logits": s_logits[rows]},
+                             {"logits": t_out["logits"][rows]}, states[:, rows],
+                             jnp.asarray(teacher)[:, rows], token_weights(mask[rows], weight[rows]),
+                             jnp.asarray(weight[rows]), **whole)
+
+  everything = slice(0, 4)
+  states = jnp.asarray(student)
+  (want, want_aux), want_grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      s_logits, states, everything)
+  # By hand: 6 real tokens of 3 real rows, d = 2. M[0, 0] = B's 1 real token x 2 x 9 / 12,
+  # M[0, 1] = A's 5 tokens x 2 x 1 / 12: the whole batch aligns layer 1.
+  np.testing.assert_allclose(np.asarray(want_aux["loss_matrix"]), [[18 / 12, 10 / 12]],
+                             rtol=1e-6)
+  assert np.asarray(want_aux["alignment"]).tolist() == [1]
+  totals = distill.batch_totals(mask, weight)
+  assert float(totals.tokens) == 6 and float(totals.rows) == 3
+  halves = (slice(0, 2), slice(2, 4))
+  matrix = sum(loss(s_logits, states, rows, totals=totals)[1]["loss_matrix"] for rows in halves)
+  np.testing.assert_allclose(np.asarray(matrix), np.asarray(want_aux["loss_matrix"]), rtol=1e-6)
+  value, grads = 0.0, None
+  for rows in halves:
+    (v, aux), g = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        s_logits, states, rows, totals=totals, alignment_matrix=matrix)
+    assert np.asarray(aux["alignment"]).tolist() == [1]
+    value = value + v
+    grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+  np.testing.assert_allclose(float(value), float(want), rtol=1e-6)
+  for got, expected in zip(grads, want_grads):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-7)
+  own = loss(s_logits, states, halves[0], totals=totals)[1]
+  assert np.asarray(own["alignment"]).tolist() == [0]  # A alone would align layer 0

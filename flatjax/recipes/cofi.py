@@ -61,6 +61,7 @@ from flatjax.errors import FlatjaxInputError, require_positive
 from flatjax.models import pretrained
 from flatjax.models.bert import DTYPES, MODEL_INPUTS
 from flatjax.models.config import ModelConfig
+from flatjax.optim import accumulate
 from flatjax.recipes import finetune
 from flatjax.sparsity import hardconcrete as hc
 from flatjax.sparsity import structured
@@ -131,6 +132,8 @@ class CofiConfig:
   but surely open; lower for short runs)"""
   batch_size: int = 32
   """training examples per step"""
+  grad_accum: int = 1
+  """micro-batches per step: the same update with a K-th of the activations in memory"""
   eval_batch_size: int = 64
   """examples per evaluation batch"""
   max_length: int | None = None
@@ -181,9 +184,12 @@ class CofiConfig:
           f"{self.pruning_epochs})")
     if self.lagrangian_warmup_epochs < 0:
       raise FlatjaxInputError("lagrangian warmup epochs must be non-negative")
-    require_positive(None, self, "lr", "finetune_lr", "reg_lr", "batch_size",
+    require_positive(None, self, "lr", "finetune_lr", "reg_lr", "batch_size", "grad_accum",
                      "eval_batch_size", "max_length", "doc_stride", "max_train_examples",
                      "max_eval_examples", "eval_every", "stop_after_steps", "log_every")
+    if self.batch_size % self.grad_accum:
+      raise FlatjaxInputError(f"batch size {self.batch_size} does not split into "
+                              f"{self.grad_accum} equal micro-batches (grad-accum)")
     if not math.isfinite(self.gate_init):
       raise FlatjaxInputError(f"gate-init must be finite, got {self.gate_init}")
     if not self.gates:
@@ -250,7 +256,7 @@ def _distill_loss_fn(student_module, teacher_module, task: TaskSpec,
   kind = _task_kind(task)
   t_index = jnp.asarray([i + 1 for i in teacher_layers])  # hidden_states[0]: embeddings
 
-  def distill_loss(params, teacher_params, batch, gates, key):
+  def distill_loss(params, teacher_params, batch, gates, key, **whole_batch):
     inputs = [batch[k] for k in MODEL_INPUTS]
     teacher = teacher_module.apply({"params": teacher_params}, *inputs,
                                    deterministic=True, output_hidden_states=True)
@@ -264,8 +270,58 @@ def _distill_loss_fn(student_module, teacher_module, task: TaskSpec,
     existing = None if gates is None or "mha" not in gates else gates["mha"] != 0
     weight = distill.token_weights(batch["attention_mask"], batch["example_weight"])
     return distill.distillation_loss(dcfg, kind, student, teacher, mapped, t_states, weight,
-                                     batch["example_weight"], existing)
+                                     batch["example_weight"], existing, **whole_batch)
   return distill_loss
+
+
+# The aux entries a micro-batch contributes its share of (the rest are the whole batch's).
+_SUMMED_AUX = ("layer_loss", "prediction_loss")
+
+
+def _whole_batch(loss: Callable, micro_batches: int) -> Callable:
+  """``loss(diff, batch, key, **whole_batch) -> (value, aux)``, a distillation loss, to
+  the ``value_and_grad`` over ``diff`` of the whole batch, ``micro_batches`` at a time.
+
+  CoFi's loss is no mean of micro-batch losses: its means divide by the whole batch's
+  real tokens and rows, and its layer alignment is an argmin over the whole batch's loss
+  matrix. So with K > 1 a forward scan over the micro-batches first sums that matrix;
+  then each micro-batch's loss under the batch's totals and matrix is its exact share
+  (:func:`flatjax.train.distill.distillation_loss`), and a second scan sums the shares'
+  values and gradients. One micro-batch's activations live at a time, at the cost of one
+  more forward pass of student and teacher. Micro-batch ``i`` draws its dropout from ``fold_in(key, i)`` in both.
+  """
+  value_and_grad = jax.value_and_grad(loss, has_aux=True)
+  if micro_batches == 1:
+    return value_and_grad
+
+  def whole(diff, batch, key):
+    totals = distill.batch_totals(batch["attention_mask"], batch["example_weight"])
+    micro = (jnp.arange(micro_batches), accumulate.split_batch(batch, micro_batches))
+    fixed = jax.lax.stop_gradient(diff)
+
+    def matrix_of(i, b):
+      return loss(fixed, b, jax.random.fold_in(key, i), totals=totals)[1]["loss_matrix"]
+
+    def add_matrix(total, xs):
+      return total + matrix_of(*xs), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(matrix_of, *first))
+    matrix, _ = jax.lax.scan(add_matrix, zeros, micro)
+
+    def share_of(i, b):
+      (value, aux), grads = value_and_grad(diff, b, jax.random.fold_in(key, i), totals=totals,
+                                           alignment_matrix=matrix)
+      return (value, {k: aux[k] for k in _SUMMED_AUX}, grads), aux["alignment"]
+
+    def add_share(total, xs):
+      share, alignment = share_of(*xs)
+      return jax.tree.map(jnp.add, total, share), alignment
+
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(share_of, *first))[0]
+    (value, sums, grads), alignments = jax.lax.scan(add_share, zeros, micro)
+    return (value, {**sums, "alignment": alignments[0], "loss_matrix": matrix}), grads
+  return whole
 
 
 def _step_keys(state: CofiState, prng_impl: str) -> tuple[jax.Array, jax.Array]:
@@ -286,14 +342,17 @@ def _loss_metrics(loss, aux) -> dict:
           "prediction_loss": aux["prediction_loss"]}
 
 
-def _distill_step(distill_loss: Callable, tx, fixed_gates: bool, prng_impl: str) -> Callable:
+def _distill_step(distill_loss: Callable, tx, fixed_gates: bool, prng_impl: str,
+                  micro_batches: int) -> Callable:
   """A step of distillation alone: no gates (``fixed_gates`` False, before
   pruning) or the deterministic gates (fine-tuning after pruning)."""
   def step(state, teacher_params, batch):
     key, _ = _step_keys(state, prng_impl)
     gates = None if not fixed_gates else hc.deterministic_gates(state.log_alpha)
-    (loss, aux), grads = jax.value_and_grad(distill_loss, has_aux=True)(
-        state.params, teacher_params, batch, gates, key)
+
+    def loss(params, b, k, **whole_batch):
+      return distill_loss(params, teacher_params, b, gates, k, **whole_batch)
+    (loss, aux), grads = _whole_batch(loss, micro_batches)(state.params, batch, key)
     params, opt_state = _update_params(state, grads, tx)
     return (state.replace(params=params, opt_state=opt_state, step=state.step + 1),
             _loss_metrics(loss, aux))
@@ -301,25 +360,30 @@ def _distill_step(distill_loss: Callable, tx, fixed_gates: bool, prng_impl: str)
 
 
 def _pruning_step(distill_loss: Callable, dims: hc.ModelDims, target: float, prune_start: int,
-                  warmup_steps: int, txs: tuple, prng_impl: str) -> Callable:
-  """A step of the pruning phase: sampled gates, the Lagrangian on the expected
-  sparsity; the weights and log-alphas descend, the multipliers ascend.
-  ``txs``: the weights', the gates' and the multipliers' optimizers."""
+                  warmup_steps: int, txs: tuple, prng_impl: str, micro_batches: int) -> Callable:
+  """A step of the pruning phase: sampled gates (one draw for the whole batch), the
+  Lagrangian on the expected sparsity; the weights and log-alphas descend, the
+  multipliers ascend. ``txs``: the weights', the gates' and the multipliers' optimizers."""
   prune_tx, gate_tx, lambda_tx = txs
 
   def step(state, teacher_params, batch):
     key, gate_key = _step_keys(state, prng_impl)
     t = hc.target_sparsity_at(state.step - prune_start, target, warmup_steps)
 
-    def total(params, log_alpha, lambdas):
-      gates = hc.sample_gates(gate_key, log_alpha)
-      loss, aux = distill_loss(params, teacher_params, batch, gates, key)
-      s = hc.expected_sparsity(log_alpha, dims)
-      lag = hc.lagrangian(s, t, lambdas[0], lambdas[1])
-      return loss + lag, (loss, aux, s, lag)
+    def loss(diff, b, k, **whole_batch):
+      params, log_alpha = diff
+      return distill_loss(params, teacher_params, b, hc.sample_gates(gate_key, log_alpha), k,
+                          **whole_batch)
 
-    (_, (loss, aux, s, lag)), (g_p, g_la, g_lam) = jax.value_and_grad(
-        total, argnums=(0, 1, 2), has_aux=True)(state.params, state.log_alpha, state.lambdas)
+    def lagrangian(log_alpha, lambdas):
+      s = hc.expected_sparsity(log_alpha, dims)
+      return hc.lagrangian(s, t, lambdas[0], lambdas[1]), s
+
+    (loss, aux), (g_p, g_distill) = _whole_batch(loss, micro_batches)(
+        (state.params, state.log_alpha), batch, key)
+    (lag, s), (g_lag, g_lam) = jax.value_and_grad(lagrangian, argnums=(0, 1), has_aux=True)(
+        state.log_alpha, state.lambdas)
+    g_la = jax.tree.map(jnp.add, g_distill, g_lag)
     params, opt_state = _update_params(state, g_p, prune_tx)
     upd, gate_opt_state = gate_tx.update(g_la, state.gate_opt_state, state.log_alpha)
     log_alpha = optax.apply_updates(state.log_alpha, upd)
@@ -347,7 +411,8 @@ class Placement(NamedTuple):
 class CofiSteps:
   """The jitted steps of a run: ``prepruning``, ``pruning``, ``finetune`` (each
   ``(state, teacher_params, batch) -> (state, metrics)``) and ``evaluate``
-  (``(params, gates, batch) -> outputs``).
+  (``(params, gates, batch) -> outputs``). With ``micro_batches`` K > 1 each
+  step takes the whole batch's update K micro-batches at a time (:func:`_whole_batch`).
 
   With a :class:`Placement`, the steps keep the state and teacher sharded as
   placed, take the global host batch (each process its rows), split it over
@@ -356,7 +421,8 @@ class CofiSteps:
   def __init__(self, student_module, teacher_module, task: TaskSpec, dims: hc.ModelDims,
                dcfg: distill.DistillConfig, teacher_layers: list[int], target: float,
                prune_start: int, warmup_steps: int, prune_tx, finetune_tx, gate_tx, lambda_tx,
-               prng_impl: str = DEFAULT_PRNG_IMPL, placement: Placement | None = None):
+               prng_impl: str = DEFAULT_PRNG_IMPL, placement: Placement | None = None,
+               micro_batches: int = 1):
     distill_loss = _distill_loss_fn(student_module, teacher_module, task, dcfg, teacher_layers)
 
     def evaluate_step(params, gates, batch):
@@ -365,10 +431,12 @@ class CofiSteps:
       return {k: v for k, v in out.items() if k.endswith("logits")}
 
     train = _train_jit(placement)
-    self.prepruning = train(_distill_step(distill_loss, prune_tx, False, prng_impl))
+    self.prepruning = train(_distill_step(distill_loss, prune_tx, False, prng_impl,
+                                          micro_batches))
     self.pruning = train(_pruning_step(distill_loss, dims, target, prune_start, warmup_steps,
-                                       (prune_tx, gate_tx, lambda_tx), prng_impl))
-    self.finetune = train(_distill_step(distill_loss, finetune_tx, True, prng_impl))
+                                       (prune_tx, gate_tx, lambda_tx), prng_impl, micro_batches))
+    self.finetune = train(_distill_step(distill_loss, finetune_tx, True, prng_impl,
+                                        micro_batches))
     self.evaluate = _eval_jit(evaluate_step, placement)
     self.deterministic_gates = jax.jit(hc.deterministic_gates)
 
@@ -529,7 +597,8 @@ def _initial_state(config: CofiConfig, m: _Models, phases: _Phases):
   state, placement = _place(config, m, state)
   steps = CofiSteps(m.student.module, m.teacher.module, m.task, dims, dcfg, t_layers,
                     config.target_sparsity, phases.prune_start, phases.warmup, prune_tx,
-                    finetune_tx, gate_tx, lambda_tx, placement=placement)
+                    finetune_tx, gate_tx, lambda_tx, placement=placement,
+                    micro_batches=config.grad_accum)
   return state, steps, finetune_tx, dims, placement
 
 

@@ -43,7 +43,10 @@ flatjax extensions, all reducing to CoFi on a full batch without padding:
   outputs, where CoFi's KL over a single logit is identically zero; span
   extraction (SQuAD) averages the start and end KLs;
 * when no student layer qualifies for a teacher layer, the previous pick is
-  reused (see :func:`align_layers`).
+  reused (see :func:`align_layers`);
+* gradient accumulation: a micro-batch's loss under its whole batch's
+  :class:`BatchTotals` and loss matrix (``totals``, ``alignment_matrix``) is
+  its exact share of the whole batch's loss, so the shares sum to it.
 
 Teacher inputs are fixed targets: every function stops their gradient.
 """
@@ -52,7 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -63,17 +66,33 @@ from flatjax.errors import FlatjaxInputError
 TASK_KINDS = ("classification", "regression", "span")
 
 
+class BatchTotals(NamedTuple):
+  """A whole batch's normalisers, handed to each of its micro-batches' losses:
+  ``tokens`` the sum of its token weights, ``rows`` the sum of its row weights."""
+  tokens: jax.Array
+  rows: jax.Array
 
-def _weighted_mean(values: jax.Array, weight: Optional[jax.Array]) -> jax.Array:
+
+def batch_totals(attention_mask: jax.Array, example_weight: jax.Array) -> BatchTotals:
+  """The :class:`BatchTotals` of a batch (:func:`token_weights` summed, and the rows' weights)."""
+  return BatchTotals(jnp.sum(token_weights(attention_mask, example_weight)),
+                     jnp.sum(jnp.asarray(example_weight, jnp.float32)))
+
+
+def _weighted_mean(values: jax.Array, weight: Optional[jax.Array],
+                   total: Optional[jax.Array] = None) -> jax.Array:
   """Mean of ``values`` [B] over rows, weighted by ``weight`` [B] if given.
 
-  The denominator is clamped at 1 (as :mod:`flatjax.train.losses`), so a batch
-  of padding rows only gives 0, not NaN.
+  The denominator, ``sum(weight)`` or a given ``total`` (the whole batch's, for a
+  micro-batch), is clamped at 1 (as :mod:`flatjax.train.losses`), so a batch of
+  padding rows only gives 0, not NaN.
   """
-  if weight is None:
+  if weight is None and total is None:
     return jnp.mean(values)
-  weight = jnp.asarray(weight, values.dtype)
-  return jnp.sum(values * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+  numerator = jnp.sum(values if weight is None else values * jnp.asarray(weight, values.dtype))
+  if total is None:
+    total = jnp.sum(jnp.asarray(weight, values.dtype))
+  return numerator / jnp.maximum(total, 1.0)
 
 
 def _check_temperature(temperature: Any) -> None:
@@ -85,7 +104,8 @@ def _check_temperature(temperature: Any) -> None:
 
 def prediction_kl(student_logits: jax.Array, teacher_logits: jax.Array,
                   temperature: float = 2.0,
-                  example_weight: Optional[jax.Array] = None) -> jax.Array:
+                  example_weight: Optional[jax.Array] = None,
+                  total_weight: Optional[jax.Array] = None) -> jax.Array:
   """Prediction-layer distillation loss: the KL from teacher to student, times ``T^2``.
 
   With ``p = softmax(z_t / T)`` and ``q = softmax(z_s / T)`` over the last axis,
@@ -104,6 +124,8 @@ def prediction_kl(student_logits: jax.Array, teacher_logits: jax.Array,
     teacher_logits: ``[B, C]`` teacher logits.
     temperature: ``T > 0``.
     example_weight: optional ``[B]`` row weights (1 real row, 0 padding row).
+    total_weight: the denominator in place of ``sum_b w_b`` (a micro-batch's
+      whole batch's :attr:`BatchTotals.rows`).
 
   Returns:
     A float32 scalar.
@@ -119,12 +141,13 @@ def prediction_kl(student_logits: jax.Array, teacher_logits: jax.Array,
   p = jnp.exp(log_p)
   # p log p -> 0 as p -> 0 (kl_div's convention for a zero target).
   kl = jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
-  return _weighted_mean(kl, example_weight) * temperature ** 2
+  return _weighted_mean(kl, example_weight, total_weight) * temperature ** 2
 
 
 def prediction_loss(task_kind: str, student_outputs: dict, teacher_outputs: dict,
                     temperature: float = 2.0,
-                    example_weight: Optional[jax.Array] = None) -> jax.Array:
+                    example_weight: Optional[jax.Array] = None,
+                    total_weight: Optional[jax.Array] = None) -> jax.Array:
   """Prediction-layer distillation for a task kind, on the model's output dicts.
 
   * ``"classification"``: :func:`prediction_kl` of ``outputs["logits"]`` ``[B, C]``;
@@ -139,13 +162,14 @@ def prediction_loss(task_kind: str, student_outputs: dict, teacher_outputs: dict
     teacher_outputs: the teacher model's outputs dict (no gradient).
     temperature: ``T > 0`` of the KL losses.
     example_weight: optional ``[B]`` row weights (1 real row, 0 padding row).
+    total_weight: the denominator in place of ``sum_b w_b`` (as :func:`prediction_kl`).
 
   Returns:
     A float32 scalar.
   """
   if task_kind == "classification":
     return prediction_kl(student_outputs["logits"], teacher_outputs["logits"],
-                         temperature, example_weight)
+                         temperature, example_weight, total_weight)
   if task_kind == "regression":
     s = jnp.asarray(student_outputs["logits"], jnp.float32)
     t = jax.lax.stop_gradient(jnp.asarray(teacher_outputs["logits"], jnp.float32))
@@ -153,12 +177,12 @@ def prediction_loss(task_kind: str, student_outputs: dict, teacher_outputs: dict
       raise FlatjaxInputError(f"student outputs {s.shape} and teacher outputs {t.shape} "
                               "differ in shape")
     sq = jnp.sum(((s - t) ** 2).reshape(s.shape[0], -1), axis=-1)  # [B, 1] -> [B]
-    return _weighted_mean(sq, example_weight)
+    return _weighted_mean(sq, example_weight, total_weight)
   if task_kind == "span":
     start = prediction_kl(student_outputs["start_logits"], teacher_outputs["start_logits"],
-                          temperature, example_weight)
+                          temperature, example_weight, total_weight)
     end = prediction_kl(student_outputs["end_logits"], teacher_outputs["end_logits"],
-                        temperature, example_weight)
+                        temperature, example_weight, total_weight)
     return (start + end) / 2
   raise FlatjaxInputError(f"unknown task kind {task_kind!r}; expected one of "
                           f"{', '.join(TASK_KINDS)}")
@@ -194,7 +218,8 @@ def token_weights(attention_mask: jax.Array,
 
 
 def layer_loss_matrix(student_states: jax.Array, teacher_states: jax.Array,
-                      token_weight: jax.Array) -> jax.Array:
+                      token_weight: jax.Array,
+                      total_weight: Optional[jax.Array] = None) -> jax.Array:
   """The MSE between every chosen teacher layer and every (mapped) student layer.
 
       M[i, j] = sum_{b,l} w[b, l] ||H_t^i[b, l] - H_s^j[b, l]||^2 / (d * sum_{b,l} w[b, l])
@@ -212,6 +237,8 @@ def layer_loss_matrix(student_states: jax.Array, teacher_states: jax.Array,
     teacher_states: ``[T, B, L, d]`` hidden states of the chosen teacher
       layers (:func:`teacher_layers`); no gradient.
     token_weight: ``[B, L]`` token weights (:func:`token_weights`).
+    total_weight: the denominator's token count in place of ``sum w`` (a
+      micro-batch's whole batch's :attr:`BatchTotals.tokens`).
 
   Returns:
     ``M``, float32 ``[T, S]``.
@@ -229,7 +256,7 @@ def layer_loss_matrix(student_states: jax.Array, teacher_states: jax.Array,
   s = jnp.asarray(student_states, jnp.float32)
   t = jax.lax.stop_gradient(jnp.asarray(teacher_states, jnp.float32))
   w = jnp.asarray(token_weight, jnp.float32)
-  denom = jnp.maximum(jnp.sum(w), 1.0) * s.shape[-1]
+  denom = jnp.maximum(jnp.sum(w) if total_weight is None else total_weight, 1.0) * s.shape[-1]
   # Squared differences taken directly (not expanded as t^2 - 2ts + s^2, which
   # cancels badly when the student is close); one teacher layer at a time, so
   # an unjitted call holds [S, B, L, d] at most, and XLA fuses it under jit.
@@ -299,18 +326,23 @@ def align_layers(loss_matrix: jax.Array, existing: Optional[jax.Array] = None) -
 
 
 def layer_distillation_loss(loss_matrix: jax.Array,
-                            existing: Optional[jax.Array] = None
+                            existing: Optional[jax.Array] = None,
+                            alignment_matrix: Optional[jax.Array] = None
                             ) -> tuple[jax.Array, jax.Array]:
   """``L_layer = sum_i M[i, m(i)]`` with ``m = align_layers(M, existing)``.
 
   The alignment is a fixed (non-differentiated) choice: ``dL/dM`` is 1 at
   ``(i, m(i))`` and 0 elsewhere, so gradients reach only the selected pairs.
+  With ``alignment_matrix`` (a micro-batch's whole batch's ``M``) the
+  alignment is chosen on it instead: the whole batch's choice, not the
+  micro-batch's.
 
   Returns:
     ``(loss, alignment)``: a float32 scalar and int32 ``[T]``.
   """
   loss_matrix = jnp.asarray(loss_matrix)
-  alignment = jax.lax.stop_gradient(align_layers(loss_matrix, existing))
+  chosen_on = loss_matrix if alignment_matrix is None else alignment_matrix
+  alignment = jax.lax.stop_gradient(align_layers(chosen_on, existing))
   loss = jnp.sum(loss_matrix[jnp.arange(loss_matrix.shape[0]), alignment])
   return loss, alignment
 
@@ -379,7 +411,9 @@ def distillation_loss(config: DistillConfig, task_kind: str, student_outputs: di
                       teacher_outputs: dict, student_states: jax.Array,
                       teacher_states: jax.Array, token_weight: jax.Array,
                       example_weight: Optional[jax.Array],
-                      existing: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
+                      existing: Optional[jax.Array] = None,
+                      totals: Optional[BatchTotals] = None,
+                      alignment_matrix: Optional[jax.Array] = None) -> tuple[jax.Array, dict]:
   """CoFi's distillation loss ``layer_weight * L_layer + prediction_weight * L_pred``.
 
   ``L_layer`` is :func:`layer_distillation_loss` of
@@ -400,18 +434,24 @@ def distillation_loss(config: DistillConfig, task_kind: str, student_outputs: di
       (:func:`token_weights`).
     example_weight: ``[B]`` row weights for the prediction loss, or None.
     existing: optional ``[S]`` mask of the student layers that still exist.
+    totals: a micro-batch's whole batch's :class:`BatchTotals`, the
+      denominators of both losses (default: this batch's own).
+    alignment_matrix: the whole batch's ``M`` to align the layers on (default:
+      this batch's own). With both, the loss is this micro-batch's exact share
+      of the whole batch's: the shares of a batch's micro-batches sum to it.
 
   Returns:
-    ``(loss, aux)``, aux with ``"layer_loss"``, ``"prediction_loss"`` and
-    ``"alignment"`` (int32 ``[T]``).
+    ``(loss, aux)``, aux with ``"layer_loss"``, ``"prediction_loss"``,
+    ``"alignment"`` (int32 ``[T]``) and ``"loss_matrix"`` (``M``, ``[T, S]``).
   """
   if teacher_states.shape[0] != config.num_teacher_layers:
     raise FlatjaxInputError(f"teacher_states holds {teacher_states.shape[0]} layers, "
                             f"config.num_teacher_layers is {config.num_teacher_layers}")
-  matrix = layer_loss_matrix(student_states, teacher_states, token_weight)
-  layer_loss, alignment = layer_distillation_loss(matrix, existing)
+  tokens, rows = (None, None) if totals is None else totals
+  matrix = layer_loss_matrix(student_states, teacher_states, token_weight, tokens)
+  layer_loss, alignment = layer_distillation_loss(matrix, existing, alignment_matrix)
   pred_loss = prediction_loss(task_kind, student_outputs, teacher_outputs,
-                              config.temperature, example_weight)
+                              config.temperature, example_weight, rows)
   loss = config.layer_weight * layer_loss + config.prediction_weight * pred_loss
   return loss, {"layer_loss": layer_loss, "prediction_loss": pred_loss,
-                "alignment": alignment}
+                "alignment": alignment, "loss_matrix": matrix}
