@@ -159,16 +159,17 @@ def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
   return folders
 
 
-#: Compressions whose scores round the model's activations (int8's quantization): the last
-#: bits of XLA's float code, which differ between CPU instruction sets, can change them.
+#: Prefixes of the compressions whose scores round to int8 (every int8 scheme, PyTorch's
+#: int8-torch too): the last bits of the float code around the rounding, which differ
+#: between CPU instruction sets, can change them.
 ROUNDED = ("int8",)
 
 
 def check(rows: list[dict], committed: list[dict]) -> tuple[list[str], list[str]]:
   """``(problems, notes)``: differences between fresh rows and the committed ones with the
   same key (a committed row without predictions is compared by score only). An int8 row
-  that differs from one made on another machine (or an unrecorded one) is a note, not a
-  problem: int8 is reproducible on the same CPU instruction set only."""
+  (any scheme) that differs from one made on another machine (or an unrecorded one) is a
+  note, not a problem: int8 is reproducible on the same CPU instruction set only."""
   known = {collect.row_key(r): r for r in committed}
   problems, notes = [], []
   for row in rows:
@@ -184,7 +185,7 @@ def check(rows: list[dict], committed: list[dict]) -> tuple[list[str], list[str]
     else:
       continue
     elsewhere = old.get("machine") is None or old.get("machine") != row.get("machine")
-    if row["compression"] in ROUNDED and elsewhere:
+    if row["compression"].startswith(ROUNDED) and elsewhere:
       notes.append(f"{found} (committed from {old.get('machine') or 'an unrecorded machine'}, "
                    f"this is {row.get('machine') or 'unrecorded'})")
     else:

@@ -138,6 +138,11 @@ def test_merge_replaces_a_task_and_seed_and_check_names_differences():
   assert problems == [] and "score 3.0000, committed 2.5000" in notes[0]
   assert "an unrecorded machine" in notes[0]
   assert runner.check([int8], [{**int8, "score": 2.5}])[0]          # the same machine
+  for scheme in ("int8-per-channel", "int8-torch"):                  # every int8 scheme
+    other = {**int8, "compression": scheme}
+    assert runner.check([other], [{**other, "score": 2.5, "machine": "cpu: B"}])[0] == []
+  fp32 = {**int8, "compression": "none"}                             # float32 must be equal
+  assert runner.check([fp32], [{**fp32, "score": 2.5, "machine": "cpu: B"}])[0]
 
 
 def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
