@@ -89,8 +89,9 @@ def quantize_rows(ids: dict, quantized: dict, dense: bool = False) -> list[dict]
 
 
 def torch_rows(ids: dict, path: Path, metric: str) -> list[dict]:
-  """PyTorch's ``quantize_dynamic`` score from ``int8_vs_torch.py``'s ``torch.json``, where
-  it has the metric (it scores accuracy only) and the file is there."""
+  """PyTorch's ``quantize_dynamic`` score (and dev predictions, where recorded) from
+  ``int8_vs_torch.py``'s ``torch.json``, where it has the metric (it scores accuracy only)
+  and the file is there."""
   if not path.is_file():
     return []
   found = json.loads(path.read_text())
@@ -98,4 +99,5 @@ def torch_rows(ids: dict, path: Path, metric: str) -> list[dict]:
   if f"torch_int8_{name}" not in found:
     return []
   return [{**ids, "compression": "int8-torch", "sparsity": None, "metric": metric,
-           "score": found[f"torch_int8_{name}"], "base": found[f"torch_float_{name}"]}]
+           "score": found[f"torch_int8_{name}"], "base": found[f"torch_float_{name}"],
+           "predictions": found.get("torch_int8_predictions")}]

@@ -1,25 +1,33 @@
 """flatjax's int8 model against PyTorch's ``quantize_dynamic`` on a run's real dev set.
 
-``python experiments/int8_vs_torch.py RUN [--batch-size 32] [--max-length N]``
+``python -m experiments.int8_vs_torch RUN [--batch-size 32] [--max-length N] [--output DIR]``
+(a config step ``[int8-vs-torch, RUN, ...]``)
 
 Loads the run's model (``RUN/best``) into flatjax and into transformers' PyTorch
 BERT, quantizes both with PyTorch's recipe (flatjax: ``int8.CONFIGS["dynamic"]``;
 PyTorch: ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear},
 dtype=torch.qint8)``), feeds both the same padded dev batches (flatjax's
-batcher, as ``flatjax quantize`` uses it) and prints JSON: how many predicted
-labels agree, how far the logits are apart, and each side's accuracy. Needs
-torch (the test extras), hence an experiment script, not part of the library.
+batcher, as ``flatjax quantize`` uses it) and prints JSON (written to
+``DIR/torch.json`` with ``--output``): how many predicted labels agree, how far the
+logits are apart, each side's accuracy, and PyTorch's predicted labels in dev order.
+Needs torch (the test extras), hence an experiment script, not part of the library.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
-import torch
-import transformers
+
+try:
+  import torch
+  import transformers
+except ImportError:
+  sys.exit("int8_vs_torch needs PyTorch: bash scripts/setup.sh test installs it")
 
 from flatjax.data import pipeline
 from flatjax.models import pretrained
@@ -27,12 +35,13 @@ from flatjax.quant import model as quant_model
 from flatjax.train import losses, runs
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("run")
   p.add_argument("--batch-size", type=int, default=32)
   p.add_argument("--max-length", type=int, default=None)
-  args = p.parse_args()
+  p.add_argument("--output", type=Path, help="write DIR/torch.json too")
+  args = p.parse_args(argv)
   run = runs.resolve_finetuned(args.run)
   settings = run.settings
   max_length = args.max_length or settings["max_length"]
@@ -47,9 +56,10 @@ def main() -> None:
       str(run.model_dir)).eval()
   torch_int8 = torch.ao.quantization.quantize_dynamic(torch_model, {torch.nn.Linear},
                                                       dtype=torch.qint8)
-  ours, theirs, theirs_float, labels = [], [], [], []
+  ours, theirs, theirs_float, labels, order = [], [], [], [], []
   for batch in split.batcher.epoch(0):
     real = batch["example_index"] >= 0
+    order.append(np.asarray(batch["example_index"])[real])
     inputs = {k: batch[k] for k in losses.MODEL_INPUTS}
     ours.append(np.asarray(jax.device_get(step(qparams, None, inputs))["logits"])[real])
     pt = {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in inputs.items()}
@@ -57,10 +67,12 @@ def main() -> None:
       theirs.append(torch_int8(**pt).logits.numpy()[real])
       theirs_float.append(torch_model(**pt).logits.numpy()[real])
     labels.append(np.asarray(batch["labels"])[real])
-  ours, theirs, theirs_float, labels = map(np.concatenate, (ours, theirs, theirs_float, labels))
+  by_index = np.argsort(np.concatenate(order), kind="stable")  # dev order
+  ours, theirs, theirs_float, labels = (np.concatenate(a)[by_index]
+                                        for a in (ours, theirs, theirs_float, labels))
   diff = np.abs(ours - theirs)
   margin = np.abs(theirs_float[:, 1] - theirs_float[:, 0]) if theirs.shape[1] == 2 else None
-  print(json.dumps({
+  found = {
       "run": args.run, "task": run.task.name, "examples": int(len(labels)),
       "batch_size": args.batch_size, "max_length": max_length, "torch": torch.__version__,
       "quantized_engine": torch.backends.quantized.engine,
@@ -71,7 +83,15 @@ def main() -> None:
       "flatjax_int8_accuracy": 100 * float(np.mean(ours.argmax(-1) == labels)),
       "torch_int8_accuracy": 100 * float(np.mean(theirs.argmax(-1) == labels)),
       "torch_float_accuracy": 100 * float(np.mean(theirs_float.argmax(-1) == labels)),
-  }, indent=2))
+      "torch_int8_predictions": pipeline.digits(theirs.argmax(-1)),
+      "torch_float_predictions": pipeline.digits(theirs_float.argmax(-1)),
+  }
+  text = json.dumps(found, indent=2)
+  print(text)
+  if args.output:
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "torch.json").write_text(text + "\n")
+  return found
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """``python -m experiments.run ITEM``: one paper item's runs, tasks x seeds, and its results.
 
 ``ITEM`` names ``experiments/configs/ITEM.yaml``: the item's tasks, seeds and steps (each a
-``flatjax`` command line with ``{task}``, ``{seed}``, ``{data}`` and ``{run}`` filled in).
+``flatjax`` command line, or one of the experiment scripts in :data:`SCRIPTS`, with
+``{task}``, ``{seed}``, ``{data}`` and ``{run}`` filled in).
 Every task and seed runs into ``runs/ITEM/TASK-seedSEED`` (``--runs``); a step whose folder
 holds a run is continued with ``--resume``, so an interrupted campaign picks up where it
 stopped and a finished one redoes nothing. The finished runs become rows
@@ -44,7 +45,10 @@ STARTED = {"compare": "compare.json", "train": "config.json", "imp": "imp.json",
 #: oneshot measure again).
 FINISHED = {"compare": "results.json", "imp": "ticket.json", "train": "results.json",
             "cofi": "results.json", "quantize": "quantize.json", "sharpness": "sharpness.json",
-            "oneshot": "oneshot.md", "tickets": "tickets.md"}
+            "oneshot": "oneshot.md", "tickets": "tickets.md", "int8-vs-torch": "torch.json"}
+#: Steps that are experiment scripts, not flatjax commands (they need the test extras), by
+#: the name a config's step starts with: the module ``python -m`` runs.
+SCRIPTS = {"int8-vs-torch": "experiments.int8_vs_torch"}
 
 
 #: What every item's config says; one the runner runs also has ``steps`` and ``collect``.
@@ -148,11 +152,12 @@ def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
       run = runs / f"{task}-seed{seed}"
       for step in config["steps"]:
         argv = step_argv(step, task, seed, data, run)
-        print(f"== {config['item']} {task} seed {seed}: flatjax {' '.join(argv)}", flush=True)
+        command = ([SCRIPTS[argv[0]], *argv[1:]] if argv[0] in SCRIPTS else ["flatjax", *argv])
+        print(f"== {config['item']} {task} seed {seed}: {' '.join(command)}", flush=True)
         if finished(argv):
           print("finished earlier", flush=True)
           continue
-        done = subprocess.run([sys.executable, "-m", "flatjax", *argv], cwd=ROOT)
+        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT)
         if done.returncode != 0:
           raise SystemExit(done.returncode)
       folders.append(run)

@@ -76,7 +76,8 @@ def _quantize(folder, task, float32, int8, predictions=LABELS, optimizer="adam",
 
 
 def _hand_made_int8(folder):
-  """sst2 seed 1: Adam 80 -> int8 79 (per channel 80.5, PyTorch 78.5 from 80.25); SAM
+  """sst2 seed 1: Adam 80 -> int8 79 (per channel 80.5, PyTorch 78.5 from 80.25, with its
+  predictions); SAM
   (rho 0.02) 79 -> 78.75, no torch.json; SAM's quantize run resumed under another revision."""
   _train(folder / "adam", "sst2", 1, "adam")
   _quantize(folder / "adam" / "int8", "sst2", 80.0,
@@ -84,7 +85,7 @@ def _hand_made_int8(folder):
   _write(folder / "adam" / "int8" / "torch.json", {
       "run": str(folder / "adam"), "task": "sst2", "examples": len(LABELS),
       "label_agreement": 0.875, "flatjax_int8_accuracy": 79.0, "torch_int8_accuracy": 78.5,
-      "torch_float_accuracy": 80.25})
+      "torch_float_accuracy": 80.25, "torch_int8_predictions": "01000111"})
   _train(folder / "sam", "sst2", 1, "sam", {"rho": 0.02}, revision="bbbbbbb222")
   _quantize(folder / "sam" / "int8", "sst2", 79.0,
             {"dynamic": (78.75, "11100110"), "dynamic-per-channel": (79.0, "01100110")},
@@ -108,7 +109,7 @@ def test_int8_rows_from_a_hand_made_run(tmp_path):
   assert (by[("adam", "int8-per-channel")]["score"], by[("adam", "int8-per-channel")]["base"]) \
       == (80.5, 80.0)
   torch = by[("adam", "int8-torch")]
-  assert (torch["score"], torch["base"]) == (78.5, 80.25) and "predictions" not in torch
+  assert (torch["score"], torch["base"], torch["predictions"]) == (78.5, 80.25, "01000111")
   assert ("sam", "int8-torch") not in by
   assert {r["rho"] for r in rows if r["optimizer"] == "sam"} == {0.02}
   assert by[("sam", "int8")]["base"] == 79.0 and by[("sam", "none")]["predictions"] == "01100100"

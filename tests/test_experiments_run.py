@@ -172,3 +172,33 @@ def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
   rows[0]["score"] += 1
   _write(tmp_path / "results" / "tiny" / "results.jsonl", rows)
   assert runner.main(argv + ["--check"]) == 1
+
+
+def test_an_item_with_the_int8_vs_torch_script_step(tmp_path, tiny_model_dir):
+  """A config step naming an experiment script (int8-vs-torch) runs it into the run folder
+  and is skipped once finished; PyTorch's float32 model of the same weights scores what
+  flatjax's float32 did (two implementations), and its int8 row holds its predictions."""
+  write_sst2(tmp_path / "data" / "glue" / "SST-2", n_train=16, n_dev=8)
+  config = tmp_path / "tiny_int8.yaml"
+  config.write_text(json.dumps({
+      "title": "tiny", "claim": "none", "collect": "int8", "tasks": ["sst2"], "seeds": [0],
+      "scale": "a tiny BERT", "steps": [
+          ["train", "--task", "{task}", "--data", "{data}", "--seed", "{seed}", "--model",
+           str(tiny_model_dir), "--epochs", "1", "--batch-size", "8", "--max-length", "32",
+           "--no-progress", "--output", "{run}/adam"],
+          ["quantize", "{run}/adam", "--scheme", "dynamic", "--batch-size", "8",
+           "--no-save", "--output", "{run}/adam/int8"],
+          ["int8-vs-torch", "{run}/adam", "--batch-size", "8", "--output", "{run}/adam/int8"]]}))
+  argv = [str(config), "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
+          "--results", str(tmp_path / "results")]
+  assert runner.main(argv + ["--record"]) == 0
+  found = json.loads((tmp_path / "runs" / "sst2-seed0" / "adam" / "int8" / "torch.json")
+                     .read_text())
+  rows = {r["compression"]: r
+          for r in collect.read_rows(tmp_path / "results" / "tiny_int8" / "results.jsonl")}
+  assert set(rows) == {"none", "int8", "int8-torch"}
+  assert found["torch_float_accuracy"] == pytest.approx(rows["none"]["score"])
+  assert found["torch_float_predictions"] == rows["none"]["predictions"]
+  assert rows["int8-torch"]["predictions"] == found["torch_int8_predictions"]
+  assert len(found["torch_int8_predictions"]) == 8
+  assert runner.main(argv + ["--check"]) == 0          # every step finished: nothing redone
