@@ -14,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from paper import claims
+from paper import claims, costs
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "experiments" / "configs"
+SAM_OVERHEAD = ROOT / "benchmarks" / "results" / "sam_overhead_cpu.jsonl"
 
 INTRO = [
     "# Train flat, then compress: the paper's claims, measured",
@@ -78,8 +79,26 @@ def items_section(results: Path) -> list[str]:
                   "command that makes them (`python -m experiments.run ITEM`) and its plot.", ""]
 
 
-def build(results: Path) -> str:
-  return "\n".join(INTRO + claims_section(results) + items_section(results))
+def costs_section(results: Path, benchmark_file: Path) -> list[str]:
+  benchmark = costs.last_benchmark(benchmark_file)
+  rows = claims.read_rows(results, costs.ITEM)
+  found = (costs.table(rows, benchmark, config(costs.ITEM).get("claims", []))
+           if benchmark and rows else [])
+  if not found:
+    return []
+  where = f"{benchmark_file.parent.parent.name}/{benchmark_file.parent.name}/{benchmark_file.name}"
+  return (["## What each SAM variant costs and buys", "",
+           f"Step cost: `benchmarks/sam_overhead.py`, MiniLM at batch 32 × 128 on "
+           f"{benchmark.get('cpu_cores', '?')} CPU cores ({benchmark.get('time', '?')[:10]}, "
+           f"the last row of `{where}`; late-phase SAM over a run, 80% Adam steps). "
+           f"Drops (points, positive = lost, means over seeds) and intervals: the "
+           f"[{costs.ITEM}]({costs.ITEM}/README.md) item's, one-shot at the task's reference "
+           f"sparsity.", ""] + found + [""])
+
+
+def build(results: Path, benchmark_file: Path = SAM_OVERHEAD) -> str:
+  return "\n".join(INTRO + claims_section(results) + costs_section(results, benchmark_file)
+                   + items_section(results))
 
 
 def main(argv: list[str] | None = None) -> int:
