@@ -1,4 +1,4 @@
-"""``flatjax train | eval | imp | compare | tickets | oneshot | cofi | sharpness | quantize | report``:
+"""``flatjax train | eval | imp | compare | tickets | oneshot | cofi | sharpness | quantize | export``:
 the command line.
 
 Each command's settings are the fields of its typed configuration (the
@@ -239,6 +239,11 @@ def _quantize(values: dict) -> None:
   print(json.dumps(summary, indent=2))
 
 
+def _export(values: dict) -> None:
+  from flatjax.recipes import export as runner
+  print(json.dumps(runner.run_export(runner.ExportConfig(**values)), indent=2))
+
+
 def _eval(values: dict) -> None:
   from flatjax.data.config import DataConfig
   from flatjax.data.tasks import get_task
@@ -317,7 +322,7 @@ def _model_commands() -> dict[str, Command]:
   """The commands that read trained models (and CoFi, which distils one)."""
   from flatjax.data.config import DataConfig
   from flatjax.models.config import ModelConfig
-  from flatjax.recipes import cofi, oneshot, quantize, sharpness
+  from flatjax.recipes import cofi, export, oneshot, quantize, sharpness
   none = frozenset()
   return {
       "oneshot": Command(
@@ -343,6 +348,11 @@ def _model_commands() -> dict[str, Command]:
           ((None, quantize.QuantizeConfig, frozenset({"run"})),),
           positional=(("run", "a flatjax train run folder (its best/ model) or a model "
                        "folder"),), renamed={"--scheme": "schemes"}),
+      "export": Command(
+          "export a fine-tuned, pruned, int8 or CoFi model as an ONNX file that runs without "
+          "JAX (onnxruntime)", _export, ((None, export.ExportConfig, frozenset({"run"})),),
+          positional=(("run", "a flatjax train run folder (its best/ model), a CoFi run "
+                       "folder, an int8 model folder or a model folder"),)),
       "eval": Command(
           "evaluate a model folder (e.g. RUN/best, or an int8 folder from flatjax quantize) "
           "on a task", _eval,

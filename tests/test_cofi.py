@@ -175,6 +175,15 @@ def test_run_exports_the_gated_student(cofi_run, tiny_model_dir):
   assert results["predictions"]["teacher"][split] == saved
 
 
+def test_the_cofi_run_exports_its_pruned_model_as_onnx(cofi_run):
+  pytest.importorskip("onnxruntime")
+  tmp, run, _ = cofi_run
+  out = tmp / "cofi-onnx"
+  assert cli_main(["export", str(run), "--output", str(out), "--no-progress"]) == 0
+  found = json.loads((out / "export.json").read_text())
+  assert found["model"].endswith("pruned") and found["check"]["max_abs_diff"]["logits"] <= 1e-4
+
+
 def test_stopped_run_resumes_to_the_same_result(cofi_run, tmp_path):
   tmp, run, results = cofi_run
   out = tmp_path / "run"
