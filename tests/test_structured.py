@@ -187,6 +187,39 @@ def test_standard_config_json_has_no_structure_fields():
   assert BertConfig.from_dict(d) == CONFIG
 
 
+def test_a_uniform_export_is_a_standard_bert_that_transformers_loads(tmp_path):
+  """Every layer keeps every head and 30 of 40 FFN neurons (soft gates folded in), the
+  hidden size whole: the export's config is a standard BERT's with intermediate_size 30,
+  and transformers' PyTorch BertForSequenceClassification loads the folder and gives the
+  gated model's logits within 1e-5. Any other structure keeps its per-layer fields."""
+  torch = pytest.importorskip("torch")
+  import transformers
+  task = get_task("mrpc")
+  module = build_module(CONFIG, task)
+  params = _random_params(module, seed=4)
+  rng = np.random.default_rng(4)
+  gates = {"head": rng.uniform(0.3, 1.0, (3, 4)).astype(np.float32),
+           "intermediate": np.ones((3, 40), np.float32)}
+  for i in range(3):
+    gates["intermediate"][i, rng.permutation(40)[:10]] = 0
+  small_config, small_params = prune_model(CONFIG, params, gates)
+  assert not small_config.is_structurally_pruned and small_config.intermediate_size == 30
+  save_pretrained(tmp_path / "small", small_params, small_config, task)
+  reference = transformers.BertForSequenceClassification.from_pretrained(
+      str(tmp_path / "small")).eval()
+  inputs = _batch(5)
+  want = _apply(module, params, inputs, gates={k: jnp.asarray(v) for k, v in gates.items()})
+  with torch.no_grad():
+    got = reference(*(torch.from_numpy(np.asarray(x, np.int64)) for x in inputs)).logits
+  np.testing.assert_allclose(got.numpy(), np.asarray(want["logits"]), atol=1e-5)
+  uneven = dict(gates, intermediate=gates["intermediate"].copy())
+  uneven["intermediate"][0, :] = 1
+  assert prune_model(CONFIG, params, uneven)[0].layer_intermediate_sizes == (40, 30, 30)
+  one_head = dict(gates, head=gates["head"].copy())
+  one_head["head"][2, 0] = 0
+  assert prune_model(CONFIG, params, one_head)[0].layer_num_heads == (4, 4, 3)
+
+
 def test_bad_gates_are_refused():
   module = build_module(CONFIG, None)
   params = _random_params(module)

@@ -28,7 +28,8 @@ dense BERT whose outputs equal the gated model's. The run folder::
   checkpoints/     orbax checkpoints: a stopped run continues with resume
   gates.safetensors  the gates' log-alphas and deterministic values at the end
   structure.json   what the deterministic gates keep, layer by layer
-  pruned/          the exported model (Hugging Face layout, flatjax config fields)
+  pruned/          the exported model (Hugging Face layout; flatjax config fields where
+                   layers differ, else a standard BERT that transformers loads)
   results.json     teacher and pruned dev metrics and predictions, sparsity, parameter counts,
                    inference speed
 
@@ -739,4 +740,7 @@ def _finish(out: Path, config: CofiConfig, m: _Models, teacher_eval, state, meta
            f"{results['encoder_params']['teacher']} weights): {main} "
            f"{pruned_scores[main]:.2f} (teacher {meta['teacher'][main]:.2f}); inference "
            f"{results['speedup']:.2f}x the teacher's examples/s")
+  if pruned.config.is_structurally_pruned:
+    say(f"{out / 'pruned'} has per-layer widths that transformers' BERT cannot load; "
+        f"`flatjax export {out} --format onnx` makes a model that runs outside flatjax")
   return results

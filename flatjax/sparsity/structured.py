@@ -67,17 +67,39 @@ def remaining_units(config: BertConfig, gates: dict) -> dict[str, Any]:
 
 
 def pruned_config(config: BertConfig, gates: dict) -> BertConfig:
-  """The config of :func:`prune_model`'s result: what ``gates`` keep of ``config``."""
+  """The config of :func:`prune_model`'s result: what ``gates`` keep of ``config``
+  (:func:`as_standard` where that is a standard BERT's)."""
   units = remaining_units(config, gates)
   layers = units["layers"]
-  return dataclasses.replace(
+  return as_standard(dataclasses.replace(
       config, hidden_size=len(units["hidden"]), attention_head_size=config.head_dim,
       layer_num_heads=tuple(len(layer["heads"]) for layer in layers),
       layer_intermediate_sizes=tuple(len(layer["neurons"]) for layer in layers),
       pruned_attention_layers=tuple(i for i, layer in enumerate(layers)
                                     if not layer["attention"]),
       pruned_ffn_layers=tuple(i for i, layer in enumerate(layers) if not layer["ffn"]),
-      pooler_size=config.hidden_size)
+      pooler_size=config.hidden_size))
+
+
+def as_standard(config: BertConfig) -> BertConfig:
+  """A pruned config written as a standard BERT's where it is one: every layer keeps
+  every head and one FFN width (> 0), no block is removed, the hidden size is whole
+  (so the head size is ``hidden / heads`` and the pooler as wide). Such a model loads
+  in transformers' ``BertFor...`` classes; any other structure is returned as it is."""
+  if not config.is_structurally_pruned:
+    return config
+  heads = set(config.layer_num_heads or (config.num_attention_heads,))
+  widths = set(config.layer_intermediate_sizes or (config.intermediate_size,))
+  standard = (heads == {config.num_attention_heads} and len(widths) == 1 and min(widths) > 0
+              and not config.pruned_attention_layers and not config.pruned_ffn_layers
+              and config.head_dim * config.num_attention_heads == config.hidden_size
+              and config.pooler_width == config.hidden_size)
+  if not standard:
+    return config
+  return dataclasses.replace(config, intermediate_size=widths.pop(), attention_head_size=None,
+                             layer_num_heads=None, layer_intermediate_sizes=None,
+                             pruned_attention_layers=(), pruned_ffn_layers=(),
+                             pooler_size=None)
 
 
 def _arr(x) -> np.ndarray:
