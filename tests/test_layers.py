@@ -24,7 +24,7 @@ LAYERS = [
     ("optim",),
     ("sparsity",),
     ("quant", "sharpness"),
-    ("parallel",),
+    ("parallel", "export"),
     ("train",),
     ("recipes",),
     ("cli",),
