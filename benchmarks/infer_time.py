@@ -48,6 +48,9 @@ def parse_args(argv=None):
   p.add_argument("--threads", type=int, default=None,
                  help="PyTorch's and onnxruntime's intra-op threads (default: every core)")
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax",
+                 help="'flatjax' (default): glibc malloc set up as flatjax's CLI does "
+                      "(flatjax.runtime.tune_malloc); 'default': glibc's defaults")
   p.add_argument("--output", default=None, help="append a JSON line with the results here")
   args = p.parse_args(argv)
   unknown = set(args.runtimes.split(",")) - set(RUNTIMES)
@@ -121,6 +124,9 @@ def _onnx_runners(pt, task, names, threads):
 
 def main(argv=None):
   args = parse_args(argv)
+  if args.malloc == "flatjax":
+    from flatjax.runtime import tune_malloc
+    tune_malloc()
   import jax
   import numpy as np
 
@@ -175,7 +181,7 @@ def main(argv=None):
   if args.output:
     record = {"benchmark": "infer_time", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "command": "python " + " ".join(sys.argv), "model": args.model,
-              "repeats": args.repeats, "threads": args.threads, "versions": versions,
+              "repeats": args.repeats, "threads": args.threads, "malloc": args.malloc, "versions": versions,
               "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
               "git": provenance.git_state(), "results": results,
               "load_average_1m": load}

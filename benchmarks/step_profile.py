@@ -30,6 +30,9 @@ def parse_args(argv=None):
   p.add_argument("--top", type=int, default=15, help="slowest ops to list")
   p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax")
   p.add_argument("--no-dropout", action="store_true")
+  p.add_argument("--step", choices=("train", "eval", "eval-int8"), default="train",
+                 help="the train step (default), the eval forward (dropout off), or the "
+                      "int8 eval forward (PyTorch's dynamic recipe)")
   return p.parse_args(argv)
 
 
@@ -39,6 +42,37 @@ def _kind(name: str, scope: str) -> str:
   if "Dropout" in scope:
     return "dropout mask"
   return "other"
+
+
+def _make_step(args, pt, task):
+  """(state, step) with ``step(state, batch) -> (state, outputs)``."""
+  import jax
+  from flatjax.optim import OptimizerConfig, make_optimizer
+  from flatjax.quant import model as quant_model
+  from flatjax.train import losses, state as train_state, steps
+
+  if args.step == "train":
+    tx = make_optimizer(OptimizerConfig("adamw", 2e-5, weight_decay=0.01), 100)
+    return train_state.create(pt.params, tx, 0), steps.jit_train_step(steps.make_train_step(
+        losses.make_loss_fn(pt.module, task, deterministic=args.no_dropout), tx))
+  if args.step == "eval":
+    params, forward = pt.params, steps.make_eval_step(pt.module)
+  else:
+    params = quant_model.quantize_params(pt.params, "dynamic")
+    forward = quant_model.make_quantized_eval_step(pt.module, "dynamic")
+  return params, _Forward(jax.jit(lambda p, batch: forward(p, None, batch)))
+
+
+class _Forward:
+  """A jitted forward called as a step: the params come back as they went in
+  (returning them from the jit would time a copy of them)."""
+
+  def __init__(self, jitted):
+    self.lower = jitted.lower
+    self._jitted = jitted
+
+  def __call__(self, params, batch):
+    return params, self._jitted(params, batch)
 
 
 def main(argv=None):
@@ -52,30 +86,25 @@ def main(argv=None):
   from step_time import make_batch
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
-  from flatjax.optim import OptimizerConfig, make_optimizer
-  from flatjax.train import losses, state as train_state, steps
 
   task = get_task("sst2")
   pt = from_pretrained("minilm", task)
   batch = make_batch(np.random.RandomState(0), 32, 128, pt.config.vocab_size)
   jb = {k: jax.device_put(v.astype(np.int32)) for k, v in batch.items()}
   jb["example_weight"] = jax.device_put(np.ones(32, np.float32))
-  tx = make_optimizer(OptimizerConfig("adamw", 2e-5, weight_decay=0.01), 100)
-  state = train_state.create(pt.params, tx, 0)
-  step = steps.jit_train_step(steps.make_train_step(
-      losses.make_loss_fn(pt.module, task, deterministic=args.no_dropout), tx))
+  state, step = _make_step(args, pt, task)
   hlo = step.lower(state, jb).compile().as_text()
   scopes = {m.group(1): m.group(2) for m in re.finditer(
       r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo)}
   for _ in range(2):
-    state, _ = step(state, jb)
-  jax.block_until_ready(state)
+    state, out = step(state, jb)
+  jax.block_until_ready((state, out))
 
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
       for _ in range(args.steps):
-        state, _ = step(state, jb)
-        jax.block_until_ready(state)
+        state, out = step(state, jb)
+        jax.block_until_ready((state, out))
     data = jax.profiler.ProfileData.from_file(
         glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)[0])
 
