@@ -10,6 +10,9 @@ examples per second of the jitted deterministic forward pass
 (random ids, padded rows, sentence-pair token types; default 32 x 128), and
 the speed-up over the teacher.
 
+``--runtime onnx`` times each model's ONNX export (:func:`flatjax.export.to_onnx`,
+what ``flatjax export`` writes) in onnxruntime instead, the same check first.
+
 It measures speed only, not accuracy: the pruned models below are built from
 gate settings chosen by a fixed rule, not learned, and which weights are kept
 does not matter for speed (only how many, and in which shapes). The kept units
@@ -101,6 +104,11 @@ def parse_args(argv=None):
   p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax",
                  help="'flatjax' (default): glibc malloc set up as flatjax's CLI does "
                       "(flatjax.runtime.tune_malloc); 'default': glibc's defaults")
+  p.add_argument("--runtime", choices=("flatjax", "onnx"), default="flatjax",
+                 help="'flatjax' (default): the jitted eval step; 'onnx': each model "
+                      "exported by flatjax.export.to_onnx, run in onnxruntime (CPU)")
+  p.add_argument("--threads", type=int, default=None,
+                 help="onnxruntime's intra-op threads (default: every core)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--output", default=None, help="append a JSON line with the results here")
   return p.parse_args(argv)
@@ -220,6 +228,31 @@ def _fmt(sizes) -> str:
   return "[" + " ".join("-" if s is None else str(s) for s in sizes) + "]"
 
 
+def _ort_version() -> str:
+  import onnxruntime
+  return onnxruntime.__version__
+
+
+def _runner(args, m, task, jbatch, batch):
+  """A function running model ``m`` on the benchmark batch, returning its logits
+  as numpy: the jitted eval step, or the model's ONNX export in onnxruntime."""
+  import jax
+  import numpy as np
+  from flatjax.train import steps
+  if args.runtime == "flatjax":
+    params, step = jax.device_put(m["params"]), jax.jit(steps.make_eval_step(m["module"]))
+    return lambda: np.asarray(jax.block_until_ready(step(params, None, jbatch))["logits"])
+  import onnxruntime as ort
+  from flatjax.export import to_onnx
+  options = ort.SessionOptions()
+  if args.threads:
+    options.intra_op_num_threads = args.threads
+  session = ort.InferenceSession(to_onnx(m["params"], m["config"], task).SerializeToString(),
+                                 options, providers=["CPUExecutionProvider"])
+  feeds = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}
+  return lambda: session.run(["logits"], feeds)[0]
+
+
 # ---- main ------------------------------------------------------------------
 
 def main(argv=None):
@@ -235,7 +268,7 @@ def main(argv=None):
   from flatjax.data.tasks import get_task
   from flatjax.models import build_module, from_pretrained
   from flatjax.sparsity.structured import encoder_params, prune_model
-  from flatjax.train import steps
+  from flatjax import provenance
   from flatjax.models.bert import MODEL_INPUTS
 
   task = get_task("sst2")
@@ -278,11 +311,11 @@ def main(argv=None):
     if m["target"] is not None and abs(m["sparsity"] - m["target"]) > SPARSITY_TOLERANCE:
       raise SystemExit(f"{m['name']}: sparsity {m['sparsity']:.4f} misses its target "
                        f"{m['target']} by more than {SPARSITY_TOLERANCE}")
-    m["params"] = jax.device_put(m["params"])
-    m["step"] = jax.jit(steps.make_eval_step(m["module"]))
+    m["run"] = _runner(args, m, task, jbatch, batch)
 
   cores = len(os.sched_getaffinity(0))
-  print(f"jax {jax.__version__} on {jax.devices()[0]} (backend {jax.default_backend()}); "
+  runtime = args.runtime if args.runtime == "flatjax" else f"onnxruntime {_ort_version()}"
+  print(f"{runtime}; jax {jax.__version__} on {jax.devices()[0]} (backend {jax.default_backend()}); "
         f"{cpu_model()}, {cores} cores; malloc {args.malloc} (tune_malloc applied: {tuned})")
   print(f"batch {args.batch_size} x {args.length}, {int(batch['attention_mask'].sum())} real "
         f"tokens of {batch['attention_mask'].size}; teacher encoder params {full_params:,}")
@@ -300,7 +333,7 @@ def main(argv=None):
 
   for m in models:
     t0 = time.perf_counter()
-    logits = jax.block_until_ready(m["step"](m["params"], None, jbatch)["logits"])
+    logits = m["run"]()
     m["compile_s"] = time.perf_counter() - t0
     m["max_abs_logit_diff"] = None
     if m["gates"] is not None:
@@ -321,7 +354,7 @@ def main(argv=None):
   # ---- timing -----------------------------------------------------------------
   def call(m):
     t0 = time.perf_counter()
-    jax.block_until_ready(m["step"](m["params"], None, jbatch))
+    m["run"]()
     return time.perf_counter() - t0
 
   n = len(models)
@@ -362,6 +395,9 @@ def main(argv=None):
   if args.output:
     record = {
         "benchmark": "cofi_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "command": "python " + " ".join(sys.argv), "runtime": args.runtime,
+        "onnxruntime_version": _ort_version() if args.runtime == "onnx" else None,
+        "threads": args.threads, "git": provenance.git_state(),
         "model": args.model, "task": task.name, "batch_size": args.batch_size,
         "length": args.length, "repeats": args.repeats, "warmup": args.warmup,
         "sparsities": args.sparsity, "structure": args.structure, "models": args.models,
