@@ -28,6 +28,8 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--steps", type=int, default=3, help="traced steps (after 2 untraced)")
   p.add_argument("--top", type=int, default=15, help="slowest ops to list")
+  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--length", type=int, default=128, help="sequence length (padded)")
   p.add_argument("--malloc", choices=("flatjax", "default"), default="flatjax")
   p.add_argument("--no-dropout", action="store_true")
   p.add_argument("--step", choices=("train", "eval", "eval-int8"), default="train",
@@ -89,9 +91,10 @@ def main(argv=None):
 
   task = get_task("sst2")
   pt = from_pretrained("minilm", task)
-  batch = make_batch(np.random.RandomState(0), 32, 128, pt.config.vocab_size)
+  batch = make_batch(np.random.RandomState(0), args.batch_size, args.length,
+                     pt.config.vocab_size)
   jb = {k: jax.device_put(v.astype(np.int32)) for k, v in batch.items()}
-  jb["example_weight"] = jax.device_put(np.ones(32, np.float32))
+  jb["example_weight"] = jax.device_put(np.ones(args.batch_size, np.float32))
   state, step = _make_step(args, pt, task)
   hlo = step.lower(state, jb).compile().as_text()
   scopes = {m.group(1): m.group(2) for m in re.finditer(
@@ -112,7 +115,8 @@ def main(argv=None):
   for plane in data.planes:
     for line in plane.lines:
       for ev in line.events:
-        if line.name.startswith("tf_XLAPjRtCpuClient") and ev.duration_ns > 1e8:
+        if line.name.startswith("tf_XLAPjRtCpuClient") and ev.name.startswith(
+            "ThunkExecutor::Execute"):
           runs.append((ev.start_ns, ev.start_ns + ev.duration_ns))
         elif line.name.startswith("tf_XLAEigen") and ev.name in scopes:
           ops.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
