@@ -302,26 +302,21 @@ class BertSelfAttention(nn.Module):
     heads = cfg.num_attention_heads if self.heads is None else self.heads
     dim = cfg.head_dim
 
-    # Head-major [B, H, L, D] operands make both attention products plain
-    # batched matmuls; with [B, L, H, D] ones XLA:CPU transposed inside the
-    # products and around the projections. MiniLM at 32 x 128 on a 2-core CPU
-    # (benchmarks/step_profile.py): train step 2.25 -> 1.85 s, forward
-    # 0.61 -> 0.55 s. Same function, float32 rounding differs in the last bits.
     def project(name):
       y = _apply_dense(_dense(cfg, heads * dim, self.dtype, name), x)
-      return y.reshape(batch, length, heads, dim).transpose(0, 2, 1, 3)
+      return y.reshape(batch, length, heads, dim)
 
     q, k, v = project("query"), project("key"), project("value")
-    # Scale q before the product (as PyTorch's SDPA does): one [B,H,L,D] multiply
+    # Scale q before the product (as PyTorch's SDPA does): one [B,L,H,D] multiply
     # instead of one over the [B,H,L,L] scores.
     q = q * jnp.asarray(1.0 / math.sqrt(dim), q.dtype)
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32) + bias
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1)
     probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     if head_gate is not None:
       probs = probs * head_gate[None, :, None, None]
-    context = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(self.dtype), v)
-    return context.transpose(0, 2, 1, 3).reshape(batch, length, heads * dim)
+    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+    return context.reshape(batch, length, heads * dim)
 
 
 class BertSelfOutput(nn.Module):
