@@ -1,10 +1,13 @@
-"""Where flatjax's train step spends its time: a ``jax.profiler`` trace, summed.
+"""Where flatjax's train step (or forward) spends its time: a ``jax.profiler`` trace, summed.
 
 Runs the same step as ``step_time.py`` (MiniLM, batch 32 x 128, AdamW, dropout
-on, flatjax's CLI malloc and XLA settings), traces a few calls, and prints:
+on, flatjax's CLI malloc and XLA settings), or with ``--step eval`` /
+``--step eval-int8`` the float32 or int8 forward, traces a few calls, and prints:
 
-* the step's wall time, and how much of it has at least one XLA op running
-  (the rest is dispatch between ops);
+* the step's time inside XLA's executor under the profiler, and how much of it
+  has at least one XLA op running (the rest is dispatch between ops). Tracing
+  slows the step and varies run to run (up to ~30% on the train step): compare
+  speeds with ``step_time.py`` and ``infer_time.py``, and use this for shares;
 * op time by kind: matmuls (``ynn_fusion``/``dot``), dropout mask generation
   (the fusions under a ``Dropout`` scope), and every other fusion;
 * the slowest single ops.
@@ -123,18 +126,26 @@ def main(argv=None):
   if not runs or not ops:
     raise SystemExit("the trace has no XLA:CPU op events (a backend other than CPU?)")
 
-  wall = sum(b - a for a, b in runs) / len(runs)
+  # Execute events can nest (a while loop's body runs its own executor): count
+  # the time covered by any of them.
+  wall, covered_to = 0, None
+  for a, b in sorted(runs):
+    a = a if covered_to is None else max(a, covered_to)
+    if b > a:
+      wall += b - a
+    covered_to = b if covered_to is None else max(covered_to, b)
+  wall /= args.steps
   edges = sorted([(s, 1) for s, _, _ in ops] + [(e, -1) for _, e, _ in ops])
   busy, depth, last = 0, 0, None
   for t, d in edges:
     if depth and last is not None:
       busy += t - last
     depth, last = depth + d, t
-  busy /= len(runs)
+  busy /= args.steps
   by_kind, by_op = collections.Counter(), collections.Counter()
   for s, e, name in ops:
-    by_kind[_kind(name, scopes[name])] += (e - s) / len(runs)
-    by_op[name] += (e - s) / len(runs)
+    by_kind[_kind(name, scopes[name])] += (e - s) / args.steps
+    by_op[name] += (e - s) / args.steps
 
   ms = 1e-6
   print(f"step (XLA execution) {wall * ms:.0f} ms; at least one op running "
