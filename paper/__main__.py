@@ -57,8 +57,13 @@ def claims_section(results: Path) -> list[str]:
                                   config(item).get("claims", [["adam", "sam"]]))]
   counts = {v: sum(c.verdict == v for c in found)
             for v in ("held", "reversed", "undecided", "no interval")}
-  return (["## Claims", "",
-           ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(found)} claims.", ""]
+  decided = [c for c in found if c.verdict in ("held", "reversed")]
+  chance = sum(c.at_chance for c in decided)
+  summary = ", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(found)} claims."
+  if chance:
+    summary += (f" In {chance} of the {len(decided)} held or reversed, a model scores within "
+                "2 SE of the majority label (the table names it): its drop says little.")
+  return (["## Claims", "", summary, ""]
           + claims.markdown(found) + [""])
 
 

@@ -74,6 +74,8 @@ class Claim(NamedTuple):
   interval: stats.Interval | None
   verdict: str
   note: str
+  #: a model of the claim scores within 2 SE of the majority label (see ``_unlearned``)
+  at_chance: bool = False
 
 
 def read_rows(results: Path, item: str) -> list[dict]:
@@ -172,22 +174,24 @@ def _judged(head, task, kind, ref, cand, seeds, found, dense, metric) -> Claim:
   else:
     interval = stats.score_interval(labels, after(ref), after(cand), metric=metric)
     models = {ref: after(ref), cand: after(cand)}
-  return Claim(*head, interval, stats.verdict(interval), _unlearned(models, labels, metric))
+  near, majority = _unlearned(models, labels, metric)
+  note = (f"{' and '.join(near)} within 2 SE of the majority label ({100 * majority:.1f}%)"
+          if near else "")
+  return Claim(*head, interval, stats.verdict(interval), note, bool(near))
 
 
-def _unlearned(models: dict, labels: list, metric: str) -> str:
-  """A note naming the models whose dev accuracy, mean over seeds, is within two standard
-  errors of always predicting the majority label: their drop says little (a model that
-  learned nothing has nothing to lose). The verdict stays the interval's."""
+def _unlearned(models: dict, labels: list, metric: str) -> tuple[list[str], float]:
+  """The models whose dev accuracy, mean over seeds, is within two standard errors of
+  always predicting the majority label, and that label's accuracy: their drop says little
+  (a model that learned nothing has nothing to lose). The verdict stays the interval's."""
   if metric != "accuracy":
-    return ""
+    return [], 0.0
   y = np.asarray(labels)
   majority = float(np.mean([np.bincount(row).max() / row.size for row in y]))
   margin = 2 * np.sqrt(majority * (1 - majority) / y.shape[1])
   near = [name for name, predicted in models.items()
           if np.mean(stats.accuracy(np.asarray(predicted), y)) / 100 <= majority + margin]
-  return (f"{' and '.join(near)} within 2 SE of the majority label "
-          f"({100 * majority:.1f}%)" if near else "")
+  return near, majority
 
 
 def _labels(found, dense, task, ref, cand, seed) -> str:

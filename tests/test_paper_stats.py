@@ -123,7 +123,7 @@ def test_a_model_at_the_majority_label_is_named_beside_the_interval():
              {**ids, "compression": "int8", "score": 5.0 * right, "base": 5.0 * right,
               "predictions": dense}]
   (claim,) = claims.claims("x", rows)
-  assert claim.note == "sam within 2 SE of the majority label (75.0%)"
+  assert claim.note == "sam within 2 SE of the majority label (75.0%)" and claim.at_chance
   assert claim.verdict == stats.UNDECIDED   # both lose nothing
 
 
@@ -160,3 +160,27 @@ def test_mean_metric_and_values():
   assert stats.mean(np.array([[100.0, 50.0], [0.0, 0.0]]), None).tolist() == [75.0, 0.0]
   assert stats.as_values([66.5, 0.0]).tolist() == [66.5, 0.0]
   assert stats.as_values("012").tolist() == [0, 1, 2]
+
+
+def test_the_summary_counts_decided_claims_with_a_model_at_the_majority_label(tmp_path):
+  import json
+  from paper import __main__ as report
+  from experiments import collect
+  # Adam's model is right on all 20 and its int8 model only on the 15 zeros: it loses 25
+  # points; SAM's predicts the majority label before and after and loses nothing. The
+  # interval of 25 - 0 lies above zero (held), with SAM at the majority label.
+  labels = "0" * 15 + "1" * 5
+  rows = []
+  for optimizer, dense, int8 in (("adam", labels, "0" * 20), ("sam", "0" * 20, "0" * 20)):
+    ids = {"task": "sst2", "seed": 0, "optimizer": optimizer, "metric": "validation/accuracy"}
+    score = lambda p: 5.0 * sum(a == b for a, b in zip(p, labels))  # noqa: E731
+    rows += [{**ids, "compression": "none", "score": score(dense), "labels": labels,
+              "predictions": dense},
+             {**ids, "compression": "int8", "score": score(int8), "base": score(dense),
+              "predictions": int8}]
+  (tmp_path / "compare").mkdir()
+  (tmp_path / "compare" / collect.ROWS_FILE).write_text(
+      "".join(json.dumps(r) + "\n" for r in rows))
+  summary = report.claims_section(tmp_path)[2]
+  assert summary.startswith("1 held, 0 reversed, 0 undecided, 0 no interval of 1 claims.")
+  assert "In 1 of the 1 held or reversed, a model scores within 2 SE" in summary
