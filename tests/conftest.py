@@ -116,6 +116,18 @@ def write_sst2(folder: Path, n_train: int = 40, n_dev: int = 12, seed: int = 0) 
   return folder
 
 
+def fine_tune_tiny(folder: Path, model_dir: Path, n_train: int) -> Path:
+  """Fine-tunes ``model_dir`` for one epoch on ``n_train`` random SST-2 sentences (8 dev,
+  length 32, batch 8, lr 1e-3) into ``folder/run``; returns the data folder ``folder/sst2``."""
+  from flatjax.recipes import finetune
+  data = write_sst2(folder / "sst2", n_train=n_train, n_dev=8)
+  finetune.fit(finetune.TrainConfig.from_dict({
+      "data": {"task": "sst2", "source": str(data), "max_length": 32},
+      "model": {"name": str(model_dir)}, "optimizer": {"learning_rate": 1e-3},
+      "run": {"output": str(folder / "run"), "epochs": 1, "batch_size": 8, "progress": False}}))
+  return data
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jax_compile_cache(tmp_path_factory):
   """Turns on JAX's persistent compilation cache (in a temp folder) for the session.

@@ -16,14 +16,14 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from conftest import write_sst2  # noqa: E402
+from conftest import fine_tune_tiny  # noqa: E402
 from flatjax.cli import main as cli_main  # noqa: E402
 from flatjax.data.tasks import get_task  # noqa: E402
 from flatjax.errors import FlatjaxInputError  # noqa: E402
 from flatjax.export import to_onnx  # noqa: E402
 from flatjax.models import BertConfig, build_module, init_params  # noqa: E402
 from flatjax.quant import model as quant_model  # noqa: E402
-from flatjax.recipes import export, finetune  # noqa: E402
+from flatjax.recipes import export  # noqa: E402
 from flatjax.sparsity import structured  # noqa: E402
 
 CONFIG = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
@@ -133,11 +133,7 @@ def test_int8_graph_predicts_what_flatjax_int8_does(scheme, pruned):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("export")
-  data = write_sst2(tmp / "sst2", n_train=16, n_dev=8)
-  finetune.fit(finetune.TrainConfig.from_dict({
-      "data": {"task": "sst2", "source": str(data), "max_length": 32},
-      "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
-      "run": {"output": str(tmp / "run"), "epochs": 1, "batch_size": 8, "progress": False}}))
+  fine_tune_tiny(tmp, tiny_model_dir, n_train=16)
   return tmp
 
 

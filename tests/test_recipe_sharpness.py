@@ -11,23 +11,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import check_run_json, write_sst2
+from conftest import check_run_json, fine_tune_tiny
 from flatjax.cli import main as cli_main
 from flatjax.data import glue
 from flatjax.data.tasks import get_task
 from flatjax.models.pretrained import from_pretrained, load_tokenizer
-from flatjax.recipes import finetune
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model_dir):
   tmp = tmp_path_factory.mktemp("sharpness")
-  data = write_sst2(tmp / "sst2", n_train=20, n_dev=8)
-  finetune.fit(finetune.TrainConfig.from_dict({
-      "data": {"task": "sst2", "source": str(data), "max_length": 32},
-      "model": {"name": str(tiny_model_dir)}, "optimizer": {"learning_rate": 1e-3},
-      "run": {"output": str(tmp / "run"), "epochs": 1, "batch_size": 8, "progress": False}}))
-  return tmp, data
+  return tmp, fine_tune_tiny(tmp, tiny_model_dir, n_train=20)
 
 
 def _reference_loss(model_dir, data, n):
