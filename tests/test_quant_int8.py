@@ -9,6 +9,8 @@ bounds, integer products), PyTorch's observers (``MinMaxObserver``,
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from conftest import TORCH_INT8_WARNINGS  # noqa: E402
 from flatjax.errors import FlatjaxInputError  # noqa: E402
-from flatjax.quant import int8  # noqa: E402
+from flatjax.quant import int8, native  # noqa: E402
 from flatjax.quant.int8 import QArray, QuantConfig  # noqa: E402
 
 pytestmark = [*TORCH_INT8_WARNINGS, pytest.mark.usefixtures("torch_one_thread")]
@@ -356,7 +358,9 @@ def assert_matches_torch(got: np.ndarray, ref: np.ndarray):
 @pytest.mark.parametrize("shape,bias,seed", [((8, 40, 24), True, 0), ((1, 13, 7), True, 1),
                                              ((3, 5, 67, 130), True, 2), ((16, 384, 16), False, 3),
                                              ((2, 4, 1536, 32), True, 4)])
-def test_int8_dense_equals_torch_dynamic_linear(shape, bias, seed):
+@pytest.mark.parametrize("path", ["default", "xla"])
+def test_int8_dense_equals_torch_dynamic_linear(shape, bias, seed, path):
+  """Both paths: the native kernel where this CPU runs it, and XLA's integer dot."""
   *lead, k, n = shape
   rng = np.random.default_rng(seed)
   w = (rng.standard_normal((n, k)) * rng.uniform(0.01, 1)).astype(f32)
@@ -365,7 +369,9 @@ def test_int8_dense_equals_torch_dynamic_linear(shape, bias, seed):
   x.flat[rng.integers(x.size)] = f32(40.0)                  # an outlier sets the range
   ref = torch_run(torch_dynamic_linear(w, b), x)
   kernel = int8.quantize_weight(w.T, "dynamic")
-  got = np.asarray(jax.jit(int8.dense, static_argnums=3)(x, kernel, b, "dynamic"))
+  with native.xla_only() if path == "xla" else contextlib.nullcontext():
+    # A new function: jit would reuse the other path's trace of int8.dense.
+    got = np.asarray(jax.jit(lambda x, k, b: int8.dense(x, k, b, "dynamic"))(x, kernel, b))
   assert_matches_torch(got, ref)
 
 

@@ -72,6 +72,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.quant import native
 
 Array = jax.Array
 
@@ -334,8 +335,14 @@ def quantize_activation(x: Any, scale: Any, zero_point: Any) -> Array:
   exact halves differently), and the clip is uint8's, whatever the range
   the scale was chosen for.
   """
-  x = jnp.asarray(x, jnp.float32)
-  inverse = _divide(jnp.float32(1.0), jnp.asarray(scale, jnp.float32))
+  return _quantize(jnp.asarray(x, jnp.float32), _inverse(scale), zero_point)
+
+
+def _inverse(scale: Any) -> Array:
+  return _divide(jnp.float32(1.0), jnp.asarray(scale, jnp.float32))
+
+
+def _quantize(x: Array, inverse: Array, zero_point: Any) -> Array:
   shifted = _fma(x, inverse, jnp.asarray(zero_point).astype(jnp.float32))
   return jnp.clip(jnp.rint(shifted), 0, 255).astype(jnp.uint8)
 
@@ -392,8 +399,17 @@ def dense(x: Any, kernel: QArray, bias: Any | None = None,
     return y
   rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).astype(jnp.float32)  # no -1: K may be 0
   scale, zero_point = choose_qparams(rows, config.reduce_range)
-  acc = int8_matmul(quantize_activation(rows, scale, zero_point), zero_point, kernel.values)
-  multiplier = scale * kernel.scale  # float32, per tensor or per output channel
-  b = jnp.zeros((), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
-  y = _fma(acc.astype(jnp.float32), multiplier, b)
+  # float32, per tensor or per output channel
+  multiplier = jnp.broadcast_to(scale * kernel.scale, (features,))
+  b = (jnp.zeros((features,), jnp.float32) if bias is None
+       else jnp.asarray(bias, jnp.float32))
+  y = native.dense_or(_dynamic_dense, rows, _inverse(scale), zero_point, kernel.values,
+                      multiplier, b)
   return y.reshape(*x.shape[:-1], features).astype(out_dtype)
+
+
+def _dynamic_dense(rows: Array, inverse: Array, zero_point: Array, wq: Array,
+                   multiplier: Array, bias: Array) -> Array:
+  """Steps 3-5 on XLA's ops: what the native kernel computes, bit for bit."""
+  acc = int8_matmul(_quantize(rows, inverse, zero_point), zero_point, wq)
+  return _fma(acc.astype(jnp.float32), multiplier, bias)

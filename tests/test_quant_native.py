@@ -1,0 +1,114 @@
+"""flatjax.quant.native: the int8 dense kernel against the arithmetic by hand.
+
+The reference is the module docstring of flatjax.quant.int8 written out in
+numpy (float64 multiply-adds rounded to float32, an int64 product): never the
+kernel's or XLA's output. Where this machine cannot build or run the kernel the
+tests say why and skip; the torch comparisons in test_quant_int8.py run through
+whichever path dense takes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from flatjax.quant import int8, native
+
+
+def needs_kernel():
+  if (reason := native.unavailable_reason()) is not None:
+    pytest.skip(f"no native int8 kernel here: {reason}")
+
+
+def by_hand(x, inverse, zero_point, wq, multiplier, bias):
+  """The documented steps 3-5 in numpy."""
+  shifted = (x.astype(np.float64) * np.float64(inverse) + zero_point).astype(np.float32)
+  q = np.clip(np.rint(shifted), 0, 255).astype(np.int64)
+  acc = q @ wq.astype(np.int64) - zero_point * wq.astype(np.int64).sum(0)
+  assert np.abs(acc).max(initial=0) < 2**31
+  y = acc.astype(np.int32).astype(np.float32).astype(np.float64) * multiplier + bias
+  return y.astype(np.float32)
+
+
+@pytest.mark.parametrize("n,k,m", [(1, 1, 1), (7, 5, 3), (6, 4, 64), (97, 384, 70),
+                                   (200, 33, 130), (193, 1536, 17), (0, 8, 8), (5, 0, 9)])
+def test_kernel_equals_the_arithmetic_by_hand(n, k, m):
+  """Every tail: rows past whole 6-row tiles and 96-row blocks, k not a multiple
+  of 4, columns past whole 64-column panels; empty inputs."""
+  needs_kernel()
+  rng = np.random.default_rng(n * 7919 + k * 31 + m)
+  x = (rng.standard_normal((n, k)) * 3 + 0.5).astype(np.float32)
+  if x.size:
+    x.flat[0] = 40.0                                        # an outlier sets the range
+  wq = rng.integers(-128, 128, (k, m)).astype(np.int8)
+  if wq.size:
+    wq[:, 0] = -128
+  scale, zero_point = int8.choose_qparams(x)
+  inverse = np.float32(1.0) / np.float32(scale)            # correctly rounded float32
+  multiplier = (rng.uniform(1e-4, 1e-2, m)).astype(np.float32)
+  bias = rng.standard_normal(m).astype(np.float32)
+  got = np.asarray(jax.jit(native.int8_dense)(x, inverse, zero_point, wq, multiplier, bias))
+  expected = by_hand(x, inverse, int(zero_point), wq, multiplier, bias)
+  assert got.shape == (n, m) and got.dtype == np.float32
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_kernel_covers_the_uint8_range_and_extreme_zero_points():
+  """Inputs quantized onto 0 and 255 (clipped past them), zero points 0 and 127."""
+  needs_kernel()
+  rng = np.random.default_rng(3)
+  wq = rng.integers(-128, 128, (40, 20)).astype(np.int8)
+  multiplier = np.full(20, 0.01, np.float32)
+  bias = np.zeros(20, np.float32)
+  for zero_point, lo, hi in ((0, 0.0, 5.0), (127, -5.0, 0.0), (60, -3.0, 3.0)):
+    x = rng.uniform(lo * 1.5, hi * 1.5, (13, 40)).astype(np.float32)
+    inverse = np.float32(127.0 / (hi - lo))
+    got = np.asarray(native.int8_dense(x, inverse, zero_point, wq, multiplier, bias))
+    np.testing.assert_array_equal(got, by_hand(x, inverse, zero_point, wq, multiplier, bias))
+
+
+def test_dense_runs_on_the_kernel_where_it_can():
+  """The jitted int8 dense layer calls the kernel on CPU, and XLA's dot inside
+  native.xla_only(); the two give the same bits."""
+  needs_kernel()
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((3, 50, 96)).astype(np.float32)
+  kernel = int8.quantize_weight(rng.standard_normal((96, 80)).astype(np.float32))
+  b = rng.standard_normal(80).astype(np.float32)
+  def dense():  # a new function each time: jit keeps a function's first trace
+    return jax.jit(lambda x: int8.dense(x, kernel, b))
+
+  assert native.TARGET in dense().lower(x).as_text()
+  with native.xla_only():
+    xla_dense = dense()
+    assert native.TARGET not in xla_dense.lower(x).as_text()
+    xla = np.asarray(xla_dense(x))
+  np.testing.assert_array_equal(np.asarray(dense()(x)), xla)
+
+
+def test_packed_weights_hold_four_k_of_sixteen_columns_a_row():
+  """[K, M] -> [M/64, K/4, 64, 4], zero-padded: element (p, t, c, j) is
+  w[4t + j, 64p + c] (the VPDPBUSD operand layout)."""
+  w = np.arange(6 * 70).reshape(6, 70) % 251 - 125
+  packed = np.asarray(native.pack_weights(jnp.asarray(w, jnp.int8)))
+  assert packed.shape == (2, 2, 64, 4)
+  for p, t, c, j in [(0, 0, 0, 0), (0, 1, 5, 1), (1, 0, 5, 3), (1, 1, 2, 1), (1, 1, 10, 0)]:
+    row, col = 4 * t + j, 64 * p + c
+    expected = w[row, col] if row < 6 and col < 70 else 0
+    assert packed[p, t, c, j] == expected
+
+
+def test_unavailable_kernel_says_why(monkeypatch):
+  monkeypatch.setenv(native.KERNEL_ENV, "xla")
+  native._load.cache_clear()
+  try:
+    assert native.unavailable_reason() == f"{native.KERNEL_ENV}=xla"
+    with pytest.raises(RuntimeError, match="does not run here"):
+      native.int8_dense(np.zeros((1, 4), np.float32), 1.0, 0, np.zeros((4, 2), np.int8),
+                        np.ones(2, np.float32), np.zeros(2, np.float32))
+  finally:
+    monkeypatch.delenv(native.KERNEL_ENV)
+    native._load.cache_clear()
