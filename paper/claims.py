@@ -170,20 +170,26 @@ def _judged(head, task, kind, ref, cand, seeds, found, dense, metric) -> Claim:
     before = lambda o: classes([dense[(task, o, s)] for s in seeds])
     interval = stats.gap_interval(labels, before(ref), after(ref), before(cand), after(cand),
                                   metric=metric)
-    models = {ref: before(ref), cand: before(cand)}
+    # A compressed model at the majority label lost all it could: its drop is the
+    # fine-tuned model's distance to chance, not how it stood the compression.
+    models = {(ref, "fine-tuned"): before(ref), (cand, "fine-tuned"): before(cand),
+              (ref, "compressed"): after(ref), (cand, "compressed"): after(cand)}
   else:
     interval = stats.score_interval(labels, after(ref), after(cand), metric=metric)
-    models = {ref: after(ref), cand: after(cand)}
+    models = {(ref, ""): after(ref), (cand, ""): after(cand)}
   near, majority = _unlearned(models, labels, metric)
-  note = (f"{' and '.join(near)} within 2 SE of the majority label ({100 * majority:.1f}%)"
+  named = [" ".join([o, " and ".join(state for n, state in near if n == o)]).strip()
+           for o in dict.fromkeys(n for n, _ in near)]
+  note = (f"{', '.join(named)} within 2 SE of the majority label ({100 * majority:.1f}%)"
           if near else "")
   return Claim(*head, interval, stats.verdict(interval), note, bool(near))
 
 
-def _unlearned(models: dict, labels: list, metric: str) -> tuple[list[str], float]:
-  """The models whose dev accuracy, mean over seeds, is within two standard errors of
-  always predicting the majority label, and that label's accuracy: their drop says little
-  (a model that learned nothing has nothing to lose). The verdict stays the interval's."""
+def _unlearned(models: dict, labels: list, metric: str) -> tuple[list, float]:
+  """The keys of ``models`` whose dev accuracy, mean over seeds, is within two standard
+  errors of always predicting the majority label, and that label's accuracy: their drop
+  says little (a fine-tuned model that learned nothing has nothing to lose, a compressed
+  one there lost all it could). The verdict stays the interval's."""
   if metric != "accuracy":
     return [], 0.0
   y = np.asarray(labels)

@@ -123,8 +123,31 @@ def test_a_model_at_the_majority_label_is_named_beside_the_interval():
              {**ids, "compression": "int8", "score": 5.0 * right, "base": 5.0 * right,
               "predictions": dense}]
   (claim,) = claims.claims("x", rows)
-  assert claim.note == "sam within 2 SE of the majority label (75.0%)" and claim.at_chance
-  assert claim.verdict == stats.UNDECIDED   # both lose nothing
+  assert claim.note == ("sam fine-tuned and compressed within 2 SE of the majority label "
+                        "(75.0%)")
+  assert claim.at_chance and claim.verdict == stats.UNDECIDED   # both lose nothing
+
+
+def test_compressed_models_at_the_majority_label_are_named_too():
+  from paper import claims
+  # 200 labels, 150 of class 0: the majority label scores 75%, two standard errors 6.1
+  # points. Adam's dense model is right on all 200, SAM's on 180 (the zeros and 30 of
+  # the ones); both compressed models predict 0 everywhere (75%). Adam loses 25 points,
+  # SAM 15: SAM "loses less" only because it had less to lose.
+  labels = "0" * 150 + "1" * 50
+  rows = []
+  for optimizer, dense in (("adam", labels), ("sam", "0" * 170 + "1" * 30)):
+    ids = {"task": "sst2", "seed": 0, "optimizer": optimizer, "metric": "validation/accuracy"}
+    right = sum(a == b for a, b in zip(dense, labels))
+    rows += [{**ids, "compression": "none", "score": 0.5 * right, "labels": labels,
+              "predictions": dense},
+             {**ids, "compression": "imp", "sparsity": 0.6, "score": 75.0,
+              "base": 0.5 * right, "predictions": "0" * 200}]
+  (claim,) = claims.claims("x", rows)
+  assert (claim.reference_value, claim.candidate_value) == (25.0, 15.0)
+  assert claim.note == ("adam compressed, sam compressed within 2 SE of the majority label "
+                        "(75.0%)")
+  assert claim.at_chance
 
 
 def test_seeds_without_predictions_are_left_out_of_the_interval_and_named():
