@@ -9,7 +9,10 @@ every runtime it can:
 * ``torch``: transformers' PyTorch BERT, eager, ``torch.no_grad``; ``torch-int8``:
   ``torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)``;
 * ``onnx`` and ``onnx-int8``: ``flatjax export``'s graphs (:mod:`flatjax.export`) in
-  onnxruntime (CPU, default session options).
+  onnxruntime (CPU, default session options);
+* ``flatjax-xla`` and ``flatjax-int8-xla``: flatjax's two steps traced inside
+  ``flatjax.kernels.xla_only()``, on XLA's own ops without flatjax's native CPU kernels
+  (the same bits, :mod:`flatjax.kernels`); the kernels' gain side by side.
 
 For each shape (batch x length, ``--shapes``; the batch of ``step_time.make_batch``: rows
 of random real lengths, then padding) every runtime is compiled or warmed up, then the
@@ -34,10 +37,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from step_time import make_batch  # noqa: E402  (the same synthetic batch)
 
-RUNTIMES = ("flatjax", "flatjax-int8", "torch", "torch-int8", "onnx", "onnx-int8")
+RUNTIMES = ("flatjax", "flatjax-int8", "torch", "torch-int8", "onnx", "onnx-int8", "flatjax-xla",
+            "flatjax-int8-xla")
 #: (numerator, denominator) pairs printed as ratios.
 RATIOS = (("flatjax", "torch"), ("flatjax-int8", "flatjax"), ("flatjax-int8", "torch-int8"),
-          ("onnx", "torch"), ("onnx-int8", "torch-int8"))
+          ("onnx", "torch"), ("onnx-int8", "torch-int8"), ("flatjax", "flatjax-xla"),
+          ("flatjax-int8", "flatjax-int8-xla"))
 
 
 def parse_args(argv=None):
@@ -69,17 +74,29 @@ def parse_args(argv=None):
 def _flatjax_runners(pt, names):
   import jax
   import jax.numpy as jnp
+  from flatjax import kernels
   from flatjax.quant import model as quant_model
   from flatjax.train import steps
 
+  def runner(params, make_step, xla_only):
+    step = jax.jit(make_step(pt.module))
+    if not xla_only:
+      return lambda b: jax.block_until_ready(step(params, None, b))
+
+    def run(b):  # traced (on first call per shape) without the native kernels
+      with kernels.xla_only():
+        return jax.block_until_ready(step(params, None, b))
+    return run
+
   out = {}
-  if "flatjax" in names:
-    step = jax.jit(steps.make_eval_step(pt.module))
-    out["flatjax"] = lambda b: jax.block_until_ready(step(pt.params, None, b))
-  if "flatjax-int8" in names:
-    qparams = quant_model.quantize_params(pt.params, "dynamic")
-    qstep = jax.jit(quant_model.make_quantized_eval_step(pt.module, "dynamic"))
-    out["flatjax-int8"] = lambda b: jax.block_until_ready(qstep(qparams, None, b))
+  qparams = (quant_model.quantize_params(pt.params, "dynamic")
+             if {"flatjax-int8", "flatjax-int8-xla"} & set(names) else None)
+  int8_step = lambda m: quant_model.make_quantized_eval_step(m, "dynamic")  # noqa: E731
+  for suffix, xla_only in (("", False), ("-xla", True)):
+    if "flatjax" + suffix in names:
+      out["flatjax" + suffix] = runner(pt.params, steps.make_eval_step, xla_only)
+    if "flatjax-int8" + suffix in names:
+      out["flatjax-int8" + suffix] = runner(qparams, int8_step, xla_only)
   as_jax = lambda batch: {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}  # noqa: E731
   return out, as_jax
 
@@ -133,7 +150,7 @@ def main(argv=None):
   import jax
   import numpy as np
 
-  from flatjax import provenance
+  from flatjax import kernels, provenance
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
 
@@ -187,6 +204,7 @@ def main(argv=None):
               "command": "python " + " ".join(sys.argv), "model": args.model,
               "repeats": args.repeats, "threads": args.threads,
               "malloc": args.malloc, "versions": versions,
+              "flatjax_kernels": kernels.unavailable_reason() or "native",
               "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
               "git": provenance.git_state(), "results": results,
               "load_average_1m": load}

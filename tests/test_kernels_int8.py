@@ -1,4 +1,4 @@
-"""flatjax.quant.native: the int8 dense kernel against the arithmetic by hand.
+"""flatjax.kernels.int8: the int8 dense kernel against the arithmetic by hand.
 
 The reference is the module docstring of flatjax.quant.int8 written out in
 numpy (float64 multiply-adds rounded to float32, an int64 product): never the
@@ -15,12 +15,14 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from flatjax.quant import int8, native
+from flatjax import kernels
+from flatjax.kernels import int8 as int8_kernel
+from flatjax.quant import int8
 
 
 def needs_kernel():
-  if (reason := native.unavailable_reason()) is not None:
-    pytest.skip(f"no native int8 kernel here: {reason}")
+  if (reason := kernels.unavailable_reason()) is not None:
+    pytest.skip(f"no native kernels here: {reason}")
 
 
 def by_hand(x, inverse, zero_point, wq, multiplier, bias):
@@ -50,7 +52,7 @@ def test_kernel_equals_the_arithmetic_by_hand(n, k, m):
   inverse = np.float32(1.0) / np.float32(scale)            # correctly rounded float32
   multiplier = (rng.uniform(1e-4, 1e-2, m)).astype(np.float32)
   bias = rng.standard_normal(m).astype(np.float32)
-  got = np.asarray(jax.jit(native.int8_dense)(x, inverse, zero_point, wq, multiplier, bias))
+  got = np.asarray(jax.jit(int8_kernel.int8_dense)(x, inverse, zero_point, wq, multiplier, bias))
   expected = by_hand(x, inverse, int(zero_point), wq, multiplier, bias)
   assert got.shape == (n, m) and got.dtype == np.float32
   np.testing.assert_array_equal(got, expected)
@@ -66,13 +68,13 @@ def test_kernel_covers_the_uint8_range_and_extreme_zero_points():
   for zero_point, lo, hi in ((0, 0.0, 5.0), (127, -5.0, 0.0), (60, -3.0, 3.0)):
     x = rng.uniform(lo * 1.5, hi * 1.5, (13, 40)).astype(np.float32)
     inverse = np.float32(127.0 / (hi - lo))
-    got = np.asarray(native.int8_dense(x, inverse, zero_point, wq, multiplier, bias))
+    got = np.asarray(int8_kernel.int8_dense(x, inverse, zero_point, wq, multiplier, bias))
     np.testing.assert_array_equal(got, by_hand(x, inverse, zero_point, wq, multiplier, bias))
 
 
 def test_dense_runs_on_the_kernel_where_it_can():
   """The jitted int8 dense layer calls the kernel on CPU, and XLA's dot inside
-  native.xla_only(); the two give the same bits."""
+  kernels.xla_only(); the two give the same bits."""
   needs_kernel()
   rng = np.random.default_rng(5)
   x = rng.standard_normal((3, 50, 96)).astype(np.float32)
@@ -81,10 +83,10 @@ def test_dense_runs_on_the_kernel_where_it_can():
   def dense():  # a new function each time: jit keeps a function's first trace
     return jax.jit(lambda x: int8.dense(x, kernel, b))
 
-  assert native.TARGET in dense().lower(x).as_text()
-  with native.xla_only():
+  assert int8_kernel.TARGET in dense().lower(x).as_text()
+  with kernels.xla_only():
     xla_dense = dense()
-    assert native.TARGET not in xla_dense.lower(x).as_text()
+    assert int8_kernel.TARGET not in xla_dense.lower(x).as_text()
     xla = np.asarray(xla_dense(x))
   np.testing.assert_array_equal(np.asarray(dense()(x)), xla)
 
@@ -93,7 +95,7 @@ def test_packed_weights_hold_four_k_of_sixteen_columns_a_row():
   """[K, M] -> [M/64, K/4, 64, 4], zero-padded: element (p, t, c, j) is
   w[4t + j, 64p + c] (the VPDPBUSD operand layout)."""
   w = np.arange(6 * 70).reshape(6, 70) % 251 - 125
-  packed = np.asarray(native.pack_weights(jnp.asarray(w, jnp.int8)))
+  packed = np.asarray(int8_kernel.pack_weights(jnp.asarray(w, jnp.int8)))
   assert packed.shape == (2, 2, 64, 4)
   for p, t, c, j in [(0, 0, 0, 0), (0, 1, 5, 1), (1, 0, 5, 3), (1, 1, 2, 1), (1, 1, 10, 0)]:
     row, col = 4 * t + j, 64 * p + c
@@ -101,14 +103,15 @@ def test_packed_weights_hold_four_k_of_sixteen_columns_a_row():
     assert packed[p, t, c, j] == expected
 
 
-def test_unavailable_kernel_says_why(monkeypatch):
-  monkeypatch.setenv(native.KERNEL_ENV, "xla")
-  native._load.cache_clear()
+def test_unavailable_kernels_say_why(monkeypatch):
+  monkeypatch.setenv(kernels.KERNELS_ENV, "xla")
+  kernels._load.cache_clear()
   try:
-    assert native.unavailable_reason() == f"{native.KERNEL_ENV}=xla"
-    with pytest.raises(RuntimeError, match="does not run here"):
-      native.int8_dense(np.zeros((1, 4), np.float32), 1.0, 0, np.zeros((4, 2), np.int8),
+    assert kernels.unavailable_reason() == f"{kernels.KERNELS_ENV}=xla"
+    assert not kernels.enabled()
+    with pytest.raises(RuntimeError, match="do not run here"):
+      int8_kernel.int8_dense(np.zeros((1, 4), np.float32), 1.0, 0, np.zeros((4, 2), np.int8),
                         np.ones(2, np.float32), np.zeros(2, np.float32))
   finally:
-    monkeypatch.delenv(native.KERNEL_ENV)
-    native._load.cache_clear()
+    monkeypatch.delenv(kernels.KERNELS_ENV)
+    kernels._load.cache_clear()

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "flatjax"
 # Lowest first. A package (or top-level module) imports only from earlier rows.
 LAYERS = [
     ("errors", "files"),
-    ("jsonl", "console", "runtime", "metrics", "provenance", "figures", "flags"),
+    ("jsonl", "console", "runtime", "metrics", "provenance", "figures", "flags", "kernels"),
     ("data",),
     ("models",),
     ("optim",),

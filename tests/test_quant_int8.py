@@ -21,7 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from conftest import TORCH_INT8_WARNINGS  # noqa: E402
 from flatjax.errors import FlatjaxInputError  # noqa: E402
-from flatjax.quant import int8, native  # noqa: E402
+from flatjax import kernels  # noqa: E402
+from flatjax.quant import int8  # noqa: E402
 from flatjax.quant.int8 import QArray, QuantConfig  # noqa: E402
 
 pytestmark = [*TORCH_INT8_WARNINGS, pytest.mark.usefixtures("torch_one_thread")]
@@ -369,7 +370,7 @@ def test_int8_dense_equals_torch_dynamic_linear(shape, bias, seed, path):
   x.flat[rng.integers(x.size)] = f32(40.0)                  # an outlier sets the range
   ref = torch_run(torch_dynamic_linear(w, b), x)
   kernel = int8.quantize_weight(w.T, "dynamic")
-  with native.xla_only() if path == "xla" else contextlib.nullcontext():
+  with kernels.xla_only() if path == "xla" else contextlib.nullcontext():
     # A new function: jit would reuse the other path's trace of int8.dense.
     got = np.asarray(jax.jit(lambda x, k, b: int8.dense(x, k, b, "dynamic"))(x, kernel, b))
   assert_matches_torch(got, ref)

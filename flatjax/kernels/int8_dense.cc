@@ -14,19 +14,15 @@
 // [M/64, K/4, 64, 4] (panels of 64 output columns, 4 consecutive k per int32 lane,
 // zero-padded; see flatjax/quant/native.py); colsum s32[M]; multiplier f32[M];
 // bias f32[M]. Result: f32[N, M]. Blocks of rows are shared among XLA's
-// intra-op threads.
+// intra-op threads (parallel.h).
 
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
-#include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -152,29 +148,6 @@ void MultiplyBlock(const Operands& op, int64_t block, uint8_t* q) {
       Tile(op, q + (r - r0) * op.k_padded, r, std::min(kTile, r1 - r), panel);
 }
 
-// Blocks go to whichever thread claims them; the caller waits only for blocks
-// claimed, never for a scheduled task that has not started (XLA may be running
-// another of these calls on the pool's other threads).
-struct Shared {
-  Operands op;
-  int64_t blocks;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::mutex mutex;
-  std::condition_variable finished;
-};
-
-void Work(Shared& s) {
-  std::vector<uint8_t> q(kBlock * s.op.k_padded);
-  for (int64_t b = s.next.fetch_add(1); b < s.blocks; b = s.next.fetch_add(1)) {
-    MultiplyBlock(s.op, b, q.data());
-    if (s.done.fetch_add(1) + 1 == s.blocks) {
-      std::lock_guard<std::mutex> lock(s.mutex);
-      s.finished.notify_all();
-    }
-  }
-}
-
 ffi::Error Int8Dense(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> inverse,
                      ffi::Buffer<ffi::S32> zero_point, ffi::Buffer<ffi::S8> w,
                      ffi::Buffer<ffi::S32> colsum, ffi::Buffer<ffi::F32> multiplier,
@@ -183,21 +156,14 @@ ffi::Error Int8Dense(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
   const auto wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 4 || wd[2] != kPanel || wd[3] != 4)
     return ffi::Error::InvalidArgument("int8_dense: x must be [N, K] and w [M/64, K/4, 64, 4]");
-  auto shared = std::make_shared<Shared>();
-  Operands& op = shared->op;
-  op = Operands{x.typed_data(), inverse.typed_data()[0], zero_point.typed_data()[0],
-                w.typed_data(), colsum.typed_data(), multiplier.typed_data(),
-                bias.typed_data(), y->typed_data(),
-                xd[0], xd[1], static_cast<int64_t>(colsum.element_count()), wd[1] * 4, wd[0]};
+  Operands op{x.typed_data(), inverse.typed_data()[0], zero_point.typed_data()[0],
+              w.typed_data(), colsum.typed_data(), multiplier.typed_data(),
+              bias.typed_data(), y->typed_data(),
+              xd[0], xd[1], static_cast<int64_t>(colsum.element_count()), wd[1] * 4, wd[0]};
   if (op.k_padded < op.k || op.panels * kPanel < op.m)
     return ffi::Error::InvalidArgument("int8_dense: packed weights smaller than x and colsum say");
-  shared->blocks = (op.n + kBlock - 1) / kBlock;
-  if (shared->blocks == 0) return ffi::Error::Success();
-  const int64_t helpers = std::min<int64_t>(shared->blocks, pool.num_threads()) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([shared] { Work(*shared); });
-  Work(*shared);
-  std::unique_lock<std::mutex> lock(shared->mutex);
-  shared->finished.wait(lock, [&] { return shared->done.load() == shared->blocks; });
+  flatjax::ParallelFor(pool, (op.n + kBlock - 1) / kBlock, kBlock * op.k_padded,
+                       [&op](int64_t block, uint8_t* q) { MultiplyBlock(op, block, q); });
   return ffi::Error::Success();
 }
 
@@ -214,10 +180,3 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FlatjaxInt8Dense, Int8Dense,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
-
-// 1 when this CPU runs the instructions the kernel is compiled for.
-extern "C" int FlatjaxInt8DenseSupported() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
-}

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from flatjax.errors import FlatjaxInputError
+from flatjax.kernels import attention
 
 Array = jax.Array
 
@@ -315,7 +316,7 @@ class BertSelfAttention(nn.Module):
     probs = Dropout(cfg.attention_probs_dropout_prob)(probs, deterministic=deterministic)
     if head_gate is not None:
       probs = probs * head_gate[None, :, None, None]
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+    context = attention.context(probs.astype(self.dtype), v)
     return context.reshape(batch, length, heads * dim)
 
 

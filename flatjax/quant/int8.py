@@ -72,7 +72,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from flatjax.errors import FlatjaxInputError
-from flatjax.quant import native
+from flatjax.kernels import int8 as int8_kernel
 
 Array = jax.Array
 
@@ -403,8 +403,8 @@ def dense(x: Any, kernel: QArray, bias: Any | None = None,
   multiplier = jnp.broadcast_to(scale * kernel.scale, (features,))
   b = (jnp.zeros((features,), jnp.float32) if bias is None
        else jnp.asarray(bias, jnp.float32))
-  y = native.dense_or(_dynamic_dense, rows, _inverse(scale), zero_point, kernel.values,
-                      multiplier, b)
+  y = int8_kernel.dense_or(_dynamic_dense, rows, _inverse(scale), zero_point, kernel.values,
+                           multiplier, b)
   return y.reshape(*x.shape[:-1], features).astype(out_dtype)
 
 
