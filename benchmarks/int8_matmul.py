@@ -14,7 +14,10 @@ after a warm-up, one call each of:
   JAX converts both to int32 first;
 * ``xla-f32``: the float32 product;
 * ``torch-int8``: ``torch.ops.quantized.linear_dynamic`` (FBGEMM), activation
-  quantization included; ``torch-f32``: ``torch.nn.functional.linear``.
+  quantization included; ``torch-f32``: ``torch.nn.functional.linear``;
+* ``flatjax-int8``: flatjax's whole int8 dense layer (:func:`flatjax.quant.int8.dense`,
+  jitted: the activations' range and quantization, the product, the float output), on
+  the native kernel of :mod:`flatjax.kernels` where it runs; ``torch-int8``'s match.
 
 Prints median milliseconds and billions of multiply-adds per second per
 product; ``--output FILE`` appends one JSON line with the machine and the
@@ -31,7 +34,7 @@ import statistics
 import sys
 import time
 
-KINDS = ("xla-s8s8", "xla-u8s8", "xla-f32", "torch-int8", "torch-f32")
+KINDS = ("xla-s8s8", "xla-u8s8", "xla-f32", "torch-int8", "torch-f32", "flatjax-int8")
 
 
 def parse_args(argv=None):
@@ -72,6 +75,10 @@ def _runners(n: int, k: int, m: int):
   packed = torch.ops.quantized.linear_prepack(
       torch.quantize_per_tensor(tw, 0.05, 0, torch.qint8), None)
 
+  from flatjax.quant import int8
+  qkernel = int8.quantize_weight(jwf)
+  layer = jax.jit(lambda x: int8.dense(x, qkernel))
+
   def torch_int8():
     with torch.no_grad():
       return torch.ops.quantized.linear_dynamic(tx, packed, True)
@@ -85,6 +92,7 @@ def _runners(n: int, k: int, m: int):
       "xla-f32": lambda: jax.block_until_ready(f32_dot(jxf, jwf)),
       "torch-int8": torch_int8,
       "torch-f32": torch_f32,
+      "flatjax-int8": lambda: jax.block_until_ready(layer(jxf)),
   }
 
 
@@ -96,7 +104,7 @@ def main(argv=None):
   import jax
   import torch
 
-  from flatjax import jsonl, provenance
+  from flatjax import jsonl, kernels, provenance
 
   results = {}
   for n, k, m in args.shapes:
@@ -123,6 +131,7 @@ def main(argv=None):
         "benchmark": "int8_matmul", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python " + " ".join(sys.argv), "repeats": args.repeats,
         "malloc": args.malloc, "versions": {"jax": jax.__version__, "torch": torch.__version__},
+        "flatjax_kernels": kernels.unavailable_reason() or "native",
         "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
         "git": provenance.git_state(), "results": results,
         "load_average_1m": os.getloadavg()[0]})
