@@ -98,6 +98,8 @@ def _load() -> str | None:
     return f"{KERNELS_ENV}=xla"
   if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
     return "flatjax's kernels are for x86-64 Linux"
+  if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "include_dir"):
+    return f"jax {jax.__version__} has no jax.ffi to call them with"
   try:
     library = ctypes.CDLL(str(build()))
   except subprocess.CalledProcessError as e:

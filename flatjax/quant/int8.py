@@ -56,6 +56,10 @@ except with probability ~2**-28 per element) run inside a
 float64: there they run in float32, where a rare activation can round one
 step differently.
 
+On x86-64 CPUs with AVX-512 VNNI, steps 3-5 run in one native kernel
+(:mod:`flatjax.kernels.int8`): the same arithmetic, float64 steps included,
+so the same bits.
+
 ``activations="none"`` is weight-only quantization: ``y = x @ (scale * q) + b``
 in float, the dequantized weights standing in for the real ones.
 """
