@@ -1,9 +1,10 @@
 """flatjax.kernels.attention: the context product against sums worked out by hand.
 
-The reference is numpy: each output summed over k in ``lanes`` interleaved
-partial sums, one multiply-add a term rounded once to float32 (the product of
-two float32s is exact in float64), added pairwise. Then: the model's path
-gives XLA's einsum bit for bit, and its derivatives are the einsum's.
+The reference is numpy: each output summed over the contracted index in
+``lanes`` interleaved partial sums, one multiply-add a term rounded once to
+float32 (the product of two float32s is exact in float64), added pairwise.
+Then: the model's path gives XLA's einsum bit for bit, and its derivatives
+are the einsum's.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ def needs_kernel():
     pytest.skip(f"no native kernels here: {reason}")
 
 
-def by_hand(probs, v, lanes):
-  """context[b, q, h, :] = sum_k probs[b, h, q, k] v[b, k, h, :] in lanes."""
-  b, h, q, k = probs.shape
-  p = probs.transpose(0, 2, 1, 3).astype(np.float64)          # [B, Q, H, K]
+def in_lanes(a, b, lanes):
+  """out[..., r, c] = sum_t a[..., r, t] b[..., t, c] in lanes partial sums."""
+  a64, b64 = a.astype(np.float64), b.astype(np.float64)
   partial = []
   for lane in range(lanes):
-    acc = np.zeros((b, q, h, v.shape[3]), np.float32)
-    for j in range(lane, k, lanes):
-      acc = (acc.astype(np.float64) + p[..., j, None] * v[:, j][:, None]).astype(np.float32)
+    acc = np.zeros(a.shape[:-1] + b.shape[-1:], np.float32)
+    for t in range(lane, a.shape[-1], lanes):
+      acc = (acc.astype(np.float64) + a64[..., :, t, None] * b64[..., None, t, :]).astype(
+          np.float32)
     partial.append(acc)
   while len(partial) > 1:
     partial = [partial[i] + partial[i + 1] for i in range(0, len(partial), 2)]
   return partial[0]
+
+
+def context_by_hand(probs, v, lanes):
+  """[B, H, Q, K] x [B, K, H, D] -> [B, Q, H, D]."""
+  return in_lanes(probs, v.transpose(0, 2, 1, 3), lanes).transpose(0, 2, 1, 3)
 
 
 def operands(rng, b, h, q, k, d):
@@ -43,23 +49,26 @@ def operands(rng, b, h, q, k, d):
   return probs / probs.sum(-1, keepdims=True), rng.standard_normal((b, k, h, d)).astype(np.float32)
 
 
+SHAPES = [(1, 1, 1, 1, 1), (2, 3, 7, 9, 5), (1, 2, 13, 30, 40), (2, 2, 25, 11, 64),
+          (1, 12, 12, 16, 32)]
+
+
 @pytest.mark.parametrize("lanes", attention.LANES)
-@pytest.mark.parametrize("shape", [(1, 1, 1, 1, 1), (2, 3, 7, 9, 5), (1, 2, 13, 30, 40),
-                                   (2, 2, 25, 11, 64), (1, 12, 12, 16, 32)])
-def test_kernel_sums_in_lanes_as_by_hand(shape, lanes):
-  """Every tail: query rows past whole tiles, keys past whole lanes, features
-  past whole vectors."""
+@pytest.mark.parametrize("shape", SHAPES)
+def test_context_kernel_sums_in_lanes_as_by_hand(shape, lanes):
+  """Every tail: rows past whole tiles, keys past whole lanes, features past
+  whole vectors."""
   needs_kernel()
   probs, v = operands(np.random.default_rng(sum(shape) * lanes), *shape)
   got = np.asarray(jax.jit(attention.kernel_context, static_argnums=2)(probs, v, lanes))
-  np.testing.assert_array_equal(got, by_hand(probs, v, lanes))
+  np.testing.assert_array_equal(got, context_by_hand(probs, v, lanes))
 
 
 def test_the_lanes_differ():
-  """The reference tells the three orders apart (else the test above proves
+  """The reference tells the three orders apart (else the tests above prove
   little): on the same operands no two give the same bits."""
   probs, v = operands(np.random.default_rng(0), 1, 2, 8, 64, 16)
-  outs = [by_hand(probs, v, lanes) for lanes in attention.LANES]
+  outs = [context_by_hand(probs, v, lanes) for lanes in attention.LANES]
   assert not np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[1], outs[2])
   assert not np.array_equal(outs[0], outs[2])
 
@@ -70,9 +79,9 @@ def test_context_gives_xlas_bits_at_minilms_shapes(b, length):
   XLA's order, and the same bits as XLA's einsum either way."""
   needs_kernel()
   probs, v = operands(np.random.default_rng(length), b, 12, length, length, 32)
-  lanes = attention.xla_lanes(probs.shape, v.shape)
+  lanes = attention.xla_lanes("context", probs.shape, v.shape)
   hlo = jax.jit(attention.context).lower(probs, v).as_text()
-  assert (attention.TARGET in hlo) == (lanes is not None)
+  assert (attention.CONTEXT in hlo) == (lanes is not None)
   with kernels.xla_only():
     xla = np.asarray(jax.jit(lambda p, v: attention.context(p, v))(probs, v))
   np.testing.assert_array_equal(np.asarray(jax.jit(attention.context)(probs, v)), xla)
@@ -80,34 +89,35 @@ def test_context_gives_xlas_bits_at_minilms_shapes(b, length):
 
 def test_xla_lanes_finds_minilms_order():
   """At MiniLM's 32 x 128 batch XLA:CPU sums in order (one lane): the shape
-  every committed CPU result was evaluated at most."""
+  most committed CPU results were evaluated at."""
   needs_kernel()
-  assert attention.xla_lanes((32, 12, 128, 128), (32, 128, 12, 32)) == 1
+  assert attention.xla_lanes("context", (32, 12, 128, 128), (32, 128, 12, 32)) == 1
 
 
 def test_derivatives_are_the_einsums():
   """Gradients, and a Hessian-vector product (forward over reverse), equal the
   einsum's own; vmap runs one call per example."""
   needs_kernel()
-  probs, v = operands(np.random.default_rng(1), 2, 12, 16, 16, 32)
-  w = np.random.default_rng(2).standard_normal((2, 16, 12, 32)).astype(np.float32)
+  rng = np.random.default_rng(1)
+  probs, v = operands(rng, 2, 12, 16, 16, 32)
+  w = rng.standard_normal((2, 16, 12, 32)).astype(np.float32)
 
   def loss(f):
-    return lambda p, v: jnp.sum(jnp.tanh(f(p, v)) * w)
+    return lambda a, b: jnp.sum(jnp.tanh(f(a, b)) * w)
 
   grads = jax.jit(jax.grad(loss(attention.context), argnums=(0, 1)))(probs, v)
   expected = jax.jit(jax.grad(loss(attention.einsum_context), argnums=(0, 1)))(probs, v)
   for g, e in zip(grads, expected):
-    np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=1e-6, atol=1e-6)
 
   def hvp(f):
     grad_v = jax.grad(loss(f), argnums=1)
-    return jax.jit(lambda p, v, t: jax.jvp(lambda v: grad_v(p, v), (v,), (t,))[1])
+    return jax.jit(lambda a, b, t: jax.jvp(lambda b: grad_v(a, b), (b,), (t,))[1])
 
   t = np.ones_like(v)
   np.testing.assert_allclose(np.asarray(hvp(attention.context)(probs, v, t)),
                              np.asarray(hvp(attention.einsum_context)(probs, v, t)),
-                             rtol=1e-5, atol=1e-6)
+                             rtol=1e-5, atol=1e-5)
   batched = jax.vmap(attention.context)(probs[:, None], v[:, None])[:, 0]
   np.testing.assert_allclose(np.asarray(batched), np.asarray(attention.einsum_context(probs, v)),
-                             rtol=1e-6, atol=1e-7)
+                             rtol=1e-6, atol=1e-6)

@@ -1,14 +1,14 @@
 """Native CPU kernels behind XLA FFI custom calls, where XLA:CPU is slow.
 
-Two products XLA:CPU compiles poorly on the 2-core AVX-512 machines flatjax is
-developed on: the int8 x int8 dot under PyTorch's dynamic int8 recipe (1.1-1.6x
-its float32 rate where FBGEMM gets 2.8-3.7x, ``benchmarks/int8_matmul.py``) and
-the attention's context product ``probs @ v`` in BERT's layouts (~9 GFLOP/s).
+Products XLA:CPU compiles poorly on the 2-core AVX-512 machines flatjax is
+developed on: the int8 x int8 dot under PyTorch's dynamic int8 recipe (1.3-1.5x
+its float32 rate where FBGEMM gets 3.0-3.4x, ``benchmarks/int8_matmul.py``) and
+the attention's context product ``probs @ v`` in BERT's layouts (~15 GFLOP/s).
 Each kernel computes exactly what the XLA path computes, rounding included, so
 a result does not depend on which path ran:
 
 * :mod:`flatjax.kernels.int8`: a quantized dense layer (``int8_dense.cc``);
-* :mod:`flatjax.kernels.attention`: the context product (``attention_context.cc``).
+* :mod:`flatjax.kernels.attention`: the attention's context product (``attention.cc``).
 
 The C++ sources ship with the package and are compiled together on first use
 with the system's C++ compiler (``$CXX``, else ``c++``) against jaxlib's FFI
@@ -36,7 +36,7 @@ import jax
 import jaxlib
 
 HERE = Path(__file__).parent
-SOURCES = ("int8_dense.cc", "attention_context.cc", "support.cc")
+SOURCES = ("int8_dense.cc", "attention.cc", "support.cc")
 HEADERS = ("parallel.h",)
 #: XLA custom-call target -> the handler symbol the library exports.
 TARGETS = {"flatjax_int8_dense": "FlatjaxInt8Dense",

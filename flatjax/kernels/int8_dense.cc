@@ -1,7 +1,7 @@
 // flatjax's int8 dense layer on x86 CPUs with AVX-512 VNNI, an XLA FFI custom call.
 //
 // y = float32(float64(float32(acc)) * multiplier + bias),
-// acc[n, m] = sum_k q[n, k] * w[k, m] - zero_point * colsum[m],
+// acc[n, m] = sum_k q[n, k] * w[k, m] - zero_point * sum_k w[k, m],
 // q = clip(rint(float32(float64(x) * inverse + zero_point)), 0, 255)
 //
 // exactly the arithmetic of flatjax.quant.int8.dense's XLA path (its float64
@@ -12,7 +12,7 @@
 //
 // Operands: x f32[N, K]; inverse f32[] (1 / scale); zero_point s32[]; w s8 packed
 // [M/64, K/4, 64, 4] (panels of 64 output columns, 4 consecutive k per int32 lane,
-// zero-padded; see flatjax/quant/native.py); colsum s32[M]; multiplier f32[M];
+// zero-padded; see flatjax/kernels/int8.py); multiplier f32[M];
 // bias f32[M]. Result: f32[N, M]. Blocks of rows are shared among XLA's
 // intra-op threads (parallel.h).
 
@@ -38,7 +38,6 @@ struct Operands {
   float inverse;
   int32_t zero_point;
   const int8_t* w;
-  const int32_t* colsum;
   const float* multiplier;
   const float* bias;
   float* y;
@@ -101,7 +100,8 @@ void Quantize(const Operands& op, int64_t r0, int64_t r1, uint8_t* q) {
     c##i##3 = _mm512_dpbusd_epi32(c##i##3, a, w3);                        \
   }
 
-void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t panel) {
+void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t panel,
+          const int32_t* offset) {
   FLATJAX_ZERO4(0) FLATJAX_ZERO4(1) FLATJAX_ZERO4(2)
   FLATJAX_ZERO4(3) FLATJAX_ZERO4(4) FLATJAX_ZERO4(5)
   // The tile's output lines, fetched for writing while it computes: stored
@@ -122,14 +122,12 @@ void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t
   const __m512i acc[kTile][4] = {{c00, c01, c02, c03}, {c10, c11, c12, c13},
                                  {c20, c21, c22, c23}, {c30, c31, c32, c33},
                                  {c40, c41, c42, c43}, {c50, c51, c52, c53}};
-  const __m512i zero_point = _mm512_set1_epi32(op.zero_point);
   for (int j = 0; j < 4; ++j) {
     const int64_t col = panel * kPanel + j * 16;
     if (col >= op.m) break;
     const __mmask16 mask = op.m - col >= 16 ? 0xFFFF : (__mmask16)((1u << (op.m - col)) - 1);
-    const __m512i offset = _mm512_mullo_epi32(zero_point, _mm512_maskz_loadu_epi32(mask, op.colsum + col));
     for (int64_t i = 0; i < rows; ++i) {
-      const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], offset));
+      const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], _mm512_loadu_si512(offset + j * 16)));
       WideFma(sum, op.multiplier + col, op.bias + col, mask, op.y + (r + i) * op.m + col);
     }
   }
@@ -137,31 +135,54 @@ void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t
 #undef FLATJAX_ZERO4
 #undef FLATJAX_ROW
 
+// zero_point * sum_k w[k, m] for the panel's 64 columns: the column sums by
+// VPDPBUSD against ones, a pass over the panel as long as one row's product.
+void PanelOffset(const Operands& op, int64_t panel, int32_t* offset) {
+  const int8_t* w = op.w + panel * op.k_padded * kPanel;
+  const __m512i ones = _mm512_set1_epi8(1);
+  __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
+  for (int64_t t = 0; t < op.k_padded / 4; ++t) {
+    const int8_t* wt = w + t * 4 * kPanel;
+    c0 = _mm512_dpbusd_epi32(c0, ones, _mm512_loadu_si512(wt));
+    c1 = _mm512_dpbusd_epi32(c1, ones, _mm512_loadu_si512(wt + 64));
+    c2 = _mm512_dpbusd_epi32(c2, ones, _mm512_loadu_si512(wt + 128));
+    c3 = _mm512_dpbusd_epi32(c3, ones, _mm512_loadu_si512(wt + 192));
+  }
+  const __m512i zero_point = _mm512_set1_epi32(op.zero_point);
+  _mm512_store_si512(offset, _mm512_mullo_epi32(zero_point, c0));
+  _mm512_store_si512(offset + 16, _mm512_mullo_epi32(zero_point, c1));
+  _mm512_store_si512(offset + 32, _mm512_mullo_epi32(zero_point, c2));
+  _mm512_store_si512(offset + 48, _mm512_mullo_epi32(zero_point, c3));
+}
+
 void MultiplyBlock(const Operands& op, int64_t block, uint8_t* q) {
   const int64_t r0 = block * kBlock, r1 = std::min(op.n, r0 + kBlock);
   Quantize(op, r0, r1, q);
   // Rows past the last in a partial tile multiply zeros and are not stored.
   const int64_t tiled = (r1 - r0 + kTile - 1) / kTile * kTile;
   std::memset(q + (r1 - r0) * op.k_padded, 0, (tiled - (r1 - r0)) * op.k_padded);
-  for (int64_t panel = 0; panel < op.panels; ++panel)
+  alignas(64) int32_t offset[kPanel];
+  for (int64_t panel = 0; panel < op.panels; ++panel) {
+    PanelOffset(op, panel, offset);
     for (int64_t r = r0; r < r1; r += kTile)
-      Tile(op, q + (r - r0) * op.k_padded, r, std::min(kTile, r1 - r), panel);
+      Tile(op, q + (r - r0) * op.k_padded, r, std::min(kTile, r1 - r), panel, offset);
+  }
 }
 
 ffi::Error Int8Dense(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> inverse,
                      ffi::Buffer<ffi::S32> zero_point, ffi::Buffer<ffi::S8> w,
-                     ffi::Buffer<ffi::S32> colsum, ffi::Buffer<ffi::F32> multiplier,
+                     ffi::Buffer<ffi::F32> multiplier,
                      ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y) {
   const auto xd = x.dimensions();
   const auto wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 4 || wd[2] != kPanel || wd[3] != 4)
     return ffi::Error::InvalidArgument("int8_dense: x must be [N, K] and w [M/64, K/4, 64, 4]");
   Operands op{x.typed_data(), inverse.typed_data()[0], zero_point.typed_data()[0],
-              w.typed_data(), colsum.typed_data(), multiplier.typed_data(),
+              w.typed_data(), multiplier.typed_data(),
               bias.typed_data(), y->typed_data(),
-              xd[0], xd[1], static_cast<int64_t>(colsum.element_count()), wd[1] * 4, wd[0]};
+              xd[0], xd[1], static_cast<int64_t>(multiplier.element_count()), wd[1] * 4, wd[0]};
   if (op.k_padded < op.k || op.panels * kPanel < op.m)
-    return ffi::Error::InvalidArgument("int8_dense: packed weights smaller than x and colsum say");
+    return ffi::Error::InvalidArgument("int8_dense: packed weights smaller than x and multiplier say");
   flatjax::ParallelFor(pool, (op.n + kBlock - 1) / kBlock, kBlock * op.k_padded,
                        [&op](int64_t block, uint8_t* q) { MultiplyBlock(op, block, q); });
   return ffi::Error::Success();
@@ -176,7 +197,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FlatjaxInt8Dense, Int8Dense,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
