@@ -3,7 +3,8 @@
 Products XLA:CPU compiles poorly on the 2-core AVX-512 machines flatjax is
 developed on: the int8 x int8 dot under PyTorch's dynamic int8 recipe (1.3-1.5x
 its float32 rate where FBGEMM gets 3.0-3.4x, ``benchmarks/int8_matmul.py``) and
-the attention's context product ``probs @ v`` in BERT's layouts (~15 GFLOP/s).
+the attention's context product ``probs @ v`` in BERT's layouts (~9 billion
+multiply-adds a second).
 Each kernel computes exactly what the XLA path computes, rounding included, so
 a result does not depend on which path ran:
 

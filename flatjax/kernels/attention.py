@@ -1,8 +1,9 @@
 """The attention's context product as a native CPU kernel (``attention.cc``).
 
-``jnp.einsum("bhqk,bkhd->bqhd", probs, v)`` in BERT's layouts runs at ~15
-GFLOP/s on XLA:CPU (~20 ms a layer in a MiniLM forward at batch 32 x 128 on 2
-cores, a fifth of the float32 forward and a quarter of the int8 one). XLA:CPU
+``jnp.einsum("bhqk,bkhd->bqhd", probs, v)`` in BERT's layouts runs at ~9
+billion multiply-adds a second on XLA:CPU (~20 ms a layer in a MiniLM forward at
+batch 32 x 128 on 2 cores, a fifth of the float32 forward and a quarter of the
+int8 one). XLA:CPU
 sums each output over ``k`` in 1, 2 or 4 interleaved partial sums (``k mod
 lanes``, each in order with one fused multiply-add a term, added pairwise at
 the end), how many depending on the shapes. The kernel computes any of the
