@@ -121,3 +121,52 @@ def test_derivatives_are_the_einsums():
   batched = jax.vmap(attention.context)(probs[:, None], v[:, None])[:, 0]
   np.testing.assert_allclose(np.asarray(batched), np.asarray(attention.einsum_context(probs, v)),
                              rtol=1e-6, atol=1e-6)
+
+
+def test_a_bert_gives_xlas_bits_on_the_kernels():
+  """A 2-layer BERT with heads of 32 (MiniLM's): float32 and int8 logits at three
+  padded shapes, and a train step with dropout, bitwise those of the XLA-only path."""
+  needs_kernel()
+  from flatjax.data.tasks import get_task
+  from flatjax.models import BertConfig, build_module, init_params
+  from flatjax.optim import OptimizerConfig, make_optimizer
+  from flatjax.quant import model as quant_model
+  from flatjax.train import losses, state as train_state, steps
+
+  task = get_task("sst2")
+  config = BertConfig(vocab_size=500, hidden_size=96, num_hidden_layers=2, num_attention_heads=3,
+                      intermediate_size=128, max_position_embeddings=64)
+  module = build_module(config, task)
+  params = init_params(module, seed=0)
+  qparams = quant_model.quantize_params(params, "dynamic")
+  tx = make_optimizer(OptimizerConfig("adamw", 1e-3), 10)
+  rng = np.random.default_rng(0)
+
+  def batch(b, length):
+    lengths = rng.integers(2, length + 1, b)
+    mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+    return {"input_ids": jnp.asarray(rng.integers(1, 500, (b, length)) * mask, jnp.int32),
+            "attention_mask": jnp.asarray(mask), "token_type_ids": jnp.zeros((b, length), jnp.int32),
+            "labels": jnp.asarray(rng.integers(0, 2, b), jnp.int32),
+            "example_weight": jnp.ones(b, jnp.float32)}
+
+  batches = [batch(8, 48), batch(4, 32), batch(2, 16)]
+  # The kernel runs at these shapes (else the test would compare XLA with itself).
+  assert all(attention.xla_lanes("context", (b, 3, n, n), (b, n, 3, 32)) is not None
+             for b, n in ((8, 48), (4, 32), (2, 16)))
+
+  def outputs():  # traced afresh each call
+    fstep = jax.jit(steps.make_eval_step(module))
+    qstep = jax.jit(quant_model.make_quantized_eval_step(module, "dynamic"))
+    out = [np.asarray(step(p, None, b)["logits"]) for b in batches
+           for step, p in ((fstep, params), (qstep, qparams))]
+    train = jax.jit(steps.make_train_step(losses.make_loss_fn(module, task, deterministic=False),
+                                          tx))
+    state, _ = train(train_state.create(params, tx, 0), batches[0])
+    return out + [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+  on_kernels = outputs()
+  with kernels.xla_only():
+    on_xla = outputs()
+  for got, expected in zip(on_kernels, on_xla):
+    np.testing.assert_array_equal(got, expected)
