@@ -79,7 +79,7 @@ def test_context_gives_xlas_bits_at_minilms_shapes(b, length):
   XLA's order, and the same bits as XLA's einsum either way."""
   needs_kernel()
   probs, v = operands(np.random.default_rng(length), b, 12, length, length, 32)
-  lanes = attention.xla_lanes("context", probs.shape, v.shape)
+  lanes = attention.xla_lanes(probs.shape, v.shape)
   hlo = jax.jit(attention.context).lower(probs, v).as_text()
   assert (attention.CONTEXT in hlo) == (lanes is not None)
   with kernels.xla_only():
@@ -91,7 +91,7 @@ def test_xla_lanes_finds_minilms_order():
   """At MiniLM's 32 x 128 batch XLA:CPU sums in order (one lane): the shape
   most committed CPU results were evaluated at."""
   needs_kernel()
-  assert attention.xla_lanes("context", (32, 12, 128, 128), (32, 128, 12, 32)) == 1
+  assert attention.xla_lanes((32, 12, 128, 128), (32, 128, 12, 32)) == 1
 
 
 def test_derivatives_are_the_einsums():
@@ -152,7 +152,7 @@ def test_a_bert_gives_xlas_bits_on_the_kernels():
 
   batches = [batch(8, 48), batch(4, 32), batch(2, 16)]
   # The kernel runs at these shapes (else the test would compare XLA with itself).
-  assert all(attention.xla_lanes("context", (b, 3, n, n), (b, n, 3, 32)) is not None
+  assert all(attention.xla_lanes((b, 3, n, n), (b, n, 3, 32)) is not None
              for b, n in ((8, 48), (4, 32), (2, 16)))
 
   def outputs():  # traced afresh each call

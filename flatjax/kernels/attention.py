@@ -3,10 +3,9 @@
 ``jnp.einsum("bhqk,bkhd->bqhd", probs, v)`` in BERT's layouts runs at ~9
 billion multiply-adds a second on XLA:CPU (~20 ms a layer in a MiniLM forward at
 batch 32 x 128 on 2 cores, a fifth of the float32 forward and a quarter of the
-int8 one). XLA:CPU
-sums each output over ``k`` in 1, 2 or 4 interleaved partial sums (``k mod
-lanes``, each in order with one fused multiply-add a term, added pairwise at
-the end), how many depending on the shapes. The kernel computes any of the
+int8 one). XLA:CPU sums each output over ``k`` in 1, 2 or 4 interleaved partial
+sums (``k mod lanes``, each in order with one fused multiply-add a term, added
+pairwise at the end), how many depending on the shapes. The kernel computes any of the
 three; :func:`xla_lanes` asks XLA once per shape which it uses (running both on
 random operands), and a shape where none matches XLA's bits stays on XLA. So
 either path gives the same bits, and results flatjax committed before the
@@ -36,67 +35,54 @@ def einsum_context(probs: jax.Array, v: jax.Array) -> jax.Array:
   return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def _call(target: str, shape: tuple[int, ...], a: jax.Array, b: jax.Array, lanes: int):
-  kernels.require()
-  if lanes not in LANES:
-    raise ValueError(f"lanes must be one of {LANES}, got {lanes}")
-  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
-                          vmap_method="sequential")
-  return call(a, b, lanes=np.int64(lanes))
-
-
 def kernel_context(probs: jax.Array, v: jax.Array, lanes: int = 1) -> jax.Array:
   """The kernel with ``lanes`` partial sums, float32 only (no
   derivatives: :func:`context` has them)."""
+  kernels.require()
+  if lanes not in LANES:
+    raise ValueError(f"lanes must be one of {LANES}, got {lanes}")
   b, h, q, _ = probs.shape
-  return _call(CONTEXT, (b, q, h, v.shape[3]), probs, v, lanes)
-
-
-_PRODUCTS = {"context": (einsum_context, kernel_context)}
+  call = jax.ffi.ffi_call(CONTEXT, jax.ShapeDtypeStruct((b, q, h, v.shape[3]), jnp.float32),
+                          vmap_method="sequential")
+  return call(probs, v, lanes=np.int64(lanes))
 
 
 @functools.cache
-def xla_lanes(product: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> int | None:
-  """The partial sums XLA:CPU's dot uses for ``product`` ("context") at these shapes, None if the kernel matches it with none: both run
-  once on random operands, compared bit for bit."""
-  xla, kernel = _PRODUCTS[product]
+def xla_lanes(probs_shape: tuple[int, ...], v_shape: tuple[int, ...]) -> int | None:
+  """The partial sums XLA:CPU's dot uses at these shapes, None if the kernel
+  matches it with none: both run once on random operands, compared bit for bit."""
   rng = np.random.default_rng(0)
-  a = rng.random(a_shape, dtype=np.float32)
-  b = rng.standard_normal(b_shape, dtype=np.float32)
+  probs = rng.random(probs_shape, dtype=np.float32)
+  v = rng.standard_normal(v_shape, dtype=np.float32)
   # Concrete values even when called while tracing a computation; this
   # process's own CPU (in a multi-process run device 0 may be another's).
   with jax.ensure_compile_time_eval(), jax.default_device(jax.local_devices(backend="cpu")[0]):
-    expected = np.asarray(jax.jit(xla)(a, b))
+    expected = np.asarray(jax.jit(einsum_context)(probs, v))
     for lanes in LANES:
-      if np.array_equal(np.asarray(kernel(a, b, lanes)), expected):
+      if np.array_equal(np.asarray(kernel_context(probs, v, lanes)), expected):
         return lanes
   return None
 
 
-def _product(name: str):
-  """``name``'s product on the kernel where it matches XLA, with XLA's derivatives."""
-  xla, kernel = _PRODUCTS[name]
-
-  @jax.custom_jvp
-  def product(a, b):
-    def on_cpu(a, b):
-      lanes = xla_lanes(name, tuple(a.shape), tuple(b.shape))
-      return xla(a, b) if lanes is None else kernel(a, b, lanes)
-    return jax.lax.platform_dependent(a, b, cpu=on_cpu, default=xla)
-
-  @product.defjvp
-  def _(primals, tangents):
-    (a, b), (da, db) = primals, tangents
-    # Both products are bilinear: the einsum's own derivative, on XLA's ops.
-    return product(a, b), xla(da, b) + xla(a, db)
-
-  def run(a: jax.Array, b: jax.Array) -> jax.Array:
-    if a.dtype != jnp.float32 or b.dtype != jnp.float32 or not kernels.enabled():
-      return xla(a, b)
-    return product(a, b)
-  return run
+@jax.custom_jvp
+def _context(probs: jax.Array, v: jax.Array) -> jax.Array:
+  def on_cpu(probs, v):
+    lanes = xla_lanes(tuple(probs.shape), tuple(v.shape))
+    return einsum_context(probs, v) if lanes is None else kernel_context(probs, v, lanes)
+  return jax.lax.platform_dependent(probs, v, cpu=on_cpu, default=einsum_context)
 
 
-#: ``einsum("bhqk,bkhd->bqhd", probs, v)``: on the kernel for float32 on a CPU
-#: that runs it and a shape where it matches XLA, else on XLA's ops.
-context = _product("context")
+@_context.defjvp
+def _context_jvp(primals, tangents):
+  (probs, v), (dprobs, dv) = primals, tangents
+  # The product is bilinear: the einsum's own derivative, on XLA's ops.
+  return _context(probs, v), einsum_context(dprobs, v) + einsum_context(probs, dv)
+
+
+def context(probs: jax.Array, v: jax.Array) -> jax.Array:
+  """``einsum("bhqk,bkhd->bqhd", probs, v)``: on the kernel for float32 on a CPU
+  that runs it and a shape where it matches XLA, else on XLA's ops; the same
+  bits either way."""
+  if probs.dtype != jnp.float32 or v.dtype != jnp.float32 or not kernels.enabled():
+    return einsum_context(probs, v)
+  return _context(probs, v)
