@@ -41,11 +41,12 @@ SOURCES = ("int8_dense.cc", "attention.cc", "support.cc")
 HEADERS = ("parallel.h",)
 #: XLA custom-call target -> the handler symbol the library exports.
 TARGETS = {"flatjax_int8_dense": "FlatjaxInt8Dense",
+           "flatjax_int8_dense_gelu": "FlatjaxInt8DenseGelu",
            "flatjax_attention_context": "FlatjaxAttentionContext"}
 #: ``FLATJAX_KERNELS=xla`` keeps every computation on XLA's own ops.
 KERNELS_ENV = "FLATJAX_KERNELS"
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-mavx512f", "-mavx512bw", "-mavx512dq",
-         "-mavx512vl", "-mavx512vnni")
+         "-mavx512vl", "-mavx512vnni", "-ffp-contract=off")
 
 
 def cache_dir() -> Path:

@@ -15,12 +15,21 @@
 // zero-padded; see flatjax/kernels/int8.py); multiplier f32[M];
 // bias f32[M]. Result: f32[N, M]. Blocks of rows are shared among XLA's
 // intra-op threads (parallel.h).
+//
+// FlatjaxInt8DenseGelu also applies BERT's exact GELU, y/2 * (1 + erf(y/sqrt 2)),
+// with XLA:CPU's float32 erf (the rational approximation of
+// xla/codegen/intrinsic/erf.cc, Eigen's), op for op, and returns beside it the
+// output's range f32[2] = (min(0, y...), max(0, y...)), NaN if any output is:
+// what the next int8 layer's quantization would otherwise read the whole
+// output again to find.
 
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
@@ -42,7 +51,54 @@ struct Operands {
   const float* bias;
   float* y;
   int64_t n, k, m, k_padded, panels;
+  float* block_range;  // GELU only: per block of rows (min, max, NaN seen); else null
 };
+
+// The running range of a block's outputs: min and max from 0, as XLA's reduce
+// with init 0, and whether a NaN went by (XLA's min and max propagate it).
+struct Range {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  __mmask16 nan = 0;
+  void Add(__m512 v, __mmask16 mask) {
+    lo = _mm512_mask_min_ps(lo, mask, lo, v);
+    hi = _mm512_mask_max_ps(hi, mask, hi, v);
+    nan |= _mm512_mask_cmp_ps_mask(mask, v, v, _CMP_UNORD_Q);
+  }
+};
+
+// XLA:CPU's float32 erf inside a fusion, op for op: an odd over an even
+// polynomial in x^2 (Horner, one FMA a step), +-1 from |x| >= 3.7439 on (the
+// intrinsic of xla/codegen/intrinsic/erf.cc as jaxlib 0.10 builds it; XLA's
+// unfused erf op clamps at 3.8325 instead).
+inline __m512 Erf(__m512 x) {
+  const __m512 x2 = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_fmadd_ps(x2, _mm512_set1_ps(0.00022905065861350646f),
+                             _mm512_set1_ps(0.0034082910107109506f));
+  p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(0.050955695062380861f));
+  p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(0.18520832239976145f));
+  p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(1.128379143519084f));
+  p = _mm512_mul_ps(x, p);
+  __m512 q = _mm512_fmadd_ps(x2, _mm512_set1_ps(-1.1791602954361697e-7f),
+                             _mm512_set1_ps(0.000023547966471313185f));
+  q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(0.0010179625278914885f));
+  q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(0.014070470171167667f));
+  q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(0.11098505178285362f));
+  q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(0.49746925110067538f));
+  q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(1.0f));
+  const __m512 sign = _mm512_and_ps(x, _mm512_set1_ps(-0.0f));
+  const __m512 magnitude = _mm512_andnot_ps(_mm512_set1_ps(-0.0f), x);
+  const __mmask16 clamp =
+      _mm512_cmp_ps_mask(_mm512_set1_ps(3.7439211627767994f), magnitude, _CMP_LE_OQ);
+  return _mm512_mask_mov_ps(_mm512_div_ps(p, q), clamp, _mm512_or_ps(sign, _mm512_set1_ps(1.0f)));
+}
+
+// flatjax.models.bert's exact GELU as XLA computes it: (y * 0.5) * (erf(y * c) + 1),
+// c = float32(1 / sqrt 2).
+inline __m512 GeluErf(__m512 y) {
+  const __m512 e = Erf(_mm512_mul_ps(y, _mm512_set1_ps(0.707106769f)));
+  return _mm512_mul_ps(_mm512_mul_ps(y, _mm512_set1_ps(0.5f)),
+                       _mm512_add_ps(e, _mm512_set1_ps(1.0f)));
+}
 
 // float32(float64(a) * b + c) for 16 lanes, as XLA computes the float64 form.
 inline __m512 WideFma(__m512 a, __m512d b, __m512d c) {
@@ -52,7 +108,7 @@ inline __m512 WideFma(__m512 a, __m512d b, __m512d c) {
 }
 
 // Per-column float64 operands of the epilogue, 16 columns at a time.
-inline void WideFma(__m512 a, const float* b, const float* c, __mmask16 mask, float* out) {
+inline __m512 WideFma(__m512 a, const float* b, const float* c, __mmask16 mask) {
   __m512 bf = _mm512_maskz_loadu_ps(mask, b), cf = _mm512_maskz_loadu_ps(mask, c);
   __m512d lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)),
                                _mm512_cvtps_pd(_mm512_castps512_ps256(bf)),
@@ -60,8 +116,7 @@ inline void WideFma(__m512 a, const float* b, const float* c, __mmask16 mask, fl
   __m512d hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1)),
                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(bf, 1)),
                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(cf, 1)));
-  __m512 y = _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
-  _mm512_mask_storeu_ps(out, mask, y);
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
 }
 
 // Rows [r0, r1) of x as uint8, k_padded bytes a row, the padding zero.
@@ -101,7 +156,7 @@ void Quantize(const Operands& op, int64_t r0, int64_t r1, uint8_t* q) {
   }
 
 void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t panel,
-          const int32_t* offset) {
+          const int32_t* offset, Range* range) {
   FLATJAX_ZERO4(0) FLATJAX_ZERO4(1) FLATJAX_ZERO4(2)
   FLATJAX_ZERO4(3) FLATJAX_ZERO4(4) FLATJAX_ZERO4(5)
   // The tile's output lines, fetched for writing while it computes: stored
@@ -128,7 +183,12 @@ void Tile(const Operands& op, const uint8_t* q, int64_t r, int64_t rows, int64_t
     const __mmask16 mask = op.m - col >= 16 ? 0xFFFF : (__mmask16)((1u << (op.m - col)) - 1);
     for (int64_t i = 0; i < rows; ++i) {
       const __m512 sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][j], _mm512_loadu_si512(offset + j * 16)));
-      WideFma(sum, op.multiplier + col, op.bias + col, mask, op.y + (r + i) * op.m + col);
+      __m512 y = WideFma(sum, op.multiplier + col, op.bias + col, mask);
+      if (range != nullptr) {
+        y = GeluErf(y);
+        range->Add(y, mask);
+      }
+      _mm512_mask_storeu_ps(op.y + (r + i) * op.m + col, mask, y);
     }
   }
 }
@@ -162,29 +222,72 @@ void MultiplyBlock(const Operands& op, int64_t block, uint8_t* q) {
   const int64_t tiled = (r1 - r0 + kTile - 1) / kTile * kTile;
   std::memset(q + (r1 - r0) * op.k_padded, 0, (tiled - (r1 - r0)) * op.k_padded);
   alignas(64) int32_t offset[kPanel];
+  Range range;
+  Range* gelu = op.block_range != nullptr ? &range : nullptr;
   for (int64_t panel = 0; panel < op.panels; ++panel) {
     PanelOffset(op, panel, offset);
     for (int64_t r = r0; r < r1; r += kTile)
-      Tile(op, q + (r - r0) * op.k_padded, r, std::min(kTile, r1 - r), panel, offset);
+      Tile(op, q + (r - r0) * op.k_padded, r, std::min(kTile, r1 - r), panel, offset, gelu);
   }
+  if (gelu != nullptr) {
+    float* out = op.block_range + 3 * block;
+    out[0] = _mm512_reduce_min_ps(range.lo);
+    out[1] = _mm512_reduce_max_ps(range.hi);
+    out[2] = range.nan != 0 ? 1.0f : 0.0f;
+  }
+}
+
+ffi::Error Run(Operands op, ffi::ThreadPool& pool) {
+  if (op.k_padded < op.k || op.panels * kPanel < op.m)
+    return ffi::Error::InvalidArgument("int8_dense: packed weights smaller than x and multiplier say");
+  flatjax::ParallelFor(pool, (op.n + kBlock - 1) / kBlock, kBlock * op.k_padded,
+                       [&op](int64_t block, uint8_t* q) { MultiplyBlock(op, block, q); });
+  return ffi::Error::Success();
+}
+
+ffi::ErrorOr<Operands> Bind(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> inverse,
+                            ffi::Buffer<ffi::S32> zero_point, ffi::Buffer<ffi::S8> w,
+                            ffi::Buffer<ffi::F32> multiplier, ffi::Buffer<ffi::F32> bias,
+                            ffi::Result<ffi::Buffer<ffi::F32>> y) {
+  const auto xd = x.dimensions();
+  const auto wd = w.dimensions();
+  if (xd.size() != 2 || wd.size() != 4 || wd[2] != kPanel || wd[3] != 4)
+    return ffi::Unexpected(
+        ffi::Error::InvalidArgument("int8_dense: x must be [N, K] and w [M/64, K/4, 64, 4]"));
+  return Operands{x.typed_data(), inverse.typed_data()[0], zero_point.typed_data()[0],
+                  w.typed_data(), multiplier.typed_data(), bias.typed_data(), y->typed_data(),
+                  xd[0], xd[1], static_cast<int64_t>(multiplier.element_count()), wd[1] * 4,
+                  wd[0], nullptr};
 }
 
 ffi::Error Int8Dense(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> inverse,
                      ffi::Buffer<ffi::S32> zero_point, ffi::Buffer<ffi::S8> w,
                      ffi::Buffer<ffi::F32> multiplier,
                      ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y) {
-  const auto xd = x.dimensions();
-  const auto wd = w.dimensions();
-  if (xd.size() != 2 || wd.size() != 4 || wd[2] != kPanel || wd[3] != 4)
-    return ffi::Error::InvalidArgument("int8_dense: x must be [N, K] and w [M/64, K/4, 64, 4]");
-  Operands op{x.typed_data(), inverse.typed_data()[0], zero_point.typed_data()[0],
-              w.typed_data(), multiplier.typed_data(),
-              bias.typed_data(), y->typed_data(),
-              xd[0], xd[1], static_cast<int64_t>(multiplier.element_count()), wd[1] * 4, wd[0]};
-  if (op.k_padded < op.k || op.panels * kPanel < op.m)
-    return ffi::Error::InvalidArgument("int8_dense: packed weights smaller than x and multiplier say");
-  flatjax::ParallelFor(pool, (op.n + kBlock - 1) / kBlock, kBlock * op.k_padded,
-                       [&op](int64_t block, uint8_t* q) { MultiplyBlock(op, block, q); });
+  auto op = Bind(x, inverse, zero_point, w, multiplier, bias, y);
+  return op.has_value() ? Run(*op, pool) : op.error();
+}
+
+ffi::Error Int8DenseGelu(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                         ffi::Buffer<ffi::F32> inverse, ffi::Buffer<ffi::S32> zero_point,
+                         ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> multiplier,
+                         ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y,
+                         ffi::ResultBuffer<ffi::F32> range) {
+  auto op = Bind(x, inverse, zero_point, w, multiplier, bias, y);
+  if (!op.has_value()) return op.error();
+  const int64_t blocks = (op->n + kBlock - 1) / kBlock;
+  std::vector<float> block_range(3 * blocks);
+  op->block_range = block_range.data();
+  if (ffi::Error error = Run(*op, pool); error.failure()) return error;
+  float lo = 0.0f, hi = 0.0f;
+  bool nan = false;
+  for (int64_t b = 0; b < blocks; ++b) {
+    lo = std::min(lo, block_range[3 * b]);
+    hi = std::max(hi, block_range[3 * b + 1]);
+    nan = nan || block_range[3 * b + 2] != 0.0f;
+  }
+  range->typed_data()[0] = nan ? std::numeric_limits<float>::quiet_NaN() : lo;
+  range->typed_data()[1] = nan ? std::numeric_limits<float>::quiet_NaN() : hi;
   return ffi::Error::Success();
 }
 
@@ -199,4 +302,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(FlatjaxInt8Dense, Int8Dense,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(FlatjaxInt8DenseGelu, Int8DenseGelu,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S8>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

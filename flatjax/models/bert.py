@@ -87,9 +87,9 @@ class BertConfig:
       raise FlatjaxInputError(
           f"hidden_size {self.hidden_size} is not a multiple of "
           f"num_attention_heads {self.num_attention_heads}")
-    if self.hidden_act not in _ACTIVATIONS:
+    if self.hidden_act not in ACTIVATIONS:
       raise FlatjaxInputError(
-          f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+          f"hidden_act {self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
     n = self.num_hidden_layers
     for name in ("layer_num_heads", "layer_intermediate_sizes"):
       value = getattr(self, name)
@@ -181,7 +181,7 @@ def _gelu_erf(x):
 
 
 # Hugging Face's ACT2FN names: "gelu" is the exact erf form, "gelu_new" the tanh form.
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": _gelu_erf,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
@@ -368,7 +368,7 @@ class BertIntermediate(nn.Module):
   def __call__(self, x, neuron_gate=None):
     cfg = self.config
     features = cfg.intermediate_size if self.features is None else self.features
-    y = _ACTIVATIONS[cfg.hidden_act](_apply_dense(_dense(cfg, features, self.dtype, "dense"), x))
+    y = ACTIVATIONS[cfg.hidden_act](_apply_dense(_dense(cfg, features, self.dtype, "dense"), x))
     return y if neuron_gate is None else y * neuron_gate
 
 

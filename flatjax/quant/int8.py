@@ -69,7 +69,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -289,15 +289,20 @@ def choose_qparams(x: Any, reduce_range: bool = True) -> tuple[Array, Array]:
   then uses) and ``zero_point`` int32, both scalars. Equals
   ``torch._choose_qparams_per_tensor(x, reduce_range)``.
   """
+  x_min, x_max = value_range(x)
+  return qparams_from_range(x_min, x_max, reduce_range)
+
+
+def value_range(x: Any) -> tuple[Array, Array]:
+  """``(min(0, x...), max(0, x...))``: the range quantization covers, 0 included
+  (FBGEMM's FindMinMax gives 0, 0 for an empty input)."""
   x = jnp.asarray(x, jnp.float32)
-  # The range widened to contain 0; 0 also stands in for an empty input
-  # (FBGEMM's FindMinMax returns 0, 0 for it). One variadic reduce: XLA makes
-  # jnp.min and jnp.max two passes over x, a tenth of an int8 layer's time.
+  # One variadic reduce: XLA makes jnp.min and jnp.max two passes over x, a
+  # tenth of an int8 layer's time.
   zero = jnp.zeros((), jnp.float32)
-  x_min, x_max = jax.lax.reduce(
+  return jax.lax.reduce(
       (x, x), (zero, zero),
       lambda a, b: (jnp.minimum(a[0], b[0]), jnp.maximum(a[1], b[1])), tuple(range(x.ndim)))
-  return qparams_from_range(x_min, x_max, reduce_range)
 
 
 def qparams_from_range(x_min: Any, x_max: Any, reduce_range: bool = True) -> tuple[Array, Array]:
@@ -373,27 +378,21 @@ def int8_matmul(xq: Array, zero_point: Any, wq: Array) -> Array:
 
 
 def dense(x: Any, kernel: QArray, bias: Any | None = None,
-          config: str | QuantConfig | None = None, dtype: Any | None = None) -> Array:
+          config: str | QuantConfig | None = None, dtype: Any | None = None,
+          input_range: tuple[Any, Any] | None = None) -> Array:
   """A quantized ``nn.Dense``: ``x [..., in]`` -> ``[..., out]``.
 
   ``dynamic``: steps 1-5 of the module docstring over all of ``x`` at once
   (one activation scale for the whole call, as PyTorch's per-tensor dynamic
-  quantization: the batch's composition, padding included, matters).
+  quantization: the batch's composition, padding included, matters);
+  ``input_range``, when given, is ``value_range(x)`` computed elsewhere (see
+  :func:`dense_activation`), and step 1 is skipped.
   ``none``: ``x @ dequantize(kernel) + bias`` computed as ``nn.Dense`` does.
   ``dtype``: the output dtype (default: ``x``'s); the int8 path computes in
   float32 whatever it is.
   """
   config = get_config(config)
-  if not isinstance(kernel, QArray):
-    raise FlatjaxInputError(f"dense needs a QArray kernel, got {type(kernel).__name__}")
-  x = jnp.asarray(x)
-  if kernel.values.ndim != 2 or x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
-    raise FlatjaxInputError(f"input of shape {tuple(x.shape)} does not fit a kernel of shape "
-                            f"{kernel.shape}")
-  features = kernel.shape[1]
-  if bias is not None and tuple(jnp.shape(bias)) != (features,):
-    raise FlatjaxInputError(f"bias of shape {tuple(jnp.shape(bias))} does not fit "
-                            f"{features} output features")
+  x, features, b = _check_dense(x, kernel, bias)
   out_dtype = dtype if dtype is not None else x.dtype
   if config.activations == "none":
     w = dequantize(kernel)
@@ -405,14 +404,65 @@ def dense(x: Any, kernel: QArray, bias: Any | None = None,
       y = y + jnp.reshape(jnp.asarray(bias, out_dtype), (1,) * (y.ndim - 1) + (-1,))
     return y
   rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).astype(jnp.float32)  # no -1: K may be 0
-  scale, zero_point = choose_qparams(rows, config.reduce_range)
-  # float32, per tensor or per output channel
-  multiplier = jnp.broadcast_to(scale * kernel.scale, (features,))
-  b = (jnp.zeros((features,), jnp.float32) if bias is None
-       else jnp.asarray(bias, jnp.float32))
-  y = int8_kernel.dense_or(_dynamic_dense, rows, _inverse(scale), zero_point, kernel.values,
-                           multiplier, b)
+  x_min, x_max = value_range(rows) if input_range is None else input_range
+  y = int8_kernel.dense_or(_dynamic_dense, rows, *_dynamic_operands(x_min, x_max, kernel, b,
+                                                                   config))
   return y.reshape(*x.shape[:-1], features).astype(out_dtype)
+
+
+def dense_activation(x: Any, kernel: QArray, bias: Any | None,
+                     config: str | QuantConfig | None,
+                     activation: Callable[[Array], Array]) -> tuple[Array, tuple[Array, Array]]:
+  """``activation(dense(x, ...))`` in float32 and its :func:`value_range`, the
+  ``input_range`` of the int8 layer that reads it (``dynamic`` only).
+
+  Where the native kernel applies ``activation`` itself with XLA's bits
+  (BERT's exact GELU, :func:`flatjax.kernels.int8.gelu_matches_xla`), it does,
+  and finds the range as it writes the output: one pass over the output
+  instead of three. Elsewhere XLA's ops compute the same.
+  """
+  config = get_config(config)
+  if config.activations != "dynamic":
+    raise FlatjaxInputError("dense_activation quantizes activations: it needs a dynamic config")
+  x, features, b = _check_dense(x, kernel, bias)
+  rows = x.reshape(math.prod(x.shape[:-1]), x.shape[-1]).astype(jnp.float32)
+
+  def on_xla(*args):
+    g = activation(_dynamic_dense(*args))
+    return g, jnp.stack(value_range(g))
+  args = (rows, *_dynamic_operands(*value_range(rows), kernel, b, config))
+  if int8_kernel.fuses(activation):
+    g, bounds = int8_kernel.dense_or(on_xla, *args, gelu=True)
+  else:
+    g = activation(int8_kernel.dense_or(_dynamic_dense, *args))
+    bounds = value_range(g)
+  return g.reshape(*x.shape[:-1], features), (bounds[0], bounds[1])
+
+
+def _check_dense(x: Any, kernel: QArray, bias: Any | None) -> tuple[Array, int, Array]:
+  """``x`` as an array, the output features, the bias (zeros if None) in float32."""
+  if not isinstance(kernel, QArray):
+    raise FlatjaxInputError(f"dense needs a QArray kernel, got {type(kernel).__name__}")
+  x = jnp.asarray(x)
+  if kernel.values.ndim != 2 or x.ndim < 1 or x.shape[-1] != kernel.shape[0]:
+    raise FlatjaxInputError(f"input of shape {tuple(x.shape)} does not fit a kernel of shape "
+                            f"{kernel.shape}")
+  features = kernel.shape[1]
+  if bias is not None and tuple(jnp.shape(bias)) != (features,):
+    raise FlatjaxInputError(f"bias of shape {tuple(jnp.shape(bias))} does not fit "
+                            f"{features} output features")
+  b = jnp.zeros((features,), jnp.float32) if bias is None else jnp.asarray(bias, jnp.float32)
+  return x, features, b
+
+
+def _dynamic_operands(x_min: Array, x_max: Array, kernel: QArray, bias: Array,
+                      config: QuantConfig) -> tuple[Array, ...]:
+  """Steps 2-5's operands after ``rows``: (1 / scale, zero point, weights,
+  scale x weight scale per output, bias)."""
+  scale, zero_point = qparams_from_range(x_min, x_max, config.reduce_range)
+  # float32, per tensor or per output channel
+  multiplier = jnp.broadcast_to(scale * kernel.scale, (kernel.shape[1],))
+  return _inverse(scale), zero_point, kernel.values, multiplier, bias
 
 
 def _dynamic_dense(rows: Array, inverse: Array, zero_point: Array, wq: Array,
