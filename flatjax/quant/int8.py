@@ -58,7 +58,8 @@ step differently.
 
 On x86-64 CPUs with AVX-512 VNNI, steps 3-5 run in one native kernel
 (:mod:`flatjax.kernels.int8`): the same arithmetic, float64 steps included,
-so the same bits.
+so the same bits. :func:`dense_activation` also applies BERT's GELU there and
+finds step 1 of the next layer (its output's range) as it writes the output.
 
 ``activations="none"`` is weight-only quantization: ``y = x @ (scale * q) + b``
 in float, the dequantized weights standing in for the real ones.
