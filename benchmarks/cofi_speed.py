@@ -397,7 +397,7 @@ def main(argv=None):
         "benchmark": "cofi_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": "python " + " ".join(sys.argv), "runtime": args.runtime,
         "onnxruntime_version": _ort_version() if args.runtime == "onnx" else None,
-        "threads": args.threads, "git": provenance.git_state(),
+        "threads": args.threads, "git": provenance.git_state(ignore=[args.output]),
         "model": args.model, "task": task.name, "batch_size": args.batch_size,
         "length": args.length, "repeats": args.repeats, "warmup": args.warmup,
         "sparsities": args.sparsity, "structure": args.structure, "models": args.models,

@@ -206,7 +206,7 @@ def main(argv=None):
               "malloc": args.malloc, "versions": versions,
               "flatjax_kernels": kernels.unavailable_reason() or "native",
               "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
-              "git": provenance.git_state(), "results": results,
+              "git": provenance.git_state(ignore=[args.output]), "results": results,
               "load_average_1m": load}
     from flatjax import jsonl
     jsonl.append(args.output, record)

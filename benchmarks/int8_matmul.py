@@ -133,7 +133,7 @@ def main(argv=None):
         "malloc": args.malloc, "versions": {"jax": jax.__version__, "torch": torch.__version__},
         "flatjax_kernels": kernels.unavailable_reason() or "native",
         "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
-        "git": provenance.git_state(), "results": results,
+        "git": provenance.git_state(ignore=[args.output]), "results": results,
         "load_average_1m": os.getloadavg()[0]})
     print(f"wrote {args.output}")
 

@@ -20,7 +20,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from flatjax import files
 
@@ -43,11 +43,13 @@ def versions() -> dict[str, str | None]:
   return out
 
 
-def git_state(where: str | os.PathLike | None = None) -> dict[str, Any]:
+def git_state(where: str | os.PathLike | None = None,
+              ignore: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
   """``{"revision": sha or None, "dirty": bool or None}`` of the git checkout
   holding ``where`` (default: flatjax's own source). None where it is not a
   checkout (an installed wheel) or git is missing. Untracked files do not make
-  a checkout dirty; changes to tracked ones do."""
+  a checkout dirty; changes to tracked ones do, except to the files ``ignore``
+  names (a benchmark's own results file, which its previous run appended to)."""
   where = Path(where or Path(__file__).resolve().parent)
   def git(*args: str) -> str | None:
     try:
@@ -59,7 +61,8 @@ def git_state(where: str | os.PathLike | None = None) -> dict[str, Any]:
   revision = git("rev-parse", "HEAD")
   if revision is None:
     return {"revision": None, "dirty": None}
-  status = git("status", "--porcelain", "--untracked-files=no")
+  excluded = [f":(exclude){os.path.relpath(Path(p).resolve(), where.resolve())}" for p in ignore]
+  status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded)
   return {"revision": revision, "dirty": None if status is None else bool(status)}
 
 
