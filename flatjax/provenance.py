@@ -61,7 +61,9 @@ def git_state(where: str | os.PathLike | None = None,
   revision = git("rev-parse", "HEAD")
   if revision is None:
     return {"revision": None, "dirty": None}
-  excluded = [f":(exclude){os.path.relpath(Path(p).resolve(), where.resolve())}" for p in ignore]
+  top = Path(git("rev-parse", "--show-toplevel") or where).resolve()
+  inside = [Path(p).resolve() for p in ignore if Path(p).resolve().is_relative_to(top)]
+  excluded = [f":(top,exclude){p.relative_to(top)}" for p in inside]
   status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded)
   return {"revision": revision, "dirty": None if status is None else bool(status)}
 

@@ -51,3 +51,13 @@ def test_git_state_is_dirty_for_changed_tracked_files_except_ignored_ones(tmp_pa
 
 def test_git_state_is_none_outside_a_checkout(tmp_path):
   assert provenance.git_state(tmp_path) == {"revision": None, "dirty": None}
+
+
+def test_git_state_ignores_a_file_outside_the_checkout(tmp_path):
+  repo, outside = tmp_path / "repo", tmp_path / "elsewhere.jsonl"
+  repo.mkdir()
+  (repo / "a.txt").write_text("a\n")
+  for args in (("init", "-q"), ("add", "."), ("commit", "-qm", "first")):
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                   check=True, capture_output=True)
+  assert provenance.git_state(repo, ignore=[outside])["dirty"] is False
