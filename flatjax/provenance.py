@@ -62,8 +62,8 @@ def git_state(where: str | os.PathLike | None = None,
   if revision is None:
     return {"revision": None, "dirty": None}
   top = Path(git("rev-parse", "--show-toplevel") or where).resolve()
-  inside = [Path(p).resolve() for p in ignore if Path(p).resolve().is_relative_to(top)]
-  excluded = [f":(top,exclude){p.relative_to(top)}" for p in inside]
+  resolved = [Path(p).resolve() for p in ignore]
+  excluded = [f":(top,exclude){p.relative_to(top)}" for p in resolved if p.is_relative_to(top)]
   status = git("status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded)
   return {"revision": revision, "dirty": None if status is None else bool(status)}
 

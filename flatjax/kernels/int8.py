@@ -56,14 +56,15 @@ def int8_dense_gelu(x: jax.Array, inverse: jax.Array, zero_point: jax.Array, wq:
   XLA:CPU's float32 erf op for op; returns it and its range ``f32[2]``:
   ``(min(0, min g), max(0, max g))``, NaN if any ``g`` is, as the next layer's
   quantization reduces it."""
-  y = jax.ShapeDtypeStruct((x.shape[0], wq.shape[1]), jnp.float32)
   return _call(GELU_TARGET, x, inverse, zero_point, wq, multiplier, bias,
-               results=(y, jax.ShapeDtypeStruct((2,), jnp.float32)))
+               also=(jax.ShapeDtypeStruct((2,), jnp.float32),))
 
 
-def _call(target, x, inverse, zero_point, wq, multiplier, bias, results=None):
+def _call(target, x, inverse, zero_point, wq, multiplier, bias, also=()):
+  """The kernel ``target``: its [N, M] output, then the results ``also`` declares."""
   kernels.require()
-  results = results or jax.ShapeDtypeStruct((x.shape[0], wq.shape[1]), jnp.float32)
+  y = jax.ShapeDtypeStruct((x.shape[0], wq.shape[1]), jnp.float32)
+  results = (y, *also) if also else y
   # Under vmap, one call per example: each quantizes its own rows, as the XLA path.
   call = jax.ffi.ffi_call(target, results, vmap_method="sequential")
   return call(x.astype(jnp.float32), jnp.asarray(inverse, jnp.float32),

@@ -31,7 +31,6 @@ from flatjax.quant import int8
 from flatjax.quant.int8 import QArray, QuantConfig
 from flatjax.sparsity.masks import apply_mask, is_none, path_str, resolve_scope
 from flatjax.models import bert
-from flatjax.models.bert import MODEL_INPUTS
 
 #: What ``quantize_dynamic(model, {nn.Linear})`` quantizes: every dense kernel.
 QUANT_SCOPE: tuple[str, ...] = (r"(^|/)kernel$",)
@@ -226,6 +225,7 @@ def make_quantized_eval_step(module: nn.Module,
       qparams = mask_quantized(params, mask)
     else:
       qparams = quantize_params(apply_mask(params, mask), config)
-    out = quantized_apply(module, qparams, *(batch[k] for k in MODEL_INPUTS), deterministic=True)
+    out = quantized_apply(module, qparams, *(batch[k] for k in bert.MODEL_INPUTS),
+                          deterministic=True)
     return {k: v for k, v in out.items() if k.endswith("logits")}
   return eval_step
