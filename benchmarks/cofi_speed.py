@@ -74,13 +74,12 @@ import argparse
 import dataclasses
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import cpu_model, make_batch, summarize  # noqa: E402  (the same batch)
+from step_time import make_batch, summarize  # noqa: E402  (the same batch)
 
 LOGIT_TOLERANCE = 1e-4
 SPARSITY_TOLERANCE = 0.01
@@ -316,7 +315,7 @@ def main(argv=None):
   cores = len(os.sched_getaffinity(0))
   runtime = args.runtime if args.runtime == "flatjax" else f"onnxruntime {_ort_version()}"
   print(f"{runtime}; jax {jax.__version__} on {jax.devices()[0]} (backend {jax.default_backend()}); "
-        f"{cpu_model()}, {cores} cores; malloc {args.malloc} (tune_malloc applied: {tuned})")
+        f"{provenance.cpu()['model']}, {cores} cores; malloc {args.malloc} (tune_malloc applied: {tuned})")
   print(f"batch {args.batch_size} x {args.length}, {int(batch['attention_mask'].sum())} real "
         f"tokens of {batch['attention_mask'].size}; teacher encoder params {full_params:,}")
   print("structures (hidden; per layer heads, FFN neurons; - = block removed):")
@@ -387,30 +386,20 @@ def main(argv=None):
     rows.append(row)
     print(f"{m['name']:24s} {m['encoder_params']:12,d} {m['sparsity']:9.1%} "
           f"{s['median_s'] * 1e3:9.1f} {row['examples_per_s']:11.1f} {row['speedup']:8.2f}x")
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-  if load is not None and load > cores + 0.5:
-    print(f"warning: load average {load:.1f} on {cores} cores; other processes are "
-          "competing, timings are noisy")
+  if warning := provenance.contention():
+    print(warning)
 
   if args.output:
-    record = {
-        "benchmark": "cofi_speed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": "python " + " ".join(sys.argv), "runtime": args.runtime,
-        "onnxruntime_version": _ort_version() if args.runtime == "onnx" else None,
-        "threads": args.threads, "git": provenance.git_state(ignore=[args.output]),
+    from flatjax import jsonl
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    jsonl.append(args.output, provenance.benchmark_row("cofi_speed", args.output, {
+        "runtime": args.runtime, "threads": args.threads,
         "model": args.model, "task": task.name, "batch_size": args.batch_size,
         "length": args.length, "repeats": args.repeats, "warmup": args.warmup,
         "sparsities": args.sparsity, "structure": args.structure, "models": args.models,
         "real_tokens": int(batch["attention_mask"].sum()),
-        "jax_version": jax.__version__, "device": str(jax.devices()[0]),
-        "backend": jax.default_backend(), "cpu": cpu_model(), "cpu_cores": cores,
-        "platform": platform.platform(), "python": sys.version.split()[0],
-        "malloc": args.malloc, "malloc_tuned": tuned,
-        "load_average_1m": load, "rows": rows,
-    }
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    from flatjax import jsonl
-    jsonl.append(args.output, record)
+        "device": str(jax.devices()[0]), "backend": jax.default_backend(),
+        "malloc": args.malloc, "malloc_tuned": tuned, "rows": rows}))
     print(f"wrote {args.output}")
   return rows
 

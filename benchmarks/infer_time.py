@@ -120,7 +120,7 @@ def _torch_runners(model_dir, names, threads):
         return m(**batch).logits
     return run
   as_torch = lambda batch: {k: torch.from_numpy(v) for k, v in batch.items()}  # noqa: E731
-  return {k: call(m) for k, m in out.items()}, as_torch, torch.__version__
+  return {k: call(m) for k, m in out.items()}, as_torch
 
 
 def _onnx_runners(pt, task, names, threads):
@@ -139,7 +139,7 @@ def _onnx_runners(pt, task, names, threads):
     session = ort.InferenceSession(to_onnx(params, pt.config, task).SerializeToString(),
                                    options, providers=["CPUExecutionProvider"])
     out[name] = (lambda s: lambda b: s.run(None, b))(session)
-  return out, (lambda batch: batch), ort.__version__
+  return out, (lambda batch: batch)
 
 
 def main(argv=None):
@@ -147,7 +147,6 @@ def main(argv=None):
   if args.malloc == "flatjax":
     from flatjax.runtime import tune_malloc
     tune_malloc()
-  import jax
   import numpy as np
 
   from flatjax import kernels, provenance
@@ -157,14 +156,14 @@ def main(argv=None):
   names = args.runtimes.split(",")
   task = get_task("sst2")
   pt = from_pretrained(args.model, task)
-  runners, versions = {}, {"jax": jax.__version__}
+  runners = {}
   flatjax_runs, as_jax = _flatjax_runners(pt, names)
   runners.update({k: (f, as_jax) for k, f in flatjax_runs.items()})
   if {"torch", "torch-int8"} & set(names):
-    torch_runs, as_torch, versions["torch"] = _torch_runners(pt.source_dir, names, args.threads)
+    torch_runs, as_torch = _torch_runners(pt.source_dir, names, args.threads)
     runners.update({k: (f, as_torch) for k, f in torch_runs.items()})
   if {"onnx", "onnx-int8"} & set(names):
-    onnx_runs, as_np, versions["onnxruntime"] = _onnx_runners(pt, task, names, args.threads)
+    onnx_runs, as_np = _onnx_runners(pt, task, names, args.threads)
     runners.update({k: (f, as_np) for k, f in onnx_runs.items()})
   names = [n for n in RUNTIMES if n in runners]
 
@@ -196,20 +195,14 @@ def main(argv=None):
     print("  " + "  ".join(f"{k} {v:.2f}" for k, v in results[shape]["ratios"].items()),
           flush=True)
 
-  load = os.getloadavg()[0]
-  if load > len(os.sched_getaffinity(0)) + 0.5:
-    print(f"warning: load average {load:.1f}: other processes compete, timings are noisy")
+  if warning := provenance.contention():
+    print(warning)
   if args.output:
-    record = {"benchmark": "infer_time", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "command": "python " + " ".join(sys.argv), "model": args.model,
-              "repeats": args.repeats, "threads": args.threads,
-              "malloc": args.malloc, "versions": versions,
-              "flatjax_kernels": kernels.unavailable_reason() or "native",
-              "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
-              "git": provenance.git_state(ignore=[args.output]), "results": results,
-              "load_average_1m": load}
     from flatjax import jsonl
-    jsonl.append(args.output, record)
+    jsonl.append(args.output, provenance.benchmark_row("infer_time", args.output, {
+        "model": args.model, "repeats": args.repeats, "threads": args.threads,
+        "malloc": args.malloc, "flatjax_kernels": kernels.unavailable_reason() or "native",
+        "results": results}))
     print(f"wrote {args.output}")
 
 

@@ -29,9 +29,7 @@ revision.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 KINDS = ("xla-s8s8", "xla-u8s8", "xla-f32", "torch-int8", "torch-f32", "flatjax-int8")
@@ -101,9 +99,6 @@ def main(argv=None):
   if args.malloc == "flatjax":
     from flatjax.runtime import tune_malloc
     tune_malloc()
-  import jax
-  import torch
-
   from flatjax import jsonl, kernels, provenance
 
   results = {}
@@ -127,14 +122,9 @@ def main(argv=None):
                                    for name in KINDS), flush=True)
   print("(milliseconds per product, billions of multiply-adds per second in brackets)")
   if args.output:
-    jsonl.append(args.output, {
-        "benchmark": "int8_matmul", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "command": "python " + " ".join(sys.argv), "repeats": args.repeats,
-        "malloc": args.malloc, "versions": {"jax": jax.__version__, "torch": torch.__version__},
-        "flatjax_kernels": kernels.unavailable_reason() or "native",
-        "cpu": provenance.cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
-        "git": provenance.git_state(ignore=[args.output]), "results": results,
-        "load_average_1m": os.getloadavg()[0]})
+    jsonl.append(args.output, provenance.benchmark_row("int8_matmul", args.output, {
+        "repeats": args.repeats, "malloc": args.malloc,
+        "flatjax_kernels": kernels.unavailable_reason() or "native", "results": results}))
     print(f"wrote {args.output}")
 
 

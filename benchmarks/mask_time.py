@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import cpu_model, make_batch  # noqa: E402  (the same synthetic batch)
+from step_time import make_batch  # noqa: E402  (the same synthetic batch)
 
 DEFAULT_OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                               "mask_time_cpu.jsonl")
@@ -56,6 +55,7 @@ def main(argv=None):
   import jax
   import numpy as np
 
+  from flatjax import provenance
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
   from flatjax.optim import OptimizerConfig, make_optimizer
@@ -133,9 +133,9 @@ def main(argv=None):
 
   mask_s, step_s = statistics.median(mask_t), statistics.median(step_t)
   ratio = mask_s / step_s
-  load = os.getloadavg()[0]
   cores = len(os.sched_getaffinity(0))
-  print(f"\njax {jax.__version__} on {jax.devices()[0]}; {cpu_model()}, {cores} cores; "
+  print(f"\njax {jax.__version__} on {jax.devices()[0]}; {provenance.cpu()['model']}, "
+        f"{cores} cores; "
         f"batch {args.batch_size} x {args.length}")
   print(f"jitted global magnitude mask ({args.sparsity:g}) + apply: {mask_s:.4f}s "
         f"(median, min {min(mask_t):.4f}s)")
@@ -144,12 +144,10 @@ def main(argv=None):
   print(f"ratio mask / step: {ratio:.2%}  (target < 10%)")
   print(f"eager magnitude_mask: first call {eager_first_s:.3f}s, next round {eager_next_s:.3f}s "
         f"({eager_first_s / step_s:.2%} / {eager_next_s / step_s:.2%} of a step)")
-  if load > cores + 0.5:
-    print(f"warning: load average {load:.1f} on {cores} cores: other processes compete, "
-          "timings are noisy")
+  if warning := provenance.contention():
+    print(warning)
   if args.output:
-    record = {"benchmark": "mask_time", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "model": args.model, "task": task.name, "batch_size": args.batch_size,
+    record = {"model": args.model, "task": task.name, "batch_size": args.batch_size,
               "length": args.length, "repeats": args.repeats, "warmup": args.warmup,
               "sparsity": args.sparsity, "weights_in_scope": n_scope,
               "mask_sparsity": sparsity(jmask), "jit_equals_eager": same,
@@ -158,12 +156,10 @@ def main(argv=None):
               "ratio_mask_to_step": ratio,
               "eager_first_call_s": eager_first_s, "eager_next_round_s": eager_next_s,
               "mask_compile_s": mask_compile_s, "step_compile_s": step_compile_s,
-              "jax_version": jax.__version__, "device": str(jax.devices()[0]),
-              "cpu": cpu_model(), "cpu_cores": cores, "platform": platform.platform(),
-              "python": sys.version.split()[0], "load_average_1m": load}
+              "device": str(jax.devices()[0])}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     from flatjax import jsonl
-    jsonl.append(args.output, record)
+    jsonl.append(args.output, provenance.benchmark_row("mask_time", args.output, record))
     print(f"wrote {args.output}")
   return ratio
 

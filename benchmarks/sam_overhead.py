@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -82,6 +81,7 @@ def main(argv=None):
   import jax
   import numpy as np
 
+  from flatjax import provenance
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
   from flatjax.train import losses, state as train_state, steps
@@ -141,22 +141,18 @@ def main(argv=None):
           f"(Adam phase {LATE_START:.0%} of the steps, then SAM)")
   if "sam" in med and "optax.contrib.sam" in med:
     print(f"flatjax sam / optax.contrib.sam: {med['sam'] / med['optax.contrib.sam']:.3f}")
-  load = os.getloadavg()[0]
-  if load > len(os.sched_getaffinity(0)) + 0.5:
-    print(f"warning: load average {load:.1f}: other processes compete, timings are noisy")
+  if warning := provenance.contention():
+    print(warning)
   if args.output:
-    record = {"benchmark": "sam_overhead", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-              "model": args.model, "batch_size": args.batch_size, "length": args.length,
+    record = {"model": args.model, "batch_size": args.batch_size, "length": args.length,
               "repeats": args.repeats, "round": args.round, "k": args.k, "rho": args.rho,
-              "jax_version": jax.__version__, "device": str(jax.devices()[0]),
-              "cpu_cores": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-              "seconds_per_step": med, "min_seconds_per_step": {n: min(t) for n, t in
+              "device": str(jax.devices()[0]), "seconds_per_step": med, "min_seconds_per_step": {n: min(t) for n, t in
                                                                 times.items()},
               "ratio_to_adam": {n: med[n] / base for n in names} if base else None,
               "latesam_run_ratio_to_adam": late_run, "latesam_start": LATE_START,
-              "compile_s": compile_s, "load_average_1m": load}
+              "compile_s": compile_s}
     from flatjax import jsonl
-    jsonl.append(args.output, record)
+    jsonl.append(args.output, provenance.benchmark_row("sam_overhead", args.output, record))
     print(f"wrote {args.output}")
 
 

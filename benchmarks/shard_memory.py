@@ -74,9 +74,9 @@ def main() -> None:
           f"{1 / mesh.shape['model']:>8.3f}")
     del sharded
   if args.output:
-    from flatjax import jsonl
-    for row in rows:
-      jsonl.append(args.output, row)
+    from flatjax import jsonl, provenance
+    for row in rows:  # one line per mesh, each saying what made it
+      jsonl.append(args.output, provenance.benchmark_row("shard_memory", args.output, row))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import sys
 import time
 
 
@@ -87,18 +85,6 @@ def make_batch(rs, batch_size, length, vocab_size):
   return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
 
 
-def cpu_model() -> str:
-  """The CPU's model name (recorded with the benchmarks' results)."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def summarize(times):
   return {"median_s": statistics.median(times), "mean_s": statistics.fmean(times),
           "min_s": min(times), "stdev_s": statistics.stdev(times) if len(times) > 1 else 0.0,
@@ -125,6 +111,7 @@ def main(argv=None):
 
   transformers.logging.set_verbosity_error()  # no load report for the new head
 
+  from flatjax import provenance
   from flatjax.data.tasks import get_task
   from flatjax.models import from_pretrained
   from flatjax.optim import OptimizerConfig, make_optimizer
@@ -234,33 +221,27 @@ def main(argv=None):
     print(f"flatjax step temp buffer: {temp_mb:.0f} MiB")
   except Exception:  # not every backend reports it
     pass
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-  if load is not None and load > len(os.sched_getaffinity(0)) + 0.5:
-    print(f"warning: load average {load:.1f} on {len(os.sched_getaffinity(0))} cores; other "
-          "processes are competing, timings are noisy")
+  if warning := provenance.contention():
+    print(warning)
 
   if args.output:
     record = {
-        "benchmark": "step_time", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "model": args.model, "batch_size": args.batch_size, "length": args.length,
         "repeats": args.repeats, "warmup": args.warmup, "dropout": not args.no_dropout,
-        "jax_version": jax.__version__, "jax_device": jax_device,
+        "jax_device": jax_device,
         "jax_backend": jax.default_backend(), "prng_impl": prng_impl,
-        "torch_version": torch.__version__, "torch_device": str(tdev),
+        "torch_device": str(tdev),
         "torch_threads": torch.get_num_threads(), "torch_attention": attn,
-        "transformers_version": transformers.__version__,
-        "cpu_cores": len(os.sched_getaffinity(0)), "threads_arg": args.threads,
-        "platform": platform.platform(), "python": sys.version.split()[0],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "jit_compiler_options": copts,
+        "threads_arg": args.threads, "xla_flags": os.environ.get("XLA_FLAGS", ""), "jit_compiler_options": copts,
         "malloc": args.malloc, "malloc_tuned": tuned,
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "flatjax": js, "pytorch": ts, "ratio_median": ratio,
         "ratio_mean": js["mean_s"] / ts["mean_s"], "ratio_min": js["min_s"] / ts["min_s"],
         "ratio_cpu_time": js["cpu_median_s"] / ts["cpu_median_s"],
-        "load_average_1m": load, "flatjax_temp_mib": temp_mb, "flatjax_compile_s": compile_s,
+        "flatjax_temp_mib": temp_mb, "flatjax_compile_s": compile_s,
     }
     from flatjax import jsonl
-    jsonl.append(args.output, record)
+    jsonl.append(args.output, provenance.benchmark_row("step_time", args.output, record))
     print(f"wrote {args.output}")
   return ratio
 

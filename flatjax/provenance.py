@@ -28,13 +28,15 @@ RUN_FILE = "run.json"
 # Distributions whose versions decide a run's numbers.
 DISTRIBUTIONS = ("flatjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
                  "transformers", "tokenizers", "numpy")
+# What a benchmark compares flatjax with besides.
+BENCHMARKED = ("torch", "onnx", "onnxruntime")
 _CHUNK = 1 << 20
 
 
-def versions() -> dict[str, str | None]:
-  """Installed version of each of :data:`DISTRIBUTIONS` (None if missing), and Python's."""
+def versions(distributions: Sequence[str] = DISTRIBUTIONS) -> dict[str, str | None]:
+  """Installed version of each of ``distributions`` (None if missing), and Python's."""
   out: dict[str, str | None] = {}
-  for name in DISTRIBUTIONS:
+  for name in distributions:
     try:
       out[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -180,6 +182,36 @@ def record(config: Any, data: dict[str, Any] | None = None) -> dict[str, Any]:
                      "cpu": cpu()},
           "data": {name: fingerprint(src) for name, src in (data or {}).items()},
           "resumed": []}
+
+
+def benchmark_row(name: str, output: str | os.PathLike,
+                  fields: dict[str, Any]) -> dict[str, Any]:
+  """One line of a benchmark's results file ``output``: the benchmark's name, when and how
+  it ran (UTC time, command line), flatjax's revision and dirty flag (``output`` itself left
+  out: the previous run appended to it), the versions of flatjax's libraries and of what it
+  is compared with, the host (CPU, cores, platform, 1-minute load average), then
+  ``fields``, the benchmark's own settings and timings, which may not reuse those names."""
+  row = {"benchmark": name,
+         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+         "command": " ".join(["python", *sys.argv]),
+         "git": git_state(ignore=[output]),
+         "versions": versions(DISTRIBUTIONS + BENCHMARKED),
+         "cpu": cpu(), "cpu_cores": len(os.sched_getaffinity(0)),
+         "platform": platform.platform(), "load_average_1m": os.getloadavg()[0]}
+  clash = sorted(row.keys() & fields.keys())
+  if clash:
+    raise ValueError(f"benchmark fields reuse the row's own keys: {', '.join(clash)}")
+  return {**row, **fields}
+
+
+def contention() -> str | None:
+  """A warning when the 1-minute load average exceeds this process's cores (other
+  processes compete, so timings are noisy), else None."""
+  load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+  if load <= cores + 0.5:
+    return None
+  return f"warning: load average {load:.1f} on {cores} cores: other processes compete, " \
+         "timings are noisy"
 
 
 def changed_inputs(folder: str | os.PathLike, data: dict[str, Any]) -> list[str]:

@@ -61,3 +61,35 @@ def test_git_state_ignores_a_file_outside_the_checkout(tmp_path):
     subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
                    check=True, capture_output=True)
   assert provenance.git_state(repo, ignore=[outside])["dirty"] is False
+
+
+def test_benchmark_row_says_what_made_it_then_the_benchmarks_fields(tmp_path, monkeypatch):
+  import json
+  import os
+  from pathlib import Path
+
+  import pytest
+  import torch
+  monkeypatch.setattr(provenance.sys, "argv", ["benchmarks/x.py", "--repeats", "3"])
+  source = Path(provenance.__file__).parent
+  done = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
+                        text=True)
+  head = done.stdout.strip() if done.returncode == 0 else None
+  row = provenance.benchmark_row("x", tmp_path / "x.jsonl", {"seconds": 0.5})
+  assert row["benchmark"] == "x" and row["command"] == "python benchmarks/x.py --repeats 3"
+  assert row["git"]["revision"] == head
+  assert row["versions"]["torch"] == torch.__version__
+  assert row["cpu"] == provenance.cpu() and row["cpu_cores"] == len(os.sched_getaffinity(0))
+  assert row["time"].endswith("+00:00") and row["seconds"] == 0.5
+  assert list(row)[-1] == "seconds"
+  json.dumps(row)
+  with pytest.raises(ValueError, match="cpu_cores"):
+    provenance.benchmark_row("x", tmp_path / "x.jsonl", {"cpu_cores": 4})
+
+
+def test_contention_warns_when_the_load_exceeds_the_cores(monkeypatch):
+  monkeypatch.setattr(provenance.os, "sched_getaffinity", lambda pid: {0, 1})
+  monkeypatch.setattr(provenance.os, "getloadavg", lambda: (2.4, 0.0, 0.0))
+  assert provenance.contention() is None
+  monkeypatch.setattr(provenance.os, "getloadavg", lambda: (3.6, 0.0, 0.0))
+  assert provenance.contention().startswith("warning: load average 3.6 on 2 cores")
