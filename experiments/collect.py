@@ -42,9 +42,12 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
-  """``old`` without the (task, seed) pairs ``new`` has, then ``new``; sorted by key."""
-  fresh = {(r["task"], r["seed"]) for r in new}
-  kept = [r for r in old if (r["task"], r["seed"]) not in fresh]
+  """``old`` without the (task, seed, setting) triples ``new`` has, then ``new``; sorted by
+  key. A rerun replaces the rows of the settings it made and keeps those of a setting the
+  config no longer makes (cofi's first try, "2k-target95")."""
+  run = lambda r: (r["task"], r["seed"], r.get("setting"))
+  fresh = {run(r) for r in new}
+  kept = [r for r in old if run(r) not in fresh]
   order = lambda r: tuple("" if v is None else str(v) for v in row_key(r))
   return sorted(kept + new, key=order)
 

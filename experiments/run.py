@@ -8,7 +8,7 @@ holds a run is continued with ``--resume``, so an interrupted campaign picks up 
 stopped and a finished one redoes nothing. The finished runs become rows
 (:mod:`experiments.collect`), each naming the revision that made it, written with a summary
 and a plot (:mod:`experiments.summary`) to ``runs/ITEM/``; ``--record`` writes them into
-``experiments/results/ITEM/`` instead, replacing the rows of the same task and seed, and
+``experiments/results/ITEM/`` instead, replacing the rows of the same task, seed and setting, and
 ``--check`` says whether they equal the committed rows.
 
   python -m experiments.run compare                       # every task and seed

@@ -117,11 +117,14 @@ def test_compare_rows_from_a_hand_made_run(tmp_path):
   assert by[("adam", "imp", 0.3)]["score"] == 70 and by[("adam", "oneshot", 0.5)]["score"] == 65
 
 
-def test_merge_replaces_a_task_and_seed_and_check_names_differences():
+def test_merge_replaces_a_task_seed_and_setting_and_check_names_differences():
   old = [{"task": "rte", "seed": 0, "compression": "none", "score": 1.0},
          {"task": "rte", "seed": 1, "compression": "none", "score": 2.0}]
   new = [{"task": "rte", "seed": 1, "compression": "none", "score": 3.0}]
   assert [r["score"] for r in collect.merge(old, new)] == [1.0, 3.0]
+  # A setting the rerun did not make stays.
+  earlier = {"task": "rte", "seed": 1, "compression": "none", "score": 4.0, "setting": "2k"}
+  assert [r["score"] for r in collect.merge([*old, earlier], new)] == [1.0, 3.0, 4.0]
   assert runner.check(new, [dict(new[0])]) == ([], [])
   assert "score 3.0000, committed 2.0000" in runner.check(new, old)[0][0]
   assert "no committed row" in runner.check(new, [])[0][0]
