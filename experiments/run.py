@@ -9,7 +9,10 @@ stopped and a finished one redoes nothing. The finished runs become rows
 (:mod:`experiments.collect`), each naming the revision that made it, written with a summary
 and a plot (:mod:`experiments.summary`) to ``runs/ITEM/``; ``--record`` writes them into
 ``experiments/results/ITEM/`` instead, replacing the rows of the same task, seed and setting, and
-``--check`` says whether they equal the committed rows.
+``--check`` says whether they equal the committed rows. Once a step has finished, the
+resume checkpoints (``checkpoints/``, the whole train state twice) of its finished training
+runs are deleted, unless ``--keep-checkpoints``: their models stay in ``best/`` and
+``final/``, and an item's checkpoints would otherwise fill tens of GB.
 
   python -m experiments.run compare                       # every task and seed
   python -m experiments.run compare --tasks sst2 --seeds 0 --check
@@ -19,6 +22,7 @@ and a plot (:mod:`experiments.summary`) to ``runs/ITEM/``; ``--record`` writes t
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +138,18 @@ def finished(argv: list[str]) -> bool:
   return _has(argv, FINISHED, every=True)
 
 
+def drop_resume_state(folder: Path) -> int:
+  """Deletes the ``checkpoints/`` of every finished training run under ``folder`` (one
+  beside its ``results.json``); an unfinished run keeps them to resume. Returns the bytes
+  freed."""
+  freed = 0
+  for checkpoints in sorted(Path(folder).rglob("checkpoints")):
+    if checkpoints.is_dir() and (checkpoints.parent / FINISHED["train"]).is_file():
+      freed += sum(f.stat().st_size for f in checkpoints.rglob("*") if f.is_file())
+      shutil.rmtree(checkpoints)
+  return freed
+
+
 def cpu_subset(task: str) -> list[str]:
   """compare's cpu preset sizes for ``task`` (``CPU_SUBSETS``) as a fine-tuning command's
   flags: the one declaration of the CPU scale serves every item."""
@@ -143,7 +159,7 @@ def cpu_subset(task: str) -> list[str]:
 
 
 def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
-             data_root: Path) -> list[Path]:
+             data_root: Path, keep_checkpoints: bool = False) -> list[Path]:
   """Runs every step for each task and seed; returns the run folders, in order."""
   folders = []
   for task in tasks:
@@ -160,6 +176,11 @@ def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
         done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT)
         if done.returncode != 0:
           raise SystemExit(done.returncode)
+        if not keep_checkpoints and "--output" in argv:
+          freed = drop_resume_state(ROOT / argv[argv.index("--output") + 1])
+          if freed:
+            print(f"deleted the finished runs' resume checkpoints ({freed / 2**20:.0f} MiB)",
+                  flush=True)
       folders.append(run)
   return folders
 
@@ -213,6 +234,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                  help="the committed results (default experiments/results)")
   p.add_argument("--record", action="store_true",
                  help="write the rows, summary and plot into experiments/results/ITEM")
+  p.add_argument("--keep-checkpoints", action="store_true",
+                 help="keep finished runs' resume checkpoints (default: deleted after each "
+                      "step; the models stay in best/ and final/)")
   p.add_argument("--check", action="store_true",
                  help="compare the rows with experiments/results/ITEM's; exit 1 if they differ")
   return p.parse_args(argv)
@@ -234,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     shared = Path("..") / "shared" / "data"
     data_root = (args.data_root.resolve() if args.data_root
                  else shared if (ROOT / shared).is_dir() else None)
-    folders = run_item(config, tasks, seeds, runs, data_root)
+    folders = run_item(config, tasks, seeds, runs, data_root, args.keep_checkpoints)
   except ExperimentError as e:
     print(f"experiments.run: {e}", file=sys.stderr)
     return 2

@@ -148,6 +148,19 @@ def test_merge_replaces_a_task_seed_and_setting_and_check_names_differences():
   assert runner.check([fp32], [{**fp32, "score": 2.5, "machine": "cpu: B"}])[0]
 
 
+def test_drop_resume_state_keeps_an_unfinished_runs_checkpoints(tmp_path):
+  done, going = tmp_path / "round_00", tmp_path / "round_01"
+  for run in (done, going):
+    (run / "checkpoints" / "40").mkdir(parents=True)
+    (run / "checkpoints" / "40" / "state").write_bytes(b"x" * 1000)
+    (run / "best").mkdir()
+  (done / "results.json").write_text("{}")
+  assert runner.drop_resume_state(tmp_path) == 1000
+  assert not (done / "checkpoints").exists() and (done / "best").is_dir()
+  assert (going / "checkpoints" / "40" / "state").is_file()
+  assert runner.drop_resume_state(tmp_path) == 0
+
+
 def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
   write_sst2(tmp_path / "data" / "glue" / "SST-2", n_train=16, n_dev=8)
   config = tmp_path / "tiny.yaml"
@@ -161,6 +174,10 @@ def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
   argv = [str(config), "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
           "--results", str(tmp_path / "results")]
   assert runner.main(argv + ["--record"]) == 0
+  finished = [p.parent for p in (tmp_path / "runs").rglob("results.json")
+              if (p.parent / "config.json").is_file()]
+  assert finished and not any((f / "checkpoints").exists() for f in finished)
+  assert all((f / "final").is_dir() for f in finished)
   rows = collect.read_rows(tmp_path / "results" / "tiny" / "results.jsonl")
   head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                         cwd=runner.ROOT).stdout[:7]
