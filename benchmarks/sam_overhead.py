@@ -146,8 +146,8 @@ def main(argv=None):
   if args.output:
     record = {"model": args.model, "batch_size": args.batch_size, "length": args.length,
               "repeats": args.repeats, "round": args.round, "k": args.k, "rho": args.rho,
-              "device": str(jax.devices()[0]), "seconds_per_step": med, "min_seconds_per_step": {n: min(t) for n, t in
-                                                                times.items()},
+              "device": str(jax.devices()[0]), "seconds_per_step": med,
+              "min_seconds_per_step": {n: min(t) for n, t in times.items()},
               "ratio_to_adam": {n: med[n] / base for n in names} if base else None,
               "latesam_run_ratio_to_adam": late_run, "latesam_start": LATE_START,
               "compile_s": compile_s}

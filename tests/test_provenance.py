@@ -1,7 +1,12 @@
 """flatjax.provenance's record of the machine and the code: a run.json's device in a few
 words, the CPU's vector instruction set (int8 scores depend on it), and the git state."""
 
+import json
+import os
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from flatjax import provenance
 
@@ -64,11 +69,6 @@ def test_git_state_ignores_a_file_outside_the_checkout(tmp_path):
 
 
 def test_benchmark_row_says_what_made_it_then_the_benchmarks_fields(tmp_path, monkeypatch):
-  import json
-  import os
-  from pathlib import Path
-
-  import pytest
   import torch
   monkeypatch.setattr(provenance.sys, "argv", ["benchmarks/x.py", "--repeats", "3"])
   source = Path(provenance.__file__).parent
