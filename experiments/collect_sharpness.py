@@ -6,7 +6,12 @@
 A model gives a row per measure (compression ``none``, ``metric`` ``sharpness/MEASURE``,
 ``score`` its value): Keskar's epsilon-sharpness (x100) at each epsilon
 (``sharpness/epsilon_0.001``), the Hessian's top eigenvalue (with ``converged``) and its trace
-(with the estimate's ``stderr``), each with the training ``loss`` they were measured at.
+(with the estimate's ``stderr``), each with the training ``loss`` they were measured at, and,
+where the run drew the 1-D loss surface (Li et al. 2018), ``sharpness/surface_1d_rise``: the
+mean loss on the grid along the filter-normalised random direction (points evenly spaced over
+its radius) minus the loss at the model, with the whole ``curve`` (``alphas``, ``losses``) for
+the item's plot. The mean, not the highest point: far out, every model's loss saturates near
+chance's, so the width of the basin is what tells models apart.
 ``setting`` is SOURCE. Task, seed, optimizer and radius are the measured run's own (its
 ``config.json``). Flatness values have no per-example bootstrap: the item lists no claims.
 """
@@ -15,6 +20,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from experiments.collect import revision, rho
 from experiments.collect_cofi import resolve, seed_and_settings
@@ -50,5 +57,11 @@ def measure_rows(ids: dict, measured: dict) -> list[dict]:
   trace = measured.get("hessian_trace")
   if trace:
     found.append(("hessian_trace", trace["trace"], {"stderr": trace["stderr"]}))
+  surface = measured.get("surface_1d")
+  if surface:
+    curve = {"alphas": surface["alphas"], "losses": surface["losses"]}
+    at_model = np.interp(0.0, curve["alphas"], curve["losses"])
+    rise = float(np.mean(curve["losses"]) - at_model)
+    found.append(("surface_1d_rise", rise, {"curve": curve}))
   return [{**ids, "compression": "none", "sparsity": 0.0, "metric": f"sharpness/{name}",
            "score": value, "loss": measured["loss"], **extra} for name, value, extra in found]

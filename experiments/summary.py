@@ -1,4 +1,5 @@
-"""An item's rows -> ``results.jsonl``, a generated ``README.md`` and a plot of its curves."""
+"""An item's rows -> ``results.jsonl``, a generated ``README.md`` and a plot of its curves
+(dev score against sparsity, or the sharpness item's loss surfaces)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from statistics import mean
 
 from flatjax import figures, files
+from flatjax.sharpness.surface import Surface1D, plot_surface_1d
 from experiments.collect import ROWS_FILE, label
 
 #: Known compressions in the tables' order, with their column titles; others follow by name.
@@ -101,6 +103,18 @@ def plot(rows: list[dict], out: Path) -> Path | None:
   return figures.save(fig, out)
 
 
+def plot_surfaces(rows: list[dict], out: Path) -> Path | None:
+  """The 1-D loss surfaces the rows carry (``curve``: a model's loss along a filter-normalised
+  random direction, the sharpness item's), one line per model and seed, in one figure; None
+  (nothing written) for an item without them."""
+  curves = {f"{r['task']} {label(r)} seed {r['seed']}": Surface1D(**r["curve"])
+            for r in sorted(rows, key=lambda r: (r["task"], label(r), r["seed"]))
+            if r.get("curve")}
+  if not curves:
+    return None
+  return plot_surface_1d(curves, out, title="loss along one filter-normalised direction")
+
+
 def readme(config: dict, rows: list[dict], figure: bool = True) -> str:
   """The item's generated summary (``figure``: with its plot)."""
   item = config["item"]
@@ -143,6 +157,7 @@ def write(config: dict, rows: list[dict], out: Path) -> Path:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   files.write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in rows))
-  figure = plot(rows, out / f"{config['item']}.png")
+  figure = (plot(rows, out / f"{config['item']}.png")
+            or plot_surfaces(rows, out / f"{config['item']}.png"))
   files.write_text(out / "README.md", readme(config, rows, figure is not None))
   return out

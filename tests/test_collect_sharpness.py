@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments import collect, run as runner
+from experiments import collect, run as runner, summary
 from flatjax import cli
 
 #: (source, optimizer) -> (epsilon-sharpness at 1e-3 and 5e-3, top eigenvalue, trace or None)
@@ -16,6 +16,11 @@ MEASURED = {("cofi-teacher", "adam"): ((333.5, 601.75), 226.5, (1165.5, 95.0)),
             ("cofi-teacher", "sam"): ((177.0, 353.75), 61.25, (633.5, 56.0)),
             ("compare", "adam"): ((239.25, 444.75), 285.75, None),
             ("compare", "sam"): ((106.0, 249.5), 73.75, None)}
+
+#: The 1-D loss surface the cofi-teacher runs drew (alphas, losses): the mean loss minus the
+#: loss at alpha 0 is 2.95 / 5 - 0.25 for Adam, 1.76 / 5 - 0.25 for SAM.
+SURFACES = {"adam": ([-1.0, -0.5, 0.0, 0.5, 1.0], [0.9, 0.4, 0.25, 0.3, 1.1]),
+            "sam": ([-1.0, -0.5, 0.0, 0.5, 1.0], [0.5, 0.3, 0.25, 0.26, 0.45])}
 
 
 def _write(path: Path, value) -> None:
@@ -32,7 +37,8 @@ def _model(run: Path, optimizer: str, seed: int) -> None:
       "pruning": {"mask": None, "method": None}}})
 
 
-def _sharpness(out: Path, model: Path, optimizer: str, measured: tuple) -> None:
+def _sharpness(out: Path, model: Path, optimizer: str, measured: tuple,
+               surface: tuple | None = None) -> None:
   """What ``flatjax sharpness MODEL --output OUT`` leaves: sharpness.json and run.json."""
   (eps1, eps5), top, trace = measured
   results = {
@@ -47,25 +53,34 @@ def _sharpness(out: Path, model: Path, optimizer: str, measured: tuple) -> None:
       "seconds": 100.0}
   if trace:
     results["hessian_trace"] = {"trace": trace[0], "stderr": trace[1], "num_samples": 10}
+  if surface:
+    results["surface_1d"] = {"alphas": surface[0], "losses": surface[1]}
   _write(out / "sharpness.json", results)
   _write(out / "run.json", {"flatjax": {"revision": "fedcba9876", "dirty": True},
                             "resumed": []})
 
 
-def test_sharpness_rows_from_a_hand_made_run(tmp_path):
+def _hand_made_run(tmp_path: Path) -> Path:
   run = tmp_path / "sharpness" / "sst2-seed1"
   for (source, optimizer), measured in MEASURED.items():
     model = tmp_path / "models" / source / optimizer
     _model(model, optimizer, seed=1)
-    _sharpness(run / source / optimizer, model, optimizer, measured)
+    _sharpness(run / source / optimizer, model, optimizer, measured,
+               SURFACES[optimizer] if source == "cofi-teacher" else None)
+  return run
+
+
+def test_sharpness_rows_from_a_hand_made_run(tmp_path):
+  run = _hand_made_run(tmp_path)
   rows = collect.collect({"collect": "sharpness", "scale": "tiny"}, run)
   by = {(r["setting"], r["optimizer"], r["metric"]): r for r in rows}
-  assert len(rows) == 2 * 4 + 2 * 3     # the compare models were measured without a trace
+  # The compare models were measured without a trace or a surface.
+  assert len(rows) == 2 * 5 + 2 * 3
   assert {(r["task"], r["seed"], r["scale"], r["revision"], r["compression"], r["sparsity"],
            r["loss"]) for r in rows} == {("sst2", 1, "tiny", "fedcba9-dirty", "none", 0.0, 0.25)}
   assert {r["metric"] for r in rows} == {
       "sharpness/epsilon_0.001", "sharpness/epsilon_0.005", "sharpness/hessian_top_eigenvalue",
-      "sharpness/hessian_trace"}
+      "sharpness/hessian_trace", "sharpness/surface_1d_rise"}
   for (source, optimizer), ((eps1, eps5), top, trace) in MEASURED.items():
     assert by[(source, optimizer, "sharpness/epsilon_0.001")]["score"] == eps1
     assert by[(source, optimizer, "sharpness/epsilon_0.005")]["score"] == eps5
@@ -75,6 +90,24 @@ def test_sharpness_rows_from_a_hand_made_run(tmp_path):
   assert by[("compare", "adam", "sharpness/hessian_top_eigenvalue")]["converged"] is True
   assert {r["rho"] for r in rows if r["optimizer"] == "adam"} == {None}
   assert ("compare", "sam", "sharpness/hessian_trace") not in by
+  for optimizer, rise in (("adam", 0.34), ("sam", 0.102)):
+    surface = by[("cofi-teacher", optimizer, "sharpness/surface_1d_rise")]
+    assert abs(surface["score"] - rise) < 1e-12
+    assert surface["curve"] == dict(zip(("alphas", "losses"), SURFACES[optimizer]))
+  assert ("compare", "adam", "sharpness/surface_1d_rise") not in by
+
+
+def test_the_summary_draws_the_surfaces_the_rows_carry(tmp_path):
+  run = _hand_made_run(tmp_path)
+  rows = collect.collect({"collect": "sharpness", "scale": "tiny"}, run)
+  config = runner.load_config("sharpness")
+  out = summary.write(config, rows, tmp_path / "with")
+  assert (out / "sharpness.png").read_bytes()[:4] == b"\x89PNG"
+  assert "![curves](sharpness.png)" in (out / "README.md").read_text()
+  flat = [{k: v for k, v in r.items() if k != "curve"} for r in rows]
+  out = summary.write(config, flat, tmp_path / "without")
+  assert not (out / "sharpness.png").exists()
+  assert "sharpness.png" not in (out / "README.md").read_text()
 
 
 def test_the_sharpness_steps_measure_the_cofi_and_compare_items_models(tmp_path):
