@@ -172,10 +172,12 @@ def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
         print(f"== {config['item']} {task} seed {seed}: {' '.join(command)}", flush=True)
         if finished(argv):
           print("finished earlier", flush=True)
-          continue
-        done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT)
-        if done.returncode != 0:
-          raise SystemExit(done.returncode)
+        else:
+          done = subprocess.run([sys.executable, "-m", *command], cwd=ROOT)
+          if done.returncode != 0:
+            raise SystemExit(done.returncode)
+        # A step finished before (by an earlier runner, or with --keep-checkpoints) is
+        # cleaned too.
         if not keep_checkpoints and "--output" in argv:
           freed = drop_resume_state(ROOT / argv[argv.index("--output") + 1])
           if freed:

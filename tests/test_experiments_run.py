@@ -173,10 +173,10 @@ def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
           "--no-progress"]]}))
   argv = [str(config), "--runs", str(tmp_path / "runs"), "--data-root", str(tmp_path / "data"),
           "--results", str(tmp_path / "results")]
-  assert runner.main(argv + ["--record"]) == 0
+  assert runner.main(argv + ["--record", "--keep-checkpoints"]) == 0
   finished = [p.parent for p in (tmp_path / "runs").rglob("results.json")
               if (p.parent / "config.json").is_file()]
-  assert finished and not any((f / "checkpoints").exists() for f in finished)
+  assert finished and any((f / "checkpoints").exists() for f in finished)
   assert all((f / "final").is_dir() for f in finished)
   rows = collect.read_rows(tmp_path / "results" / "tiny" / "results.jsonl")
   head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -189,6 +189,9 @@ def test_a_tiny_item_runs_records_resumes_and_checks(tmp_path, tiny_model_dir):
   assert "python -m experiments.run tiny --record" in readme
   assert (tmp_path / "results" / "tiny" / "tiny.png").read_bytes()[:4] == b"\x89PNG"
   assert runner.main(argv + ["--check"]) == 0          # resumed: nothing redone, same rows
+  # The steps finished earlier lose their resume checkpoints now; their models stay.
+  assert not any((f / "checkpoints").exists() for f in finished)
+  assert all((f / "final").is_dir() for f in finished)
   rows[0]["score"] += 1
   _write(tmp_path / "results" / "tiny" / "results.jsonl", rows)
   assert runner.main(argv + ["--check"]) == 1
