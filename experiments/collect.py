@@ -30,6 +30,12 @@ ROWS_FILE = "results.jsonl"
 KEY = ("task", "seed", "optimizer", "rho", "setting", "compression", "sparsity", "metric")
 
 
+def scale_of(config: dict, task: str) -> str:
+  """The scale a row of ``task`` states: the config's ``task_scale`` for it (a task whose
+  ``task_steps`` run another recipe), else its ``scale``."""
+  return (config.get("task_scale") or {}).get(task, config["scale"])
+
+
 def row_key(row: dict) -> tuple:
   return tuple(row.get(k) for k in KEY)
 

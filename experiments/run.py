@@ -2,7 +2,8 @@
 
 ``ITEM`` names ``experiments/configs/ITEM.yaml``: the item's tasks, seeds and steps (each a
 ``flatjax`` command line, or one of the experiment scripts in :data:`SCRIPTS`, with
-``{task}``, ``{seed}``, ``{data}`` and ``{run}`` filled in).
+``{task}``, ``{seed}``, ``{data}`` and ``{run}`` filled in); ``task_steps`` (optional) maps a
+task to the steps it runs instead (a transfer onto the other task reads that task's masks).
 Every task and seed runs into ``runs/ITEM/TASK-seedSEED`` (``--runs``); a step whose folder
 holds a run is continued with ``--resume``, so an interrupted campaign picks up where it
 stopped and a finished one redoes nothing. The finished runs become rows
@@ -79,6 +80,9 @@ def load_config(item: str, scale: str = "cpu") -> dict:
   missing = [k for k in keys if not isinstance(config, dict) or k not in config]
   if missing:
     raise ExperimentError(f"{path}: no {', '.join(missing)}")
+  stray = sorted(set(config.get("task_steps") or {}) - set(config["tasks"]))
+  if stray:
+    raise ExperimentError(f"{path}: task_steps for {', '.join(stray)}, not among its tasks")
   if scale != "cpu":
     if scale not in config:
       raise ExperimentError(f"{item} has no {scale!r} scale")
@@ -158,6 +162,11 @@ def cpu_subset(task: str) -> list[str]:
           if key.startswith("train.data.")]
 
 
+def steps_for(config: dict, task: str) -> list:
+  """``task``'s steps: its own in ``task_steps``, else the item's ``steps``."""
+  return (config.get("task_steps") or {}).get(task, config["steps"])
+
+
 def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
              data_root: Path, keep_checkpoints: bool = False) -> list[Path]:
   """Runs every step for each task and seed; returns the run folders, in order."""
@@ -166,7 +175,7 @@ def run_item(config: dict, tasks: list[str], seeds: list[int], runs: Path,
     data = data_folder(data_root, task)
     for seed in seeds:
       run = runs / f"{task}-seed{seed}"
-      for step in config["steps"]:
+      for step in steps_for(config, task):
         argv = step_argv(step, task, seed, data, run)
         command = ([SCRIPTS[argv[0]], *argv[1:]] if argv[0] in SCRIPTS else ["flatjax", *argv])
         print(f"== {config['item']} {task} seed {seed}: {' '.join(command)}", flush=True)
