@@ -141,3 +141,26 @@ def test_the_transfer_step_takes_qnlis_masks_at_70_percent(tmp_path):
       "qnli-sam": str(runs / "compare" / "qnli-seed1" / "sam" / "imp"),
       "qnli_rho0.02-sam": str(runs / "compare_rho0.02" / "qnli-seed1" / "sam" / "imp")}
   assert (values["sparsity"], values["tickets"]["optimizers"]) == (0.7, ("adam",))
+
+
+def test_the_transfer_item_runs_sst2s_masks_on_qnli_at_60_percent(tmp_path):
+  config = runner.load_config("transfer")
+  run = tmp_path / "runs" / "transfer" / "qnli-seed0"
+  [step] = runner.steps_for(config, "qnli")
+  command, values = cli.parse(runner.step_argv(step, "qnli", 0, tmp_path / "qnli", run))
+  compare = tmp_path / "runs" / "compare" / "sst2-seed0"
+  assert values["tickets"]["masks"] == {"sst2-adam": str(compare / "adam" / "imp"),
+                                        "sst2-sam": str(compare / "sam" / "imp")}
+  # QNLI at the CPU size compare trains it at: 1,280 pairs at length 64, 500 dev rows.
+  assert (values["data"]["max_train_examples"], values["data"]["max_length"],
+          values["data"]["max_eval_examples"]) == (1280, 64, 500)
+  assert (command, values["sparsity"], values["tickets"]["optimizers"]) == (
+      "tickets", 0.6, ("adam",))
+  assert runner.steps_for(config, "sst2") == config["steps"]
+  _grid(run, seed=0, cells={("sst2-adam", "adam"): (53.25, "0111")}, task="qnli")
+  _grid(tmp_path / "sst2", seed=0, cells={("qnli-adam", "adam"): (70.0, "0111")},
+        mask_task="qnli")
+  scales = {r["task"]: r["scale"] for path in (run, tmp_path / "sst2")
+            for r in collect.collect(config, path)}
+  assert scales["qnli"].startswith("MiniLM-L6, 1,280 QNLI pairs at length 64")
+  assert scales["sst2"].startswith("MiniLM-L6, 1,000 SST-2 sentences at length 128")

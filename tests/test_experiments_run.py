@@ -64,7 +64,11 @@ def test_unknown_item_and_missing_data_are_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("text, says", [("steps: [unclosed", "not YAML"),
                                          ("title: t\nclaim: c\ntasks: [sst2]\nseeds: [0]\n"
                                           "scale: s\nsteps: []\n", "no collect"),
-                                         ("- a list", "no title, claim")])
+                                         ("- a list", "no title, claim"),
+                                         ("title: t\nclaim: c\ntasks: [sst2]\nseeds: [0]\n"
+                                          "scale: s\nsteps: []\ncollect: compare\n"
+                                          "task_steps: {qnli: []}\n",
+                                          "task_steps for qnli, not among its tasks")])
 def test_a_bad_config_is_one_line(tmp_path, capsys, text, says):
   config = tmp_path / "bad.yaml"
   config.write_text(text)
