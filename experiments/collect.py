@@ -86,10 +86,11 @@ def machine(folder: Path) -> str | None:
 def collect(config: dict, folder: Path) -> list[dict]:
   """The rows of one finished run folder of ``config``'s item, by its collector
   (``collect: NAME`` in the config: ``experiments/collect_NAME.py``'s ``rows``), each
-  with the ``machine`` its runs recorded."""
+  with the ``machine`` its runs recorded and its task's scale (:func:`scale_of`)."""
   module = importlib.import_module(f"experiments.collect_{config['collect']}")
   where = machine(Path(folder))
-  return [{k: v for k, v in {**row, "machine": where}.items() if v is not None or k in KEY}
+  return [{k: v for k, v in {**row, "scale": scale_of(config, row["task"]),
+                             "machine": where}.items() if v is not None or k in KEY}
           for row in module.rows(config, Path(folder))]
 
 

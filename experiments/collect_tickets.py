@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments.collect import read_rows, revision, rho, scale_of
+from experiments.collect import read_rows, revision, rho
 from experiments.collect_cofi import seed_and_settings
 from experiments.collect_std import saved_predictions
 
@@ -34,13 +34,13 @@ def grid_rows(config: dict, grid: Path) -> list[dict]:
   """A row per finished cell of one tickets run, with the dev labels and predictions its
   best model kept."""
   settings = json.loads((grid / "tickets.json").read_text())
+  common = {"revision": revision(grid), "scale": config["scale"]}
   out = []
   for cell in read_rows(grid / "tickets.jsonl"):
     best = grid / f"{cell['mask']}-{cell['optimizer']}" / "best"
     kept = saved_predictions(best, cell["metric_name"])
-    row = ticket_row(settings, cell)
-    out.append({**row, "revision": revision(grid), "scale": scale_of(config, row["task"]),
-                "labels": kept.get("labels"), "predictions": kept.get("predictions")})
+    out.append({**ticket_row(settings, cell), **common, "labels": kept.get("labels"),
+                "predictions": kept.get("predictions")})
   return out
 
 

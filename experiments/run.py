@@ -80,9 +80,10 @@ def load_config(item: str, scale: str = "cpu") -> dict:
   missing = [k for k in keys if not isinstance(config, dict) or k not in config]
   if missing:
     raise ExperimentError(f"{path}: no {', '.join(missing)}")
-  stray = sorted(set(config.get("task_steps") or {}) - set(config["tasks"]))
-  if stray:
-    raise ExperimentError(f"{path}: task_steps for {', '.join(stray)}, not among its tasks")
+  for key in ("task_steps", "task_scale"):
+    stray = sorted(set(config.get(key) or {}) - set(config["tasks"]))
+    if stray:
+      raise ExperimentError(f"{path}: {key} for {', '.join(stray)}, not among its tasks")
   if scale != "cpu":
     if scale not in config:
       raise ExperimentError(f"{item} has no {scale!r} scale")
