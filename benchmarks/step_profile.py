@@ -8,8 +8,9 @@ on, flatjax's CLI malloc and XLA settings), or with ``--step eval`` /
   has at least one XLA op running (the rest is dispatch between ops). Tracing
   slows the step and varies run to run (up to ~30% on the train step): compare
   speeds with ``step_time.py`` and ``infer_time.py``, and use this for shares;
-* op time by kind: matmuls (``ynn_fusion``/``dot``), dropout mask generation
-  (the fusions under a ``Dropout`` scope), and every other fusion;
+* op time by kind (``xla_trace.op_kind``): matmuls (``ynn_fusion``/``dot``), dropout
+  (the fusions under a ``Dropout`` scope: drawing the masks, mostly), and every other
+  fusion;
 * the slowest single ops.
 
 Op times are summed over XLA's threads, so ops that ran side by side both count.
@@ -21,10 +22,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import glob
-import os
-import re
 import tempfile
+
+import xla_trace
 
 
 def parse_args(argv=None):
@@ -39,14 +39,6 @@ def parse_args(argv=None):
                  help="the train step (default), the eval forward (dropout off), or the "
                       "int8 eval forward (PyTorch's dynamic recipe)")
   return p.parse_args(argv)
-
-
-def _kind(name: str, scope: str) -> str:
-  if name.startswith(("ynn_fusion", "dot")):
-    return "matmul"
-  if "Dropout" in scope:
-    return "dropout mask"
-  return "other"
 
 
 def _make_step(args, pt, task):
@@ -99,9 +91,7 @@ def main(argv=None):
   jb = {k: jax.device_put(v.astype(np.int32)) for k, v in batch.items()}
   jb["example_weight"] = jax.device_put(np.ones(args.batch_size, np.float32))
   state, step = _make_step(args, pt, task)
-  hlo = step.lower(state, jb).compile().as_text()
-  scopes = {m.group(1): m.group(2) for m in re.finditer(
-      r"%([\w.\-]+) = [^\n]*?op_name=\"([^\"]*)\"", hlo)}
+  ops = xla_trace.hlo_ops(step.lower(state, jb).compile().as_text())
   for _ in range(2):
     state, out = step(state, jb)
   jax.block_until_ready((state, out))
@@ -111,40 +101,27 @@ def main(argv=None):
       for _ in range(args.steps):
         state, out = step(state, jb)
         jax.block_until_ready((state, out))
-    data = jax.profiler.ProfileData.from_file(
-        glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)[0])
+    data = jax.profiler.ProfileData.from_file(xla_trace.trace_file(d))
 
-  ops, runs = [], []
+  events, runs = [], []
   for plane in data.planes:
     for line in plane.lines:
       for ev in line.events:
         if line.name.startswith("tf_XLAPjRtCpuClient") and ev.name.startswith(
             "ThunkExecutor::Execute"):
           runs.append((ev.start_ns, ev.start_ns + ev.duration_ns))
-        elif line.name.startswith("tf_XLAEigen") and ev.name in scopes:
-          ops.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
-  if not runs or not ops:
+        elif line.name.startswith("tf_XLAEigen") and ev.name in ops:
+          events.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
+  if not runs or not events:
     raise SystemExit("the trace has no XLA:CPU op events (a backend other than CPU?)")
 
   # Execute events can nest (a while loop's body runs its own executor): count
   # the time covered by any of them.
-  wall, covered_to = 0, None
-  for a, b in sorted(runs):
-    a = a if covered_to is None else max(a, covered_to)
-    if b > a:
-      wall += b - a
-    covered_to = b if covered_to is None else max(covered_to, b)
-  wall /= args.steps
-  edges = sorted([(s, 1) for s, _, _ in ops] + [(e, -1) for _, e, _ in ops])
-  busy, depth, last = 0, 0, None
-  for t, d in edges:
-    if depth and last is not None:
-      busy += t - last
-    depth, last = depth + d, t
-  busy /= args.steps
+  wall = xla_trace.covered_ns(runs) / args.steps
+  busy = xla_trace.covered_ns((s, e) for s, e, _ in events) / args.steps
   by_kind, by_op = collections.Counter(), collections.Counter()
-  for s, e, name in ops:
-    by_kind[_kind(name, scopes[name])] += (e - s) / args.steps
+  for s, e, name in events:
+    by_kind[xla_trace.op_kind(name, ops[name])] += (e - s) / args.steps
     by_op[name] += (e - s) / args.steps
 
   ms = 1e-6
@@ -156,7 +133,7 @@ def main(argv=None):
     print(f"  {kind:14s} {t * ms:7.0f} ms  {t / total:5.1%}")
   print(f"slowest {args.top} ops (ms per step):")
   for name, t in by_op.most_common(args.top):
-    print(f"  {t * ms:7.1f}  {name:32s} {scopes[name][:90]}")
+    print(f"  {t * ms:7.1f}  {name:32s} {ops[name].scope[:90]}")
 
 
 if __name__ == "__main__":

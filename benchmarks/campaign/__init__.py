@@ -5,8 +5,9 @@
 * Part A (:mod:`.speed`): bert-base's architecture with random weights, batch 32 x 128;
   flatjax's train step (fp32, and bf16 compute with fp32 params) against PyTorch eager
   (fp32, and ``torch.autocast`` bf16) and ``torch.compile``, with Adam and with SAM; the
-  eval forward; compile times; model FLOP utilisation; and the Flax BERT's parity with
-  PyTorch's on the same device (:mod:`.parity`).
+  eval forward; compile times; model FLOP utilisation; the Flax BERT's parity with
+  PyTorch's on the same device (:mod:`.parity`); and a profile of the bf16 Adam step
+  (``benchmarks.xla_trace``).
 * Part B (:mod:`.paper`): MiniLM fine-tuned with Adam and SAM on the full RTE, MRPC and
   SST-2 training sets with the paper's recipe, 3 seeds; each model's int8 drop and
   one-shot curve; then IMP with rewinding.

@@ -140,8 +140,9 @@ def matmul_peak(device) -> dict:
   return {"peak_tflops": 2 * 8192 ** 3 / seconds / 1e12}
 
 
-def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) -> dict:
-  """flatjax's jitted train step: trace and compile times, then per-step time."""
+def _flatjax_step(bench: Bench, dtype: str, optimizer: str):
+  """flatjax's jitted train step on the bench's batch, compiled: ``(compiled, state, batch,
+  trace_s, compile_s)``."""
   import jax
   import jax.numpy as jnp
   from flatjax.data.tasks import get_task
@@ -162,7 +163,13 @@ def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) 
   lowered = step.lower(state, batch)
   t1 = time.perf_counter()
   compiled = lowered.compile()
-  t2 = time.perf_counter()
+  return compiled, state, batch, t1 - t0, time.perf_counter() - t1
+
+
+def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) -> dict:
+  """flatjax's jitted train step: trace and compile times, then per-step time."""
+  import jax
+  compiled, state, batch, trace_s, compile_s = _flatjax_step(bench, dtype, optimizer)
 
   def run(n):
     nonlocal state
@@ -172,8 +179,52 @@ def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) 
   timing = bench.timing(run)
   flops = bench.flops() * (2 if optimizer == "sam" else 1)
   return {"framework": "flatjax", "dtype": dtype, "optimizer": optimizer,
-          "trace_s": t1 - t0, "compile_s": t2 - t1, **timing,
+          "trace_s": trace_s, "compile_s": compile_s, **timing,
           **bench.rates(flops, timing["median_ms"], peak)}
+
+
+def flatjax_profile(bench: Bench, dtype: str, optimizer: str, keep: Path | None = None,
+                    steps: int = 5) -> dict:
+  """Where flatjax's train step spends its time on the device: ``steps`` steps run back to
+  back under ``jax.profiler`` (after 2 untraced), summed by :mod:`benchmarks.xla_trace`
+  (device span and busy time per step, op time by kind, the slowest ops), with XLA's own
+  count of the step's FLOPs and bytes. ``keep``: where to write the raw ``.xplane.pb``,
+  gzipped (for xprof or ``jax.profiler.ProfileData`` elsewhere)."""
+  import gzip
+  import shutil
+  import tempfile
+  import jax
+  from benchmarks import xla_trace
+  compiled, state, batch, _, _ = _flatjax_step(bench, dtype, optimizer)
+  ops = xla_trace.hlo_ops(compiled.as_text())
+  cost = compiled.cost_analysis()
+  cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
+
+  def run(n):
+    nonlocal state
+    for _ in range(n):
+      state, metrics = compiled(state, batch)
+    jax.block_until_ready((state, metrics))
+  run(2)
+  with tempfile.TemporaryDirectory() as folder:
+    t0 = time.perf_counter()
+    with jax.profiler.trace(folder):
+      run(steps)
+    traced_ms = (time.perf_counter() - t0) / steps * 1e3
+    path = xla_trace.trace_file(folder)
+    if keep is not None:
+      Path(keep).parent.mkdir(parents=True, exist_ok=True)
+      with open(path, "rb") as src, gzip.open(keep, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    events, backend = xla_trace.device_ops(jax.profiler.ProfileData.from_file(path), ops)
+  if backend != jax.default_backend():
+    raise RuntimeError(f"the trace holds no {jax.default_backend()} plane: the profiler "
+                       "recorded no device activity (CUPTI not loadable?)")
+  flops = bench.flops() * (2 if optimizer == "sam" else 1)
+  return {"framework": "flatjax", "dtype": dtype, "optimizer": optimizer, "backend": backend,
+          "traced_ms": traced_ms, "xla_flops": cost.get("flops"),
+          "xla_bytes": cost.get("bytes accessed"), "model_tflop": flops / 1e12,
+          **xla_trace.summarize(events, ops, steps, matmul_flops=flops)}
 
 
 def _torch_model(bench: Bench, train: bool):
@@ -319,8 +370,11 @@ def run_core(ledger, bench: Bench, minilm_dir: Path) -> float | None:
 
 
 def run_extras(ledger, bench: Bench, peak: float | None) -> None:
-  """The rest of Part A: float32 steps and forwards, then ``torch.compile`` (CUDA only)."""
+  """The rest of Part A: float32 steps and forwards, ``torch.compile`` (CUDA only), then a
+  profile of flatjax's bf16 Adam step."""
   _train_and_eval_units(ledger, bench, "fp32", peak)
   if bench.settings.torch_compile and bench.device.type == "cuda":
     ledger.run("a/torch.compile/bf16/adam",
                lambda: torch_train(bench, "bf16", "adam", peak, compile_model=True), 120)
+  ledger.run("a/profile/flatjax/bf16/adam", lambda: flatjax_profile(
+      bench, "bf16", "adam", keep=ledger.out / "profile_bf16_adam.xplane.pb.gz"), 60)

@@ -76,6 +76,7 @@ def speed_markdown(rows: dict) -> str:
                + (f"{_cell(_ms(rows, 'a/torch.compile/bf16/adam'))} ms/step, first step "
                   f"{rows['a/torch.compile/bf16/adam']['first_step_s']:.0f} s"
                   if "a/torch.compile/bf16/adam" in rows else "not measured"))
+  lines += profile_markdown(rows.get("a/profile/flatjax/bf16/adam"), rows)
   lines += ["", "| parity (float32, max abs diff vs PyTorch on the GPU) | JAX default "
             "precision | `highest` |", "|---|---|---|"]
   for unit in (u for u in rows if u.startswith("a/parity/")):
@@ -84,6 +85,32 @@ def speed_markdown(rows: dict) -> str:
                       f"({'within' if r[p]['within'] else 'above'} 1e-4)")
     lines.append(f"| {unit.split('/')[-1]} | {cell('default')} | {cell('highest')} |")
   return "\n".join(lines) + "\n"
+
+
+def profile_markdown(row: dict | None, rows: dict) -> list[str]:
+  """The profile unit's row: where flatjax's bf16 Adam step spends its device time."""
+  if row is None:
+    return []
+  untimed = _ms(rows, "a/flatjax/bf16/adam")
+  total = sum(row["kind_ms"].values())
+  out = ["", f"Where flatjax's bf16 Adam step spends its time ({row['backend']}, "
+         f"`jax.profiler`, {row['steps']} steps back to back): {row['span_ms']:.2f} ms per "
+         "step from the first op's start to the last's end"
+         + (f" ({untimed:.2f} ms untraced)" if untimed else "")
+         + f", {100 * row['busy_share']:.0f}% of it with an op running, "
+         f"{row['ops_per_step']:.0f} ops per step; matmuls at "
+         f"{_cell(row.get('matmul_tflops'), '{:.3g}')} TFLOP/s while they run (model FLOPs "
+         f"over their time). XLA counts {_cell((row['xla_flops'] or 0) / 1e12, '{:.3g}')} "
+         f"TFLOP and {_cell((row['xla_bytes'] or 0) / 1e9, '{:.3g}')} GB per step."]
+  for group, label in (("kind_ms", "kind"), ("phase_ms", "phase")):
+    out += ["", f"| op time per step, by {label} | ms | share |", "|---|---|---|"]
+    out += [f"| {name} | {t:.3g} | {100 * t / total:.0f}% |" for name, t in row[group].items()]
+  out += ["", "| slowest ops | kind | phase | ms per step | calls | scope (end) |",
+          "|---|---|---|---|---|---|"]
+  out += [f"| `{op['name']}` | {op['kind']} | {op.get('phase', '')} | {op['ms']:.3g} | "
+          f"{op['calls']:g} | {'/'.join(op['scope'].split('/')[-3:])} |"
+          for op in row["top"][:10]]
+  return out
 
 
 def experiment_rows(rows: dict) -> list[dict]:
