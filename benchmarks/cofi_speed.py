@@ -314,9 +314,9 @@ def main(argv=None):
 
   cores = len(os.sched_getaffinity(0))
   runtime = args.runtime if args.runtime == "flatjax" else f"onnxruntime {_ort_version()}"
-  print(f"{runtime}; jax {jax.__version__} on {jax.devices()[0]} (backend {jax.default_backend()}); "
-        f"{provenance.cpu()['model']}, {cores} cores; malloc {args.malloc} "
-        f"(tune_malloc applied: {tuned})")
+  print(f"{runtime}; jax {jax.__version__} on {jax.devices()[0]} "
+        f"(backend {jax.default_backend()}); {provenance.cpu()['model']}, {cores} cores; "
+        f"malloc {args.malloc} (tune_malloc applied: {tuned})")
   print(f"batch {args.batch_size} x {args.length}, {int(batch['attention_mask'].sum())} real "
         f"tokens of {batch['attention_mask'].size}; teacher encoder params {full_params:,}")
   print("structures (hidden; per layer heads, FFN neurons; - = block removed):")

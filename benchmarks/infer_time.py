@@ -20,8 +20,9 @@ timed calls go round-robin, one call of each runtime per round, so load from oth
 processes hits all alike. Each timed call follows an untimed one of the same
 runtime, as in an evaluation loop: onnxruntime's and OpenMP's worker threads spin
 for a while after a call and slow whichever runtime comes next, and a runtime
-whose threads went to sleep pays to wake them. Prints median seconds per call and the ratios the issue asks
-about; ``--output FILE`` appends one JSON line with the machine and the revision.
+whose threads went to sleep pays to wake them. Prints median seconds per call and the
+ratios the issue asks about; ``--output FILE`` appends one JSON line with the machine and
+the revision.
 
     python benchmarks/infer_time.py --repeats 10 --output benchmarks/results/infer_time_cpu.jsonl
 """

@@ -1,5 +1,5 @@
-"""``flatjax train | eval | imp | compare | tickets | oneshot | cofi | sharpness | quantize | export``:
-the command line.
+"""The command line: ``flatjax train | eval | imp | compare | tickets | oneshot | cofi |
+sharpness | quantize | export``.
 
 Each command's settings are the fields of its typed configuration (the
 dataclasses of :mod:`flatjax.recipes` and their sections); jsonargparse derives

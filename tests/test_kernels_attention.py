@@ -146,7 +146,8 @@ def test_a_bert_gives_xlas_bits_on_the_kernels():
     lengths = rng.integers(2, length + 1, b)
     mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
     return {"input_ids": jnp.asarray(rng.integers(1, 500, (b, length)) * mask, jnp.int32),
-            "attention_mask": jnp.asarray(mask), "token_type_ids": jnp.zeros((b, length), jnp.int32),
+            "attention_mask": jnp.asarray(mask),
+            "token_type_ids": jnp.zeros((b, length), jnp.int32),
             "labels": jnp.asarray(rng.integers(0, 2, b), jnp.int32),
             "example_weight": jnp.ones(b, jnp.float32)}
 

@@ -134,7 +134,8 @@ def test_int8_folder_sizes_and_rescoring(quantized, capsys):
     folder = out / scheme
     assert entry["model_dir"] == str(folder)
     assert entry["sizes"]["int8_bytes"] == (folder / "model.int8.safetensors").stat().st_size
-    assert entry["sizes"]["fp32_bytes"] == (tmp / "run" / "best" / "model.safetensors").stat().st_size
+    fp32_file = tmp / "run" / "best" / "model.safetensors"
+    assert entry["sizes"]["fp32_bytes"] == fp32_file.stat().st_size
     assert entry["sizes"]["ratio"] < 1
     hf = json.loads((folder / "config.json").read_text())
     assert hf["finetuning_task"] == "sst2" and (folder / "vocab.txt").is_file()

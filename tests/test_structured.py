@@ -152,7 +152,8 @@ def test_encoder_params_counts_the_exported_arrays():
     count = 0
     for i, layer in small_params["bert"]["encoder"]["layer"].items():
       if "attention" in layer:
-        count += sum(layer["attention"]["self"][n]["kernel"].size for n in ("query", "key", "value"))
+        self_attention = layer["attention"]["self"]
+        count += sum(self_attention[n]["kernel"].size for n in ("query", "key", "value"))
         count += layer["attention"]["output"]["dense"]["kernel"].size
       if "intermediate" in layer:
         count += layer["intermediate"]["dense"]["kernel"].size

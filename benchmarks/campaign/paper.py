@@ -397,7 +397,8 @@ class Campaign:
     if not scored:
       return lrs[0]
     best = max(scored, key=lambda x: (x[1], -x[0]))[0]
-    self.ledger.say(f"{data.task.name}: lr {best:g} ({', '.join(f'{lr:g}: {s:.2f}' for lr, s in scored)})")
+    sweep = ", ".join(f"{lr:g}: {s:.2f}" for lr, s in scored)
+    self.ledger.say(f"{data.task.name}: lr {best:g} ({sweep})")
     return best
 
   def finetune_task(self, recipe: Recipe) -> None:

@@ -244,10 +244,11 @@ def to_onnx(params: Any, config: BertConfig, task: TaskSpec, name: str = "flatja
     shapes = {"logits": ["batch", task.num_labels]}
   for out_name, value in outputs.items():
     g.nodes.append(onnx.helper.make_node("Identity", [value], [out_name]))
+  value_info = onnx.helper.make_tensor_value_info
   graph = onnx.helper.make_graph(
       g.nodes, name,
-      [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.INT64, dynamic) for k in MODEL_INPUTS],
-      [onnx.helper.make_tensor_value_info(k, onnx.TensorProto.FLOAT, shapes[k]) for k in outputs],
+      [value_info(k, onnx.TensorProto.INT64, dynamic) for k in MODEL_INPUTS],
+      [value_info(k, onnx.TensorProto.FLOAT, shapes[k]) for k in outputs],
       g.initializers)
   model = onnx.helper.make_model(graph, producer_name="flatjax",
                                  opset_imports=[onnx.helper.make_opsetid("", OPSET)])

@@ -345,4 +345,5 @@ def load_tokenizer(model_dir: str | os.PathLike):
   try:
     return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True)
   except (OSError, ValueError) as e:
-    raise FlatjaxInputError(f"no usable tokenizer in {model_dir} ({str(e).splitlines()[0]})") from None
+    first_line = str(e).splitlines()[0]
+    raise FlatjaxInputError(f"no usable tokenizer in {model_dir} ({first_line})") from None

@@ -289,7 +289,8 @@ def _whole_batch(loss: Callable, micro_batches: int) -> Callable:
   then each micro-batch's loss under the batch's totals and matrix is its exact share
   (:func:`flatjax.train.distill.distillation_loss`), and a second scan sums the shares'
   values and gradients. One micro-batch's activations live at a time, at the cost of one
-  more forward pass of student and teacher. Micro-batch ``i`` draws its dropout from ``fold_in(key, i)`` in both.
+  more forward pass of student and teacher. Micro-batch ``i`` draws its dropout from
+  ``fold_in(key, i)`` in both.
   """
   value_and_grad = jax.value_and_grad(loss, has_aux=True)
   if micro_batches == 1:
