@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -37,6 +38,50 @@ def test_chance_is_the_majority_share_and_two_standard_errors():
   assert c["majority"] == pytest.approx(70.0)
   assert c["margin"] == pytest.approx(200 * math.sqrt(0.7 * 0.3 / 100))
   assert paper.as_digits(np.array([0, 1, 1, 0])) == "0110"
+
+
+def test_device_label_names_the_accelerator_as_the_rows_scale_does():
+  from benchmarks.campaign.__main__ import device_label
+  assert device_label("gpu", "NVIDIA H200") == "H200"
+  assert device_label("gpu", "NVIDIA H100 80GB HBM3") == "H100 80GB HBM3"
+  assert device_label("cpu", "cpu") == "cpu"
+
+
+def _part_b_for_costs(rows: list[dict], device: str = "gpu:NVIDIA H200 x1"):
+  """A PartB with only what its cost estimate reads: the ledger's rows and stamp, and
+  the trainers this process has run (none yet)."""
+  part = object.__new__(paper.PartB)
+  part.ledger = SimpleNamespace(rows={str(i): r for i, r in enumerate(rows)},
+                                stamp={"device": device})
+  part.trainers = {}
+  return part
+
+
+def test_cost_estimates_steps_at_the_steady_rate_plus_one_compilation_by_hand():
+  data = SimpleNamespace(recipe=SimpleNamespace(epochs=2),
+                         batcher=lambda seed: SimpleNamespace(num_batches=50),
+                         task=get_task("rte"))
+  finetune = lambda ms, **kw: {"kind": "finetune", "optimizer": "adam", "steps": 101,
+                               "device": "gpu:NVIDIA H200 x1", **kw}
+  rows = [finetune(0, train_s=0.8 + 9.0, first_step_s=9.0),   # 100 steps in 0.8 s: 8 ms
+          finetune(0, train_s=1.0 + 30.0, first_step_s=30.0),  # 10 ms
+          finetune(0, ms_per_step=12.0),                       # recorded before first_step_s
+          finetune(0, ms_per_step=500.0, device="gpu:NVIDIA H100 x1"),  # another device
+          {"kind": "imp", "optimizer": "adam"}]
+  part = _part_b_for_costs(rows)
+  assert part.step_ms("adam") == pytest.approx(10.0)  # the median of 8, 10 and 12
+  assert part.step_ms("sam") == paper.DEFAULT_STEP_MS["sam"]
+  # 2 epochs x 50 batches at 10 ms, 5 s of evaluation, one compilation.
+  assert part.cost(data, "adam") == pytest.approx(1.0 + 5.0 + paper.COMPILE_S)
+  assert part.cost(data, "adam", runs=3, mask=True) == pytest.approx(
+      3 * (1.0 + 5.0) + paper.COMPILE_S)
+  # Once this process has run the unmasked Adam step at 20 ms, that rate counts and only
+  # a step it has not run (masked, or with a pruner) compiles again.
+  trainer = object.__new__(paper.Trainer)
+  trainer.ms_per_step, trainer.compiled = {"adam": 20.0}, {paper.step_kind("adam", False, False)}
+  part.trainers[paper.trainer_key(data.task)] = trainer
+  assert part.cost(data, "adam") == pytest.approx(2.0 + 5.0)
+  assert part.cost(data, "adam", pruner=True) == pytest.approx(2.0 + 5.0 + paper.COMPILE_S)
 
 
 def _write_pairs(folder: Path, header: str, row, n_train: int, n_dev: int, seed: int) -> None:
@@ -167,6 +212,7 @@ def test_finetune_rows_hold_predictions_and_compressions(smoke_run):
     for p in r["oneshot"]:
       assert p["sparsity"] == pytest.approx(p["target"], abs=1e-3)
     assert r["steps"] == 2 and len(r["history"]) == 1  # 48 examples, batch 32, 1 epoch
+    assert 0 < r["first_step_s"] < r["train_s"]
 
 
 def test_imp_prunes_to_the_reference_sparsity(smoke_run):
@@ -235,6 +281,21 @@ def test_summarize_writes_tables_and_the_report_section(smoke_run, tmp_path):
                                            + ("-dirty" if fine[0]["dirty"] else "")}
   claimed = [r for r in rows if r["compression"] == "oneshot" and r["sparsity"] == 0.6]
   assert claimed and all("predictions" in r and "base" in r for r in claimed)
+
+
+def test_summarize_refuses_rows_from_another_accelerator_for_the_h200_item(smoke_run,
+                                                                           tmp_path):
+  rows = [json.loads(line) for line in smoke_run["rows_first"].splitlines()]
+  for r in rows:
+    if r.get("kind") == "finetune":
+      r["scale"] = "H100 80GB HBM3, full training set"
+  raw = tmp_path / "results.jsonl"
+  raw.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  line = _one_line_exit_2(_campaign("summarize", str(raw), "--speed-md",
+                                    str(tmp_path / "speed.md"), "--experiments",
+                                    str(tmp_path / "results")))
+  assert "H100 80GB HBM3, full training set" in line and "h200" in line
+  assert not (tmp_path / "results" / "h200").exists()
 
 
 def _one_line_exit_2(result: subprocess.CompletedProcess) -> str:

@@ -51,6 +51,11 @@ def describe_device() -> str:
   return f"{d.platform}:{getattr(d, 'device_kind', '?')} x{jax.device_count()}"
 
 
+def device_label(platform: str, kind: str) -> str:
+  """The accelerator as the rows' scale names it: "H200" for "NVIDIA H200"; "cpu"."""
+  return "cpu" if platform == "cpu" else kind.removeprefix("NVIDIA ").strip()
+
+
 def environment() -> dict:
   import flax
   import jax
@@ -75,7 +80,10 @@ def run(args) -> int:
   args.out.mkdir(parents=True, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", str(args.out / "jax_cache"))
   clock = ledger_lib.Clock(args.budget_s)
-  scale = "smoke (tiny)" if args.smoke else "H200, full training set"
+  device = jax.devices()[0]
+  scale = ("smoke (tiny)" if args.smoke else
+           f"{device_label(device.platform, getattr(device, 'device_kind', '?'))}, "
+           "full training set")
   ledger = ledger_lib.Ledger(args.out, clock, ledger_lib.stamp(
       assets.revision(args.assets, REPO), describe_device(), scale))
   ledger.run("env", environment)

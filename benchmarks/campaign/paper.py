@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -54,6 +55,10 @@ class Recipe:
 
 
 SWEEP = (2e-5, 5e-5, 1e-4)
+#: A step's milliseconds before any is measured or recorded on the device (cost estimates).
+DEFAULT_STEP_MS = {"adam": 15.0, "sam": 30.0}
+#: Seconds a train step takes to compile the first time (MiniLM on an H200: about 38 s).
+COMPILE_S = 40.0
 FULL = (Recipe("rte", 10, lrs=SWEEP), Recipe("mrpc", 10, lrs=SWEEP),
         Recipe("sst2", 3, imp_rounds=1))
 SMOKE = tuple(Recipe(t, 1, lrs=(2e-5, 1e-4), seeds=(0, 1), max_length=32,
@@ -134,7 +139,8 @@ class Trainer:
     self.eval_step = jax.jit(steps.make_eval_step(module))
     self.int8_step = jax.jit(quant_model.make_quantized_eval_step(module, "dynamic"))
     self.take = jax.jit(lambda arrays, i: jax.tree.map(lambda a: a[i], arrays))
-    self.ms_per_step: dict[str, float] = {"adam": 15.0, "sam": 30.0}
+    self.ms_per_step: dict[str, float] = {}  # steady state, measured by this process
+    self.compiled: set[tuple] = set()  # the step_kind()s this process has run
 
   def step(self, optimizer: str, pruner=None):
     """The jitted step of ``optimizer`` (with ``pruner``, if any): one per pair."""
@@ -198,7 +204,7 @@ class Trainer:
     step = self.step(optimizer, pruner)
     batcher, main = data.batcher(seed), data.task.main_metric
     total, t, history, best = epochs * batcher.num_batches, 0, [], None
-    t0 = time.perf_counter()
+    t0, first_s = time.perf_counter(), 0.0
     for epoch in range(epochs):
       arrays, epoch_losses = self.epoch_arrays(batcher, epoch), []
       for i in range(batcher.num_batches):
@@ -206,6 +212,9 @@ class Trainer:
         state, metrics = step(state, self.take(arrays, i), lr_t)
         epoch_losses.append(metrics["loss"])
         t += 1
+        if t == 1:  # the first step compiles (or loads) the step: timed apart
+          jax.block_until_ready(metrics)
+          first_s = time.perf_counter() - t0
       loss = float(jnp.mean(jnp.stack(epoch_losses)))
       scores, preds = self.evaluate(state.params, state.mask, data.dev)
       history.append({"epoch": epoch + 1, "train_loss": loss, "dev": scores})
@@ -216,8 +225,10 @@ class Trainer:
                 "epoch": epoch + 1}
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
-    self.ms_per_step[optimizer] = 1e3 * seconds / total
-    return {**best, "history": history, "steps": total, "train_s": seconds}
+    self.ms_per_step[optimizer] = 1e3 * (seconds - first_s) / max(total - 1, 1)
+    self.compiled.add(step_kind(optimizer, mask is not None, pruner is not None))
+    return {**best, "history": history, "steps": total, "train_s": seconds,
+            "first_step_s": first_s}
 
 
 class PartB:
@@ -263,7 +274,7 @@ class PartB:
 
   def trainer(self, task) -> Trainer:
     from flatjax.models import from_pretrained
-    key = f"{task.kind}-{task.num_labels}"  # RTE, MRPC and SST-2 share one: 2 labels
+    key = trainer_key(task)
     if key not in self.trainers:
       self.trainers[key] = Trainer(from_pretrained(self.model_dir, task).module, task)
     return self.trainers[key]
@@ -272,12 +283,26 @@ class PartB:
     from flatjax.models import from_pretrained
     return from_pretrained(self.model_dir, task, seed=seed).params
 
-  def cost(self, data: TaskData, optimizer: str, epochs: int) -> float:
-    steps = epochs * data.batcher(0).num_batches
-    return steps * self.trainers_ms(optimizer) / 1e3 + 5.0
+  def cost(self, data: TaskData, optimizer: str, runs: int = 1, mask: bool = False,
+           pruner: bool = False) -> float:
+    """Expected seconds of ``runs`` fine-tunings: their steps at :meth:`step_ms`, 5 s of
+    evaluation each, and :data:`COMPILE_S` unless this process has run that step."""
+    steps = data.recipe.epochs * data.batcher(0).num_batches
+    trainer = self.trainers.get(trainer_key(data.task))
+    compiled = trainer is not None and step_kind(optimizer, mask, pruner) in trainer.compiled
+    return runs * (steps * self.step_ms(optimizer) / 1e3 + 5.0) + (0 if compiled else COMPILE_S)
 
-  def trainers_ms(self, optimizer: str) -> float:
-    return max((t.ms_per_step[optimizer] for t in self.trainers.values()), default=30.0)
+  def step_ms(self, optimizer: str) -> float:
+    """A step's steady milliseconds: the slowest measured by this process, else the median
+    of the rows recorded on this device (a rerun's first units), else a default."""
+    measured = [t.ms_per_step[optimizer] for t in self.trainers.values()
+                if optimizer in t.ms_per_step]
+    if measured:
+      return max(measured)
+    recorded = [steady_ms(r) for r in self.ledger.rows.values()
+                if r.get("kind") == "finetune" and r.get("optimizer") == optimizer
+                and r.get("device") == self.ledger.stamp["device"]]
+    return statistics.median(recorded) if recorded else DEFAULT_STEP_MS[optimizer]
 
   def finetune(self, data: TaskData, optimizer: str, lr: float, rho: float, seed: int,
                unit: str) -> dict:
@@ -305,6 +330,7 @@ class PartB:
             "best_epoch": run["epoch"], "dev": run["scores"], "int8": int8_scores,
             "oneshot": curve, "history": run["history"], "train_s": run["train_s"],
             "ms_per_step": 1e3 * run["train_s"] / run["steps"],
+            "first_step_s": run["first_step_s"],
             "preds": {"dense": as_digits(run["preds"]), "int8": as_digits(int8_preds),
                       f"oneshot{curve[-1]['target']:g}": as_digits(pruned_preds)}}
 
@@ -353,6 +379,26 @@ class PartB:
 MOVEMENT_SCHEDULE = (0.1, 0.7)  # the cubic schedule's start and end, as fractions of the run
 
 
+def trainer_key(task) -> str:
+  """Tasks of one kind and label count share a model head, so a Trainer and its steps:
+  RTE, MRPC and SST-2 share one."""
+  return f"{task.kind}-{task.num_labels}"
+
+
+def step_kind(optimizer: str, masked: bool, pruned: bool) -> tuple[str, bool, bool]:
+  """What a train step compiles for: its optimizer, and whether its state carries a mask
+  and its step a pruner (each its own compilation)."""
+  return optimizer, masked, pruned
+
+
+def steady_ms(row: dict) -> float:
+  """A fine-tuning row's milliseconds per step after the first (which compiles); rows
+  made before ``first_step_s`` was recorded count their first step in."""
+  if "first_step_s" in row:
+    return 1e3 * (row["train_s"] - row["first_step_s"]) / max(row["steps"] - 1, 1)
+  return row["ms_per_step"]
+
+
 def unit_name(task: str, lr: float, optimizer: str, rho: float | None, seed: int) -> str:
   name = "adam" if optimizer == "adam" else f"sam{rho:g}"
   return f"b/{task}/lr{lr:g}/{name}/seed{seed}"
@@ -383,7 +429,7 @@ class Campaign:
     unit = unit_name(data.task.name, lr, optimizer, rho, seed)
     row = self.ledger.run(unit, lambda: self.part.finetune(data, optimizer, lr, rho or 0.0,
                                                            seed, unit),
-                          self.part.cost(data, optimizer, data.recipe.epochs))
+                          self.part.cost(data, optimizer))
     if row is not None:
       self.part.save(unit)
     return row
@@ -423,7 +469,7 @@ class Campaign:
     for source, optimizer, lr, rho, seed in self.chosen.get(recipe.task, []):
       unit = source.replace("/lr", f"/imp{recipe.imp_rounds}/lr", 1)
       rounds = recipe.imp_rounds + (0 if self.part.has(source) else 1)
-      cost = rounds * self.part.cost(data, optimizer, recipe.epochs)
+      cost = self.part.cost(data, optimizer, runs=rounds, mask=True)
       self.ledger.run(unit, lambda: self.part.imp(data, source, optimizer, lr, rho or 0.0,
                                                   seed), cost)
 
@@ -437,7 +483,7 @@ class Campaign:
             "/lr", f"/movement{sparsity:g}/lr", 1)
         self.ledger.run(unit, lambda: self.part.movement(data, optimizer, lr, rho or 0.0,
                                                          seed, sparsity),
-                        self.part.cost(data, optimizer, recipe.epochs))
+                        self.part.cost(data, optimizer, pruner=True))
 
   def recipe(self, task: str) -> Recipe | None:
     return next((r for r in self.recipes if r.task == task), None)

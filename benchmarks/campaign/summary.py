@@ -160,16 +160,27 @@ def _model_rows(r: dict, info: dict) -> list[dict]:
   return out
 
 
-def write_results(rows: dict, folder: Path) -> Path:
-  """Part B as the h200 item's rows, generated README and plot (experiments.summary)."""
-  from experiments import collect, run as runner, summary as experiment_summary
-  config = runner.load_config("h200")
+def h200_rows(rows: dict) -> list[dict]:
+  """:func:`experiment_rows` without their empty fields. Rows from another accelerator are
+  refused: the item is the H200's (and the smoke run's, in tests)."""
+  from experiments import collect
+  from flatjax.errors import FlatjaxInputError
   found = [{k: v for k, v in row.items() if v is not None or k in collect.KEY}
            for row in experiment_rows(rows)]
-  return experiment_summary.write(config, collect.merge([], found), folder)
+  other = sorted({r["scale"] for r in found} - {"H200, full training set", "smoke (tiny)"})
+  if other:
+    raise FlatjaxInputError(f"the h200 item holds H200 rows; these ran as {other}")
+  return found
+
+
+def write_results(found: list[dict], folder: Path) -> Path:
+  """The h200 item's rows, generated README and plot (experiments.summary)."""
+  from experiments import collect, run as runner, summary as experiment_summary
+  return experiment_summary.write(runner.load_config("h200"), collect.merge([], found), folder)
 
 
 def summarize(raw: Path, speed_md: Path, results_dir: Path) -> None:
   rows = _rows(raw)
+  found = h200_rows(rows)  # checked before anything is written
   speed_md.write_text(speed_markdown(rows))
-  write_results(rows, results_dir / "h200")
+  write_results(found, results_dir / "h200")
