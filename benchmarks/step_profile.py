@@ -21,7 +21,6 @@ Op times are summed over XLA's threads, so ops that ran side by side both count.
 from __future__ import annotations
 
 import argparse
-import collections
 import tempfile
 
 import xla_trace
@@ -103,38 +102,27 @@ def main(argv=None):
         jax.block_until_ready((state, out))
     data = jax.profiler.ProfileData.from_file(xla_trace.trace_file(d))
 
-  events, runs = [], []
-  for plane in data.planes:
-    for line in plane.lines:
-      for ev in line.events:
-        if line.name.startswith("tf_XLAPjRtCpuClient") and ev.name.startswith(
-            "ThunkExecutor::Execute"):
-          runs.append((ev.start_ns, ev.start_ns + ev.duration_ns))
-        elif line.name.startswith("tf_XLAEigen") and ev.name in ops:
-          events.append((ev.start_ns, ev.start_ns + ev.duration_ns, ev.name))
+  events, _ = xla_trace.device_ops(data, ops)
+  runs = [(ev.start_ns, ev.start_ns + ev.duration_ns) for plane in data.planes
+          for line in plane.lines if line.name.startswith("tf_XLAPjRtCpuClient")
+          for ev in line.events if ev.name.startswith("ThunkExecutor::Execute")]
   if not runs or not events:
     raise SystemExit("the trace has no XLA:CPU op events (a backend other than CPU?)")
 
   # Execute events can nest (a while loop's body runs its own executor): count
   # the time covered by any of them.
-  wall = xla_trace.covered_ns(runs) / args.steps
-  busy = xla_trace.covered_ns((s, e) for s, e, _ in events) / args.steps
-  by_kind, by_op = collections.Counter(), collections.Counter()
-  for s, e, name in events:
-    by_kind[xla_trace.op_kind(name, ops[name])] += (e - s) / args.steps
-    by_op[name] += (e - s) / args.steps
-
-  ms = 1e-6
-  print(f"step (XLA execution) {wall * ms:.0f} ms; at least one op running "
-        f"{busy * ms:.0f} ms ({busy / wall:.0%}); dispatch and gaps {(wall - busy) * ms:.0f} ms")
-  total = sum(by_kind.values())
-  print(f"op time summed over threads: {total * ms:.0f} ms")
-  for kind, t in by_kind.most_common():
-    print(f"  {kind:14s} {t * ms:7.0f} ms  {t / total:5.1%}")
+  wall = xla_trace.covered_ns(runs) * 1e-6 / args.steps
+  summary = xla_trace.summarize(events, ops, args.steps, top=args.top)
+  busy = summary["busy_ms"]
+  print(f"step (XLA execution) {wall:.0f} ms; at least one op running "
+        f"{busy:.0f} ms ({busy / wall:.0%}); dispatch and gaps {wall - busy:.0f} ms")
+  total = sum(summary["kind_ms"].values())
+  print(f"op time summed over threads: {total:.0f} ms")
+  for kind, t in summary["kind_ms"].items():
+    print(f"  {kind:14s} {t:7.0f} ms  {t / total:5.1%}")
   print(f"slowest {args.top} ops (ms per step):")
-  for name, t in by_op.most_common(args.top):
-    print(f"  {t * ms:7.1f}  {name:32s} {ops[name].scope[:90]}")
-
+  for op in summary["top"]:
+    print(f"  {op['ms']:7.1f}  {op['name']:32s} {op['scope'][:90]}")
 
 if __name__ == "__main__":
   main()

@@ -118,7 +118,8 @@ def device_ops(data, ops: dict[str, HloOp]) -> tuple[list[OpEvent], str]:
     return found, "gpu"
   for plane in data.planes:
     for line in plane.lines:
-      if line.name.startswith("tf_XLA"):  # the pool's threads, and ops run inline
+      # The pool's threads: an event on the client's thread may span work it handed them.
+      if line.name.startswith("tf_XLAEigen"):
         found += [OpEvent(ev.start_ns, ev.start_ns + ev.duration_ns, ev.name)
                   for ev in line.events if ev.name in ops]
   return found, "cpu"

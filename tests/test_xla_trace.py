@@ -100,8 +100,9 @@ def test_device_ops_on_a_cpu_takes_xla_thread_events_named_like_instructions():
   data = _profile(("/host:CPU", [
       ("python", [_event("dot.5", 0, 99)]),
       ("tf_XLAEigen/1", [_event("dot.5", 10, 20), _event("ThreadpoolListener::Record", 12, 0)]),
+      ("tf_XLAEigen/3", [_event("loop_add_fusion", 40, 5)]),
       ("tf_XLAPjRtCpuClient/2", [_event("ThunkExecutor::Execute", 0, 50),
-                                 _event("loop_add_fusion", 40, 5)])]))
+                                 _event("loop_add_fusion", 0, 50)])]))
   events, backend = xla_trace.device_ops(data, xla_trace.hlo_ops(HLO))
   assert backend == "cpu"
   assert sorted(events) == [(10, 30, "dot.5"), (40, 45, "loop_add_fusion")]

@@ -109,6 +109,10 @@ class Bench:
     s = self.settings
     return train_flops(s.architecture, s.batch_size, s.length)
 
+  def step_flops(self, optimizer: str) -> float:
+    """A train step's model FLOPs: SAM's is two forward-backward passes."""
+    return self.flops() * (2 if optimizer == "sam" else 1)
+
   def rates(self, flops: float, median_ms: float, peak_tflops: float | None) -> dict:
     achieved = flops / (median_ms * 1e-3) / 1e12
     out = {"model_tflop": flops / 1e12, "tflops": achieved,
@@ -141,8 +145,8 @@ def matmul_peak(device) -> dict:
 
 
 def _flatjax_step(bench: Bench, dtype: str, optimizer: str):
-  """flatjax's jitted train step on the bench's batch, compiled: ``(compiled, state, batch,
-  trace_s, compile_s)``."""
+  """flatjax's jitted train step on the bench's batch, compiled: ``(compiled, run, trace_s,
+  compile_s)``, where ``run(n)`` takes n steps from the state it holds and waits for them."""
   import jax
   import jax.numpy as jnp
   from flatjax.data.tasks import get_task
@@ -163,21 +167,21 @@ def _flatjax_step(bench: Bench, dtype: str, optimizer: str):
   lowered = step.lower(state, batch)
   t1 = time.perf_counter()
   compiled = lowered.compile()
-  return compiled, state, batch, t1 - t0, time.perf_counter() - t1
-
-
-def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) -> dict:
-  """flatjax's jitted train step: trace and compile times, then per-step time."""
-  import jax
-  compiled, state, batch, trace_s, compile_s = _flatjax_step(bench, dtype, optimizer)
+  compile_s = time.perf_counter() - t1
 
   def run(n):
     nonlocal state
     for _ in range(n):
       state, metrics = compiled(state, batch)
     jax.block_until_ready((state, metrics))
+  return compiled, run, t1 - t0, compile_s
+
+
+def flatjax_train(bench: Bench, dtype: str, optimizer: str, peak: float | None) -> dict:
+  """flatjax's jitted train step: trace and compile times, then per-step time."""
+  _, run, trace_s, compile_s = _flatjax_step(bench, dtype, optimizer)
   timing = bench.timing(run)
-  flops = bench.flops() * (2 if optimizer == "sam" else 1)
+  flops = bench.step_flops(optimizer)
   return {"framework": "flatjax", "dtype": dtype, "optimizer": optimizer,
           "trace_s": trace_s, "compile_s": compile_s, **timing,
           **bench.rates(flops, timing["median_ms"], peak)}
@@ -195,16 +199,10 @@ def flatjax_profile(bench: Bench, dtype: str, optimizer: str, keep: Path | None 
   import tempfile
   import jax
   from benchmarks import xla_trace
-  compiled, state, batch, _, _ = _flatjax_step(bench, dtype, optimizer)
+  compiled, run, _, _ = _flatjax_step(bench, dtype, optimizer)
   ops = xla_trace.hlo_ops(compiled.as_text())
   cost = compiled.cost_analysis()
   cost = (cost[0] if isinstance(cost, (list, tuple)) else cost) or {}
-
-  def run(n):
-    nonlocal state
-    for _ in range(n):
-      state, metrics = compiled(state, batch)
-    jax.block_until_ready((state, metrics))
   run(2)
   with tempfile.TemporaryDirectory() as folder:
     t0 = time.perf_counter()
@@ -220,7 +218,7 @@ def flatjax_profile(bench: Bench, dtype: str, optimizer: str, keep: Path | None 
   if backend != jax.default_backend():
     raise RuntimeError(f"the trace holds no {jax.default_backend()} plane: the profiler "
                        "recorded no device activity (CUPTI not loadable?)")
-  flops = bench.flops() * (2 if optimizer == "sam" else 1)
+  flops = bench.step_flops(optimizer)
   return {"framework": "flatjax", "dtype": dtype, "optimizer": optimizer, "backend": backend,
           "traced_ms": traced_ms, "xla_flops": cost.get("flops"),
           "xla_bytes": cost.get("bytes accessed"), "model_tflop": flops / 1e12,
@@ -297,7 +295,7 @@ def torch_train(bench: Bench, dtype: str, optimizer: str, peak: float | None,
       step()
     _sync(bench)
   timing = bench.timing(run)
-  flops = bench.flops() * (2 if optimizer == "sam" else 1)
+  flops = bench.step_flops(optimizer)
   return {"framework": "torch.compile" if compile_model else "torch", "dtype": dtype,
           "optimizer": optimizer, "first_step_s": first_s, "torch": torch.__version__,
           **timing, **bench.rates(flops, timing["median_ms"], peak)}
